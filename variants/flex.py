@@ -40,6 +40,10 @@ class Flex(Variant):
             import torch.nn.attention.flex_attention  # noqa: F401
         except ImportError as exc:
             reasons.append(f"torch {torch.__version__} has no flex_attention: {exc}")
+        if case.device == "cpu" and case.pass_ == "fwd_bwd":
+            # torch's own check (flex_attention._validate_device) refuses this; say so before trying
+            reasons.append("pass=fwd_bwd: FlexAttention does not support backward on CPU "
+                           f"(torch {torch.__version__}); use device=cuda or pass=fwd")
         return reasons
 
     def _fn(self):
