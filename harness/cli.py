@@ -97,6 +97,87 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if wrong else 0
 
 
+# ---- sweep ------------------------------------------------------------------------------------
+_INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "batch": "--batch", "head_dims": "--head-dims"}
+_STR_AXES = {"variants": "--variants", "patterns": "--patterns", "dtypes": "--dtypes", "passes": "--passes"}
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    out = []
+    for item in _split(text) or []:
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: {flag} 512,1024") from None
+    return out
+
+
+def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
+    """Preset or --config TOML, then every axis override from the command line, into a frozen config."""
+    from harness.sweep import build_config, load_toml
+
+    if args.preset and args.config:
+        raise InputError("give --preset or --config, not both")
+    data = load_toml(args.config, False) if args.config else load_toml(args.preset or default_preset, True)
+    for key, flag in _INT_AXES.items():
+        value = getattr(args, key)
+        if value:
+            data[key] = _ints(value, flag)
+    for key, flag in _STR_AXES.items():
+        value = getattr(args, key)
+        if value:
+            data[key] = _split(value)
+    if args.causal:
+        data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
+    for key in ("device", "window", "budget_s", "timeout_s"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = value
+    if args.segment is not None:
+        data["segment"] = args.segment if args.segment == "sqrt" else _ints(args.segment, "--segment")[0]
+    if args.isolate:
+        data["isolate"] = True
+    return build_config(data)
+
+
+def _sweep_has_overrides(args) -> bool:
+    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "budget_s", "timeout_s", "segment", "preset", "config"]
+    return any(getattr(args, k) for k in keys) or args.isolate
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.runner import run_sweep
+
+    if args.resume:
+        config = sweep_config_from_args(args) if _sweep_has_overrides(args) else None
+        run_dir = run_sweep(config, resume=args.resume, quiet=args.quiet)
+    else:
+        run_dir = run_sweep(sweep_config_from_args(args), out=args.out, quiet=args.quiet)
+    print(f"results: {run_dir}")
+    return 0
+
+
+def add_sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a preset shipped with attnbench: quick, default, long, gpu (default: quick)")
+    p.add_argument("--config", help="a sweep TOML file (same keys as the presets in harness/presets/)")
+    p.add_argument("--variants", help="comma-separated variant names, or all")
+    p.add_argument("--patterns", help="comma-separated: global,local,hierarchical")
+    p.add_argument("--causal", choices=["no", "yes", "both"], help="causal masking: no, yes or both")
+    p.add_argument("--seq-lens", dest="seq_lens", help="comma-separated sequence lengths, e.g. 512,1024")
+    p.add_argument("--heads", help="comma-separated head counts")
+    p.add_argument("--batch", help="comma-separated batch sizes")
+    p.add_argument("--head-dims", dest="head_dims", help="comma-separated head dims")
+    p.add_argument("--dtypes", help="comma-separated: float32,float16,bfloat16")
+    p.add_argument("--device", help="cpu, cuda or auto")
+    p.add_argument("--passes", help="comma-separated: fwd,fwd_bwd")
+    p.add_argument("--window", type=int, help="window radius w of the local pattern")
+    p.add_argument("--segment", help="segment length s of the hierarchical pattern, or sqrt (round(sqrt(N)))")
+    p.add_argument("--budget-s", dest="budget_s", type=float, help="seconds of timing per case (default from preset)")
+    p.add_argument("--timeout-s", dest="timeout_s", type=float, help="upper bound on one case, in seconds")
+    p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -121,12 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print every result, skipped ones with reasons")
     p.set_defaults(func=cmd_check)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("sweep", help="measure variants over a grid into a tidy table under results/",
+                       description="Run a sweep: every variant x pattern x causal x shape x dtype x pass becomes one "
+                                   "row (status ok, unsupported, oom, timeout or error, with a reason) with time "
+                                   "(median, IQR, raw samples), peak memory, FLOPs, achieved FLOP/s and error "
+                                   "against the float64 reference. Rows are journaled as they finish; Ctrl-C keeps "
+                                   "them and --resume finishes the run.")
+    add_sweep_options(p)
+    p.add_argument("--out", help="run folder (default: results/<run-id>)")
+    p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
+    p.set_defaults(func=cmd_sweep)
+
+    import importlib
+
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register_cli(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+# Modules that add commands: each exposes register_cli(subparsers) and imports nothing heavy at import time.
+_COMMAND_MODULES = ["harness.report", "harness.compare", "harness.ci"]
 
 
 def main(argv: list[str] | None = None) -> int:
