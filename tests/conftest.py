@@ -17,3 +17,67 @@ def registry():
 def cuda_only():
     return pytest.mark.skipif(not torch.cuda.is_available(),
                               reason="needs a CUDA device: torch.cuda.is_available() is False here")
+
+
+MISBEHAVE_SRC = '''
+"""A test plug-in whose forward misbehaves on purpose, selected by its `mode` parameter."""
+import os
+import signal
+import time
+
+import torch
+
+from harness.registry import Variant, register
+
+
+@register
+class Misbehave(Variant):
+    name = "test_misbehave"
+    description = "test plug-in: ok, raise, oom, sleep, hang or segfault"
+    patterns = ("global",)
+    default_params = {"mode": "ok"}
+
+    def forward(self, q, k, v, pattern):
+        mode = self.params["mode"]
+        if mode == "raise":
+            raise ValueError("deliberate failure")
+        if mode == "oom":
+            raise torch.OutOfMemoryError("deliberate out of memory")
+        if mode == "alloc":
+            return torch.empty(1 << 46, dtype=torch.uint8)  # 64 TiB: the allocator refuses
+        if mode == "sleep":
+            time.sleep(0.3)
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+'''
+
+
+@pytest.fixture(scope="session")
+def misbehave_plugin(tmp_path_factory):
+    """Installs the plug-in for this process and (through PYTHONPATH + an entry point) for children."""
+    import importlib
+    import sys
+
+    from harness.registry import REGISTRY, discover
+
+    discover()
+    root = tmp_path_factory.mktemp("plugin")
+    (root / "attnbench_test_misbehave.py").write_text(MISBEHAVE_SRC)
+    dist = root / "attnbench_test_misbehave-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: attnbench-test-misbehave\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attnbench.variants]\nmisbehave = attnbench_test_misbehave\n")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(root) + (os.pathsep + old if old else "")
+    sys.path.insert(0, str(root))
+    importlib.import_module("attnbench_test_misbehave")
+    yield "test_misbehave"
+    REGISTRY.pop("test_misbehave", None)
+    sys.path.remove(str(root))
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old

@@ -1,0 +1,36 @@
+# Set-up is part of every target: a fresh machine needs only python3 (3.10+), git and make.
+# TORCH_SPEC picks the torch build; the default is the CPU build (override for CUDA, e.g.
+#   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup run test check bench clean
+
+$(BIN)/attnbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/attnbench
+
+## The main job: the default sweep for this machine, then its report.
+run: setup
+	$(BIN)/attnbench run
+
+## The tests (CI runs exactly this).
+test: setup
+	$(BIN)/python -m pytest -q
+
+check: setup
+	$(BIN)/attnbench check
+
+bench: setup
+	$(BIN)/python scripts/bench_foundation.py
+	$(BIN)/python scripts/bench_sweep.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
