@@ -40,11 +40,12 @@ N_BOOTSTRAP = 2000
 FORMATS = ("text", "markdown", "html", "json")
 
 # Verdicts. slower and broken fail the comparison (exit 1); the others do not.
-VERDICTS = ("slower", "broken", "faster", "same", "fixed", "not run", "new", "missing")
+VERDICTS = ("slower", "broken", "accepted", "faster", "same", "fixed", "not run", "new", "missing")
 FAILING = ("slower", "broken")
 VERDICT_HELP = {
     "slower": "normalized time ratio's confidence interval lies above the threshold",
     "broken": "ok in BASE, not ok in NEW (its status and reason are shown)",
+    "accepted": "slower, but accepted by an [accept-regression: ...] commit marker (attnbench ci only)",
     "faster": "normalized time ratio's confidence interval lies below 1 / threshold",
     "same": "no confident change beyond the threshold",
     "fixed": "not ok in BASE, ok in NEW",
@@ -206,7 +207,7 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
 def summarize(result: pd.DataFrame) -> dict:
     """Counts per verdict, the compared count, and the exit status the comparison implies."""
     counts = {v: int((result["verdict"] == v).sum()) for v in VERDICTS}
-    compared = counts["slower"] + counts["faster"] + counts["same"]
+    compared = counts["slower"] + counts["accepted"] + counts["faster"] + counts["same"]
     failing = counts["slower"] + counts["broken"]
     exit_code = 2 if compared + counts["broken"] + counts["fixed"] == 0 else (1 if failing else 0)
     return {"counts": counts, "compared": compared, "exit_code": exit_code,
@@ -218,10 +219,11 @@ def fmt_time(seconds) -> str:
     if seconds is None or pd.isna(seconds):
         return "-"
     s = float(seconds)
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if s >= scale or unit == "ns":
+            v = s / scale
+            decimals = max(0, 2 - int(math.floor(math.log10(v)))) if v > 0 else 0
+            return f"{v:.{decimals}f} {unit}"
 
 
 def fmt_ratio(value) -> str:
@@ -245,7 +247,7 @@ def _table(result: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in _order(result).to_dict("records"):
         verdict = r["verdict"]
-        if verdict in ("broken", "fixed", "not run") and r["reason"]:
+        if verdict in ("broken", "fixed", "not run", "accepted") and r["reason"]:
             verdict += f" ({r['base_status'] or '-'} -> {r['new_status'] or '-'}: {r['reason']})"
         rows.append([r["case_id"], fmt_time(r["base_time_s_median"]), fmt_time(r["new_time_s_median"]),
                      fmt_ratio(r["time_ratio_raw"]), fmt_ratio(r["time_ratio"]),
@@ -288,19 +290,23 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "NEW") -> str:
-    """A GitHub-flavoured Markdown section, fit for $GITHUB_STEP_SUMMARY."""
+def markdown_table(result: pd.DataFrame) -> str:
+    """The comparison table alone, in GitHub-flavoured Markdown (failing verdicts in bold)."""
     header, rows = _table(result)
-    s = summarize(result)
-    icon = {0: "no regression", 1: "REGRESSION", 2: "nothing compared"}[s["exit_code"]]
-    out = [f"### attnbench compare: {icon}", "", _md_cell(_headline(result, base_name, new_name)), "",
-           _md_cell(_calibration_line(result)), "",
-           "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|"]
     for r in rows:
         cells = [f"`{_md_cell(r[0])}`", *map(_md_cell, r[1:-1]), f"**{_md_cell(r[-1])}**"
                  if r[-1].split(" ")[0] in FAILING else _md_cell(r[-1])]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def render_markdown(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "NEW") -> str:
+    """A GitHub-flavoured Markdown section, fit for $GITHUB_STEP_SUMMARY."""
+    s = summarize(result)
+    icon = {0: "no regression", 1: "REGRESSION", 2: "nothing compared"}[s["exit_code"]]
+    return "\n".join([f"### attnbench compare: {icon}", "", _md_cell(_headline(result, base_name, new_name)), "",
+                      _md_cell(_calibration_line(result)), "", markdown_table(result)])
 
 
 _HTML_STYLE = (".attnbench-compare table{border-collapse:collapse;font:13px sans-serif}"

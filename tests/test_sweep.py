@@ -147,7 +147,7 @@ def test_failures_become_rows_in_process(misbehave_plugin, tmp_path, mode, statu
 ])
 def test_isolate_turns_crashes_into_rows(misbehave_plugin, tmp_path, mode, status, reason):
     cfg = build_config({**SMALL, "variants": ["test_misbehave"], "patterns": ["global"], "causal": [False],
-                        "seq_lens": [32], "passes": ["fwd"], "timeout_s": 20, "isolate": True,
+                        "seq_lens": [32], "passes": ["fwd"], "timeout_s": 10, "isolate": True,
                         "params": {"test_misbehave": {"mode": mode}}})
     df, _ = load_run(run_sweep(cfg, out=tmp_path / "r", quiet=True))
     row = df.iloc[0]

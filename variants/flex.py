@@ -64,13 +64,19 @@ class Flex(Variant):
         return self._block_masks[key]
 
     def prepare(self, case: Case) -> None:
-        """Build the block mask and compile for this shape (forward and, if asked, backward)."""
-        q = torch.randn(case.shape, dtype=case.torch_dtype, device=case.device,
-                        requires_grad=case.pass_ == "fwd_bwd")
-        out = self.forward(q, q, q, case.pattern_obj)
-        if case.pass_ == "fwd_bwd":
+        """Build the block mask and compile for this shape and grad mode (forward and, if asked, backward)."""
+        backward = case.pass_ == "fwd_bwd"
+        q = torch.randn(case.shape, dtype=case.torch_dtype, device=case.device, requires_grad=backward)
+        with torch.set_grad_enabled(backward):
+            out = self.forward(q, q, q, case.pattern_obj)
+        if backward:
             out.sum().backward()
 
     def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
         block_mask = self._block_mask(pattern, q.shape[-2], q.device)
-        return self._fn()(q, k, v, block_mask=block_mask)
+        # Each shape, mask and grad mode is its own compiled graph. Past dynamo's default limit of 8,
+        # flex_attention silently falls back to an unfused eager path that materializes N x N scores,
+        # which would be timed as if it were FlexAttention: raise the limit, and fail loudly if hit.
+        with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096,
+                                        fail_on_recompile_limit_hit=True):
+            return self._fn()(q, k, v, block_mask=block_mask)
