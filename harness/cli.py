@@ -178,6 +178,35 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
+# ---- show -------------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from harness.results import load_run
+
+    df, meta = load_run(args.run_dir)
+    prov = meta["provenance"]
+    print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
+          f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
+    if df.empty:
+        return 0
+    table = pd.crosstab(df["variant"], df["status"])
+    print(table.to_string())
+    ok = df[df["status"] == "ok"]
+    if len(ok):
+        cols = ["variant", "pattern", "causal", "seq_len", "pass", "dtype"]
+        view = ok[cols].copy()
+        view["median_ms"] = (ok["time_s_median"] * 1e3).round(3)
+        view["peak_MiB"] = (ok["peak_mem_bytes"] / 2**20).round(1)
+        view["rel_error"] = ok["rel_error"].map(lambda e: f"{e:.1e}" if pd.notna(e) else "")
+        if args.all:
+            print(view.to_string(index=False))
+    bad = df[~df["status"].isin(["ok", "unsupported"])]
+    for _, row in bad.iterrows():
+        print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -212,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: results/<run-id>)")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("show", help="print a run's status table (and its measurements with --all)",
+                       description="Summarize a run folder: provenance, a variant x status table, every oom, "
+                                   "timeout or error with its reason, and with --all every measured row.")
+    p.add_argument("run_dir", help="a run folder, e.g. results/<run-id>")
+    p.add_argument("--all", action="store_true", help="also print every ok row (median ms, peak MiB, error)")
+    p.set_defaults(func=cmd_show)
 
     import importlib
 
