@@ -157,8 +157,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sweep_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="a preset shipped with attnbench: quick, default, long, gpu (default: quick)")
+def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick") -> None:
+    p.add_argument("--preset", help=f"a preset shipped with attnbench: quick, default, long, gpu (default: {default_preset})")
     p.add_argument("--config", help="a sweep TOML file (same keys as the presets in harness/presets/)")
     p.add_argument("--variants", help="comma-separated variant names, or all")
     p.add_argument("--patterns", help="comma-separated: global,local,hierarchical")

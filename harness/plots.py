@@ -35,7 +35,7 @@ def _floats(series: pd.Series, scale: float = 1.0) -> np.ndarray:
 
 
 def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
-    """``local (w=64)``, ``hierarchical (s=round(sqrt N))``: the pattern with its parameter."""
+    """``local (w=64)``, ``hierarchical (s=\u221aN)`` (s = round(sqrt(N))): the pattern with its parameter."""
     if pattern == "local":
         windows = sorted({int(w) for w in rows["window"].dropna()})
         return f"local (w={windows[0]})" if len(windows) == 1 else "local (w varies)" if windows else "local"
@@ -45,7 +45,7 @@ def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
         if len(segments) == 1:
             return f"hierarchical (s={segments.pop()})"
         if pairs and all(s == max(1, round(math.sqrt(n))) for n, s in pairs):
-            return "hierarchical (s=round(sqrt N))"
+            return "hierarchical (s=\u221aN)"
         return "hierarchical (s varies)" if pairs else "hierarchical"
     return pattern
 
@@ -230,6 +230,22 @@ def status_counts(prep: pd.DataFrame) -> pd.DataFrame:
     counts = counts[[*STATUS_ORDER, *extra]]
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()
+
+
+def failure_reasons(prep: pd.DataFrame) -> pd.DataFrame:
+    """Cells that did not run, grouped by series, variant, status and reason: how many, and where."""
+    cols = ["series", "variant", "status", "reason", "cells", "patterns", "passes", "seq_lens"]
+    bad = prep[prep["status"] != "ok"]
+    rows = []
+    for key, g in bad.groupby(["series", "status", "variant", "reason"], sort=True):
+        series, status, variant, reason = key
+        patterns = sorted({f"{p}{' causal' if c else ''}" for p, c in zip(g["pattern_label"], g["causal"])},
+                          key=lambda x: (_pattern_rank(x), x))
+        rows.append({"series": series, "variant": variant, "status": status, "reason": reason, "cells": len(g),
+                     "patterns": ", ".join(patterns),
+                     "passes": ", ".join(p for p in PASS_ORDER if p in set(g["pass"])) or ", ".join(set(g["pass"])),
+                     "seq_lens": ", ".join(str(n) for n in sorted(set(int(n) for n in g["seq_len"])))})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def failures(prep: pd.DataFrame) -> pd.DataFrame:

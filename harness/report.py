@@ -148,6 +148,11 @@ def _notes(runs: list[tuple], prep) -> list[str]:
         if m.get("status") != "complete":
             notes.append(f"run {run_id} is {m.get('status')!s}: {len(df)} cells so far; finish it with "
                          f"attnbench sweep --resume {p}")
+        cal = [c.get("time_s_median") for c in (m.get("calibration") or []) if isinstance(c, dict)]
+        cal = [c for c in cal if isinstance(c, (int, float)) and c > 0]
+        if len(cal) >= 2 and max(cal) / min(cal) > 1.2:
+            notes.append(f"run {run_id}: the calibration kernel's time changed by {max(cal) / min(cal) - 1:.0%} "
+                         "during the run, so the machine was busy or throttling; its timings are not reliable")
         if (m.get("provenance") or {}).get("git_dirty"):
             notes.append(f"run {run_id} was made from a working tree with uncommitted changes")
     ok = prep["status"] == "ok"
@@ -279,6 +284,10 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                                              Col("pass", "pass"), Col("seq_len", "N", plots.fmt_text, True),
                                              Col("status", "status"), Col("reason", "reason")]),
         "n_failures": len(fails),
+        "failure_reasons": plots.html_table(plots.failure_reasons(prep), [
+            *series_col, Col("variant", "variant"), Col("status", "status"), Col("reason", "reason"),
+            Col("cells", "cells", plots.fmt_text, True), Col("patterns", "patterns"), Col("passes", "passes"),
+            Col("seq_lens", "N")]),
         "tidy": plots.html_table(tidy, tidy_cols),
         "n_rows": len(prep),
     }
@@ -440,7 +449,7 @@ def register_cli(subparsers) -> None:
         description="Run the `default` preset sweep (CUDA float16 when torch sees a GPU, else CPU float32), "
                     "write it under results/<run-id>, then its report under reports/<run-id>/index.html. "
                     "Every sweep option overrides the preset.")
-    add_sweep_options(p)
+    add_sweep_options(p, default_preset="default")
     p.add_argument("--out", help="run folder (default: results/<run-id>)")
     p.add_argument("--baseline", help=f"baseline variant of the report (default: {DEFAULT_BASELINE})")
     p.add_argument("--reports-root", dest="reports_root",

@@ -147,6 +147,9 @@ def test_failures_and_status_counts(prep):
     fails = plots.failures(prep)
     assert set(fails["status"]) == {"oom", "unsupported"}
     assert (fails["reason"] != "").all()
+    grouped = plots.failure_reasons(prep).set_index("variant")
+    assert grouped.loc["xformers", "cells"] == 8 and grouped.loc["xformers", "seq_lens"] == "256, 512, 1024, 2048"
+    assert grouped.loc["naive", "status"] == "oom" and grouped.loc["naive", "patterns"] == "global"
     counts = plots.status_counts(prep).set_index("variant")
     assert counts.loc["xformers", "unsupported"] == 8 and counts.loc["naive", "oom"] == 1
     assert counts.loc["naive", "total"] == 8
@@ -245,6 +248,26 @@ def test_index_lists_every_report_and_single_n_report_works(tmp_path):
     assert 'href="a/index.html"' in listing and 'href="cpu-vs-cuda/index.html"' in listing
 
 
+def test_report_of_an_interrupted_run_with_no_rows(tmp_path):
+    from harness.report import build_report
+
+    run = write_fixture_run(tmp_path / "empty-run", [], status="interrupted")
+    (run / "results.parquet").unlink()
+    out, _ = build_report([run], reports_root=tmp_path / "reports")
+    html = out.read_text()
+    assert "interrupted" in html and "attnbench sweep --resume" in html
+
+
+def test_importing_the_report_modules_imports_no_plotting_or_templates():
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.report, harness.plots; "
+            "print(sorted(m for m in ('matplotlib', 'seaborn', 'jinja2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_report_name_derives_from_run_ids():
     from harness.report import report_name
 
@@ -273,6 +296,8 @@ def test_cli_report_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "nosuch" in err and "naive" in err
     assert main(["report", str(run), str(run), "--reports-root", str(tmp_path / "r")]) == 2
     assert "twice" in capsys.readouterr().err
+    assert main(["report", str(run), "-o", str(tmp_path / "r")]) == 2
+    assert ".html" in capsys.readouterr().err
 
 
 def test_cli_report_writes_and_prints_paths(tmp_path, capsys):

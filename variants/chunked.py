@@ -58,21 +58,22 @@ class _ChunkedAttention(torch.autograd.Function):
         out = torch.empty_like(q)
         lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)  # (B, H, N)
         for q0, q1, kblocks in _blocks(pattern, n, cq, ck):
-            qc = q[:, :, q0:q1]  # (B, H, cq, D)
+            qc = q[:, :, q0:q1] * scale  # (B, H, cq, D), pre-scaled once per query chunk
             acc = torch.zeros(b, h, q1 - q0, d, dtype=torch.float32, device=q.device)
             m = torch.full((b, h, q1 - q0, 1), float("-inf"), dtype=torch.float32, device=q.device)
             l = torch.zeros_like(m)
             for k0, k1 in kblocks:
-                s = (qc @ k[:, :, k0:k1].transpose(-1, -2)).float() * scale  # (B, H, cq, ck)
+                s = (qc @ k[:, :, k0:k1].transpose(-1, -2)).float()  # (B, H, cq, ck) scaled scores
                 mask = _chunk_mask(pattern, q0, q1, k0, k1, q.device)
                 if mask is not None:
                     s.masked_fill_(~mask, float("-inf"))
                 m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
-                m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
-                p = torch.exp(s - m_safe)  # (B, H, cq, ck); masked entries are exactly 0
-                alpha = torch.exp(m - m_safe)  # rescales what was accumulated so far
-                l = l * alpha + p.sum(dim=-1, keepdim=True)
-                acc = acc * alpha + p.to(v.dtype) @ v[:, :, k0:k1]
+                # Rows with no allowed key yet have m_new = -inf; shift them by 0 so exp gives 0, not NaN.
+                m_safe = m_new.nan_to_num(neginf=0.0) if mask is not None else m_new
+                p = s.sub_(m_safe).exp_()  # (B, H, cq, ck) in place; masked entries are exactly 0
+                alpha = (m - m_safe).exp_()  # rescales what was accumulated so far
+                l = l.mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
+                acc = acc.mul_(alpha).add_(p.to(v.dtype) @ v[:, :, k0:k1])
                 m = m_new
                 del s, p
             out[:, :, q0:q1] = (acc / l).to(q.dtype)
@@ -116,7 +117,7 @@ class Chunked(Variant):
     name = "chunked"
     description = "Exact attention, query x key chunks with online softmax (Rabe & Staats), O(N) memory"
     patterns = ("global", "local")
-    default_params = {"chunk_q": 256, "chunk_k": 512}
+    default_params = {"chunk_q": 512, "chunk_k": 1024}
 
     def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
         return _ChunkedAttention.apply(q, k, v, pattern, int(self.params["chunk_q"]), int(self.params["chunk_k"]))
