@@ -158,7 +158,7 @@ class Progress:
 
     def show(self, case: Case) -> None:
         if self.bar:
-            self.bar.update(self.task, description=case.id[:70])
+            self.bar.update(self.task, description=case.id[:48])
 
     def advance(self) -> None:
         if self.bar:

@@ -231,3 +231,17 @@ def test_quiet_when_not_a_terminal(tmp_path):
     assert res.returncode == 0
     assert "━" not in res.stderr and "ETA" not in res.stderr  # no progress bar when not a tty
     assert "ok: " in res.stderr.replace("  ", " ") and "results:" in res.stdout
+
+
+def test_chunked_backward_keeps_the_memory_bound():
+    """fwd_bwd: chunked recomputes probabilities per chunk instead of saving them (N=2048, H=8)."""
+    from harness.measure import make_callable, make_inputs
+    from harness.registry import get_variant
+
+    peaks = {}
+    for name in ("naive", "chunked"):
+        case = Case(name, "global", heads=8, seq_len=2048, head_dim=64, pass_="fwd_bwd",
+                    params=(("chunk_q", 256), ("chunk_k", 256)) if name == "chunked" else ())
+        fn = make_callable(get_variant(name, **dict(case.params)), case, make_inputs(case))
+        peaks[name] = peak_memory(fn, "cpu")[0]
+    assert peaks["chunked"] * 10 <= peaks["naive"], peaks
