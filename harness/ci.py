@@ -1,39 +1,39 @@
 """`attnbench ci BASE_REF`: a performance regression gate for CI, built on `attnbench compare`'s statistics.
 
-What it does, in order:
-
-1. Resolves BASE_REF to a commit and checks it out with ``git worktree add --detach`` into a temporary
+1. BASE_REF is resolved to a commit and checked out with ``git worktree add --detach`` into a temporary
    folder (removed afterwards). The tree under test is the working tree (``--tree``, default: the git
-   checkout containing the current directory).
-2. Expands the regression preset (``harness/presets/regression.toml``: a handful of cheap CPU cases)
-   with *this* harness, then measures it in fresh worker processes, alternating sides A B B A A B ...
-   (``--processes`` per side), all on this machine in this job. Every worker runs with the same Python
-   interpreter, ``cwd`` and ``PYTHONPATH`` set to its tree, so that tree's ``harness`` and ``variants``
-   are imported; the worker reports the files it imported and the gate refuses to go on if they are
-   not in the intended tree. The timing code lives here (``WORKER_SOURCE``), so both sides are timed
-   the same way; only the code under test differs.
-3. Each worker times the calibration kernel (float32 512x512 matmul, as in ``harness.measure``)
-   before every case and after the last, and each case's median per-call time is divided by the mean of
-   the calibrations just before and after it. The per-case statistic of a side is the median of those
-   per-process values; the ratio new / base and its confidence interval come from
-   ``harness.compare.median_ratio_ci`` (bootstrap over processes, seed fixed per case), and the verdict
-   from ``harness.compare.time_verdict``: slower only when the whole interval is above ``--threshold``.
-4. Flagged cases are measured again in ``--recheck-processes`` more processes per side, pooled with the
-   first round, and judged again on all the evidence. Only what is still slower fails the gate.
-5. A regression is *accepted* (reported, exit 0) when a commit in BASE_REF..HEAD of the tested tree
-   carries ``[accept-regression: <case-id substring>[, ...]]`` or ``[accept-regression: all]``. The
-   threshold is never loosened.
+   checkout of the current directory). The cases are the regression preset
+   (``harness/presets/regression.toml``), expanded by *this* harness.
+2. Both sides are measured on this machine, in this job, in fresh worker processes that come in
+   pairs (one per side, ``--processes`` pairs). Within a pair every case is measured in four blocks,
+   A B B A (B A A B in odd pairs), one process waiting while the other measures, so load that comes
+   and goes hits both sides alike. Each process times the calibration kernel (float32 512x512 matmul,
+   as in ``harness.measure``) just before its first block of every case. Workers run with the same Python interpreter and
+   with ``cwd`` and ``PYTHONPATH`` set to their tree, so that tree's ``harness`` and ``variants`` are
+   imported; each worker names the files it imported and the gate stops if they are outside its tree.
+   The timing loop is ``WORKER_SOURCE`` below, the same for both sides; only the code under test
+   differs. The clock is the measuring thread's CPU time (``--clock cpu``), which leaves out time
+   spent preempted by other processes; one torch thread per worker.
+3. Per process and case: the mean of its two block medians divided by the process's calibration figure
+   (the median of its calibrations: the speed of the machine as that process saw it). Per side: the
+   median over processes. The ratio new / base, its bootstrap interval (over processes, seed
+   fixed per case) and the verdict come from ``harness.compare.median_ratio_ci`` and ``time_verdict``:
+   slower only when the whole interval is above ``--threshold``.
+4. Flagged cases are measured again in ``--recheck-processes`` more pairs and judged on all pairs
+   together: a fluke is outvoted, a real slowdown stays.
+5. A slowdown is *accepted* (reported, exit 0) when a commit message in BASE_REF..HEAD of the tested
+   tree carries ``[accept-regression: <case-id substring>[, ...]]`` or ``[accept-regression: all]``.
+   The threshold is never loosened.
 
-Prints a Markdown verdict (and appends it to ``$GITHUB_STEP_SUMMARY`` when that is set). Exit status:
-1 on an unaccepted regression (or a case that ran at BASE_REF and fails on the tested tree), 0
-otherwise, 2 on bad input (an unknown ref, not a git checkout) or when a side could not be measured.
+Prints a Markdown verdict (also appended to ``$GITHUB_STEP_SUMMARY`` when that is set). Exit status:
+1 on a slowdown no marker accepts, or on a case that ran at BASE_REF and fails on the tested tree; 2 on
+bad input (an unknown ref, not a git checkout) or when a side could not be measured; 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -56,9 +56,9 @@ ACCEPT_RE = re.compile(r"\[accept-regression:\s*([^\]]*)\]", re.IGNORECASE)
 # The worker: run as `python -c WORKER_SOURCE` with cwd and PYTHONPATH set to the tree under test. It
 # imports only torch and that tree's harness.case / harness.registry; the timing loop below is the same
 # for both sides. Protocol (JSON lines): the job {cases, threads, clock, budget_s, calibration_budget_s}
-# on stdin, answered by a "ready" line naming the files imported; then {"case": i} commands, each
-# answered by the calibration kernel's and the case's median per-call time measured back to back;
-# {"quit": true} ends it. Answers start with RESULT_MARKER; anything else on stdout is ignored.
+# on stdin, answered by a "ready" line naming the files imported; then {"case": i, "calibrate": bool}
+# commands, each answered by the case's median per-call time (and, when asked, the calibration
+# kernel's, timed just before it); {"quit": true} ends it. Answers start with RESULT_MARKER; anything else on stdout is ignored.
 WORKER_SOURCE = r'''
 import json, statistics, sys, time
 
@@ -66,24 +66,24 @@ def reply(obj):
     print("@@attnbench-ci@@" + json.dumps(obj), flush=True)
 
 def timed(fn, budget_s, clock, min_samples=5, warmup=2):
-    """Per-call times by ``clock`` (thread CPU time or wall time), and by wall time, for about budget_s."""
+    """Per-call times by ``clock``: at least min_samples calls, and calls for about budget_s wall seconds."""
     for _ in range(warmup):
         fn()
-    samples, wall, start = [], [], time.perf_counter()
+    samples, start = [], time.perf_counter()
     while len(samples) < min_samples or time.perf_counter() - start < budget_s:
-        c0, w0 = clock(), time.perf_counter()
+        t0 = clock()
         fn()
-        samples.append(clock() - c0)
-        wall.append(time.perf_counter() - w0)
+        samples.append(clock() - t0)
         if len(samples) >= 10000:
             break
-    return samples, wall
+    return samples
 
 def main():
     job = json.loads(sys.stdin.readline())
     import torch
     torch.set_num_threads(job["threads"])
-    clock = time.thread_time if job["clock"] == "cpu" else time.perf_counter
+    # CPU time of the measuring thread (all threads with more than one) leaves out time spent preempted
+    clock = {"wall": time.perf_counter, "cpu": time.thread_time if job["threads"] == 1 else time.process_time}[job["clock"]]
     import harness, variants
     from harness.case import Case
     from harness.registry import discover, get_variant
@@ -127,13 +127,12 @@ def main():
             if isinstance(fn, dict):
                 reply(fn)
                 continue
-            cal_samples = timed(lambda: a @ a, job["calibration_budget_s"], clock, warmup=1)[0]
-            cal = statistics.median(cal_samples)
-            samples, wall = timed(fn, job["budget_s"], clock, warmup=0 if i in warm else 2)
+            cal = None
+            if cmd.get("calibrate"):
+                cal = statistics.median(timed(lambda: a @ a, job["calibration_budget_s"], clock, warmup=1))
+            samples = timed(fn, job["budget_s"], clock, warmup=0 if i in warm else 2)
             warm.add(i)
-            reply({"status": "ok", "median_s": statistics.median(samples), "wall_median_s": statistics.median(wall),
-                   "n": len(samples), "calibration_s": cal, "samples_s": samples,
-                   "calibration_samples_s": cal_samples})
+            reply({"status": "ok", "median_s": statistics.median(samples), "n": len(samples), "calibration_s": cal})
         except Exception as exc:
             fns[i] = {"status": "error", "reason": ("%s: %s" % (type(exc).__name__, exc)).splitlines()[0]}
             reply(fns[i])
@@ -168,9 +167,10 @@ def block_order(pair_index: int) -> list[str]:
 class Measurements:
     """Per case id and side, one value per process that ran the case ok (processes come in pairs).
 
-    ``norm``: the mean over that process's blocks of (case median / calibration median measured just
-    before it); ``raw_s``: the mean of the case medians in seconds. ``status`` keeps the last non-ok
-    answer per (side, case id); ``calibration_s`` every calibration median per side.
+    ``raw_s``: the mean of the process's block medians for the case, in seconds. ``norm``: that divided
+    by the process's calibration figure, the median of every calibration it timed (one just before its
+    first block of each case). ``status`` keeps the last non-ok answer per (side, case id);
+    ``calibration_s`` the calibration figure of every process per side.
     """
 
     norm: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"base": {}, "new": {}})
@@ -179,15 +179,23 @@ class Measurements:
     calibration_s: dict[str, list[float]] = field(default_factory=lambda: {"base": [], "new": []})
     pairs: int = 0
 
-    def add_blocks(self, side: str, case_id: str, blocks: list[dict]) -> None:
-        bad = [b for b in blocks if b.get("status") != "ok"]
-        if bad:
-            self.status[(side, case_id)] = (bad[-1].get("status", "error"), bad[-1].get("reason", ""))
-            return
-        self.calibration_s[side] += [b["calibration_s"] for b in blocks]
-        norm = sum(b["median_s"] / b["calibration_s"] for b in blocks) / len(blocks)
-        self.norm[side].setdefault(case_id, []).append(norm)
-        self.raw_s[side].setdefault(case_id, []).append(sum(b["median_s"] for b in blocks) / len(blocks))
+    def add_process(self, side: str, blocks_by_case: dict[str, list[dict]]) -> None:
+        """One process's answers: for each case id, its blocks (dicts from the worker)."""
+        import statistics
+
+        cals = [b["calibration_s"] for blocks in blocks_by_case.values() for b in blocks if b.get("calibration_s")]
+        cal = statistics.median(cals) if cals else None
+        if cal:
+            self.calibration_s[side].append(cal)
+        for case_id, blocks in blocks_by_case.items():
+            bad = [b for b in blocks if b.get("status") != "ok"]
+            if bad or not cal:
+                last = bad[-1] if bad else {"status": "error", "reason": "no calibration measured"}
+                self.status[(side, case_id)] = (last.get("status", "error"), last.get("reason", ""))
+                continue
+            raw = sum(b["median_s"] for b in blocks) / len(blocks)
+            self.raw_s[side].setdefault(case_id, []).append(raw)
+            self.norm[side].setdefault(case_id, []).append(raw / cal)
 
 
 def judge(case_ids: list[str], m: Measurements, threshold: float, confidence: float,
@@ -328,8 +336,8 @@ class Worker:
                               "PYTHONPATH and that the tree has harness/ and variants/")
         return info
 
-    def measure(self, index: int) -> dict:
-        self._send({"case": index})
+    def measure(self, index: int, calibrate: bool) -> dict:
+        self._send({"case": index, "calibrate": calibrate})
         return self._recv()
 
     def close(self) -> None:
@@ -357,15 +365,16 @@ def measure_pairs(trees: dict[str, Path], cases: list[dict], n_pairs: int, m: Me
                     log(f"  {side}: the worker imported harness from {Path(info['harness_file']).parent} and "
                         f"variants from {Path(info['variants_file']).parent}")
             order = block_order(m.pairs)
+            blocks = {side: {rec["case_id"]: [] for rec in cases} for side in trees}
             for i, rec in enumerate(cases):
-                blocks = {side: [] for side in trees}
                 for side in order:
-                    blocks[side].append(workers[side].measure(i))
-                for side in trees:
-                    m.add_blocks(side, rec["case_id"], blocks[side])
+                    got = blocks[side][rec["case_id"]]
+                    got.append(workers[side].measure(i, calibrate=not got))
         finally:
             for worker in workers.values():
                 worker.close()
+        for side in trees:
+            m.add_process(side, blocks[side])
         m.pairs += 1
         log(f"  process pair {j + 1}/{n_pairs} ({''.join(s[0].upper() for s in order)}): {len(cases)} cases in "
             f"{time.perf_counter() - t0:.1f} s")
@@ -383,6 +392,8 @@ def cmd_ci(args: argparse.Namespace) -> int:
     from harness.sweep import build_config, expand, load_toml
 
     check_threshold(args.threshold)
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     for name in ("processes", "recheck_processes"):
         if getattr(args, name) < (2 if name == "processes" else 0):
             raise InputError(f"--{name.replace('_', '-')} must be >= {2 if name == 'processes' else 0}, got "
@@ -401,32 +412,32 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if not records:
         raise InputError(f"{args.config or 'preset ' + args.preset} has no case this machine can run; hint: "
                          "`attnbench list` says why")
-    accept, _ = accept_markers(tree, base_sha)
+    accept = accept_markers(tree, base_sha)
     head = _git(tree, "rev-parse", "--short", "HEAD", check=False) or "?"
     dirty = bool(_git(tree, "status", "--porcelain", "--untracked-files=no", check=False))
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="attnbench-ci-"))
     worktree = tmp / "base"
+    ids = [r["case_id"] for r in records]
+    timeout_s = args.timeout_s if args.timeout_s is not None else config.timeout_s + 60.0  # + start-up
+    measure = dict(budget_s=config.budget_s, threads=args.threads, clock=args.clock, timeout_s=timeout_s, log=log)
     try:
         _git(tree, "worktree", "add", "--detach", str(worktree), base_sha)
         trees = {"base": worktree, "new": tree}
-        data_by_side = {"base": SideData(), "new": SideData()}
-        log(f"attnbench ci: {len(records)} cases, base {base_sha[:10]} ({args.base_ref}) in {worktree} vs {tree} "
-            f"(HEAD {head}{', dirty' if dirty else ''}); {args.processes} processes per side, interleaved")
+        m = Measurements()
+        log(f"attnbench ci: {len(records)} cases, base {base_sha[:10]} ({args.base_ref}) checked out in {worktree} vs "
+            f"{tree} (HEAD {head}{', dirty' if dirty else ''}); {args.processes} process pairs")
         try:
-            measure_sides(trees, records, args.processes, data_by_side, config.budget_s, args.threads,
-                          args.timeout_s, log)
-            ids = [r["case_id"] for r in records]
-            frame = judge(ids, data_by_side["base"], data_by_side["new"], args.threshold, args.confidence)
+            measure_pairs(trees, records, args.processes, m, **measure)
+            frame = judge(ids, m, args.threshold, args.confidence)
             flagged = frame.loc[frame["verdict"] == "slower", "case_id"].tolist()
             rechecked = []
             if flagged and args.recheck_processes:
-                log(f"re-measuring {len(flagged)} flagged case(s) with {args.recheck_processes} more processes per "
-                    f"side: {', '.join(flagged)}")
+                log(f"re-measuring {len(flagged)} flagged case(s) in {args.recheck_processes} more process pairs: "
+                    f"{', '.join(flagged)}")
                 rechecked = [r for r in records if r["case_id"] in flagged]
-                measure_sides(trees, rechecked, args.recheck_processes, data_by_side, config.budget_s,
-                              args.threads, args.timeout_s, log)
-            frame = judge(ids, data_by_side["base"], data_by_side["new"], args.threshold, args.confidence, accept)
+                measure_pairs(trees, rechecked, args.recheck_processes, m, **measure)
+            frame = judge(ids, m, args.threshold, args.confidence, accept)
         except WorkerError as exc:
             raise InputError(f"could not measure: {exc}") from None
     finally:
@@ -440,13 +451,14 @@ def cmd_ci(args: argparse.Namespace) -> int:
     title = "REGRESSION" if failing else ("regression accepted" if accepted else "no regression")
     lines = [f"base `{base_sha[:10]}` ({args.base_ref}) vs `{tree}` (HEAD `{head}`{', uncommitted changes' if dirty else ''}), "
              f"same machine, same job, {wall:.0f} s",
-             f"{len(records)} cases; {args.processes} fresh processes per side, interleaved A B B A; "
-             f"{args.threads} thread(s); calibration kernel timed beside every case",
-             f"slower = {100 * args.confidence:g}% CI lower bound of (new/base ratio of medians of per-process, "
-             f"calibration-normalized medians) above {args.threshold:g}"]
+             f"{len(records)} cases; {args.processes} fresh processes per side, run in pairs, every case measured "
+             f"in blocks A B B A (B A A B in odd pairs); {args.threads} thread(s), {args.clock} time; each process "
+             "times the calibration kernel beside every case",
+             f"slower = {100 * args.confidence:g}% bootstrap CI lower bound of new/base (ratio of medians over "
+             f"processes of calibration-normalized per-process medians) above {args.threshold:g}"]
     if rechecked:
-        lines.append(f"re-measured {len(rechecked)} flagged case(s) with {args.recheck_processes} more processes "
-                     "per side, pooled with the first round")
+        lines.append(f"re-measured {len(rechecked)} flagged case(s) in {args.recheck_processes} more process pairs, "
+                     "judged on all pairs together")
     if failing:
         lines.append(f"**regressed: {', '.join(f'`{c}`' for c in failing)}**; to accept an intentional slowdown, "
                      "put `[accept-regression: <case-id substring or all>]` in the commit message")
@@ -454,6 +466,14 @@ def cmd_ci(args: argparse.Namespace) -> int:
         lines.append(f"accepted by commit marker: {', '.join(f'`{c}`' for c in accepted)}")
     text = render(frame, title, lines)
     print(text)
+    if args.json:
+        records_out = json.loads(frame.to_json(orient="records"))
+        Path(args.json).write_text(json.dumps({
+            "base_ref": args.base_ref, "base_commit": base_sha, "tree": str(tree), "head": head, "dirty": dirty,
+            "exit_code": 1 if failing else 0, "title": title, "wall_s": wall, "processes": args.processes,
+            "recheck_processes": args.recheck_processes, "rechecked": [r["case_id"] for r in rechecked],
+            "threshold": args.threshold, "confidence": args.confidence, "clock": args.clock, "threads": args.threads,
+            "accept_markers": accept, "cases": records_out}, indent=2))
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         with open(summary_path, "a", encoding="utf-8") as fh:
@@ -475,14 +495,20 @@ def register_cli(subparsers) -> None:
     p.add_argument("--preset", default="regression", help="preset to measure (default: regression)")
     p.add_argument("--config", help="a sweep TOML instead of the preset")
     p.add_argument("--processes", type=int, default=DEFAULT_PROCESSES,
-                   help=f"fresh processes per side (default: {DEFAULT_PROCESSES})")
+                   help=f"fresh processes per side, run in pairs (default: {DEFAULT_PROCESSES})")
     p.add_argument("--recheck-processes", dest="recheck_processes", type=int, default=DEFAULT_RECHECK_PROCESSES,
-                   help=f"more processes per side for flagged cases, 0 for none (default: {DEFAULT_RECHECK_PROCESSES})")
+                   help="more processes per side for flagged cases, 0 for none "
+                        f"(default: {DEFAULT_RECHECK_PROCESSES})")
     p.add_argument("--threshold", type=float, default=1.10, help="slower when the ratio's CI is above this (1.10)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval (default: 0.95)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per worker (default: 1)")
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="cpu: CPU time of the measuring thread(s), blind to time spent preempted by other "
+                        "processes (default); wall: elapsed time")
     p.add_argument("--budget-s", dest="budget_s", type=float, help="timing seconds per case per process "
                                                                   "(default: the preset's budget_s)")
-    p.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0, help="limit per worker process")
+    p.add_argument("--timeout-s", dest="timeout_s", type=float,
+                   help="longest wait for one answer of a worker (default: the preset's timeout_s + 60)")
+    p.add_argument("--json", metavar="FILE", help="also write the verdict and every case's figures to FILE as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_ci)

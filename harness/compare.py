@@ -123,6 +123,13 @@ def calibration_s(meta: dict) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def calibration_spread(meta: dict) -> float | None:
+    """max / min of a run's calibration medians (start, end, resume): how much machine speed moved."""
+    values = [c.get("time_s_median") for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    return max(values) / min(values) if len(values) >= 2 else None
+
+
 def check_threshold(threshold: float) -> None:
     if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 1.0):
         raise InputError(f"threshold must be a ratio above 1, got {threshold!r}; hint: --threshold 1.10 flags "
@@ -199,8 +206,12 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             rec["reason"] = "fewer than 2 samples on a side: no interval, no confident verdict"
         out.append(rec)
     frame = pd.DataFrame(out, columns=COLUMNS)
+    noisy = [bool(r.get("time_noisy")) if not pd.isna(r.get("time_noisy")) else False
+             for rows in (base, new) for r in rows.values() if r.get("status") == "ok"]
     frame.attrs.update(threshold=threshold, confidence=confidence, base_calibration_s=cal_b,
-                       new_calibration_s=cal_n, calibration_ratio=cal_ratio)
+                       new_calibration_s=cal_n, calibration_ratio=cal_ratio,
+                       base_calibration_spread=calibration_spread(base_meta),
+                       new_calibration_spread=calibration_spread(new_meta), noisy_rows=sum(noisy))
     return frame
 
 
@@ -247,11 +258,18 @@ def _table(result: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in _order(result).to_dict("records"):
         verdict = r["verdict"]
-        if verdict in ("broken", "fixed", "not run", "accepted") and r["reason"]:
+        if verdict == "not run":
+            continue
+        if verdict == "accepted":
+            verdict += f" ({r['reason']})"
+        elif verdict in ("broken", "fixed", "not run") and r["reason"]:
             verdict += f" ({r['base_status'] or '-'} -> {r['new_status'] or '-'}: {r['reason']})"
         rows.append([r["case_id"], fmt_time(r["base_time_s_median"]), fmt_time(r["new_time_s_median"]),
                      fmt_ratio(r["time_ratio_raw"]), fmt_ratio(r["time_ratio"]),
                      fmt_ci(r["time_ratio_lo"], r["time_ratio_hi"]), fmt_ratio(r["mem_ratio"]), verdict])
+    if result["mem_ratio"].isna().all():  # not measured (attnbench ci): no column of dashes
+        header.pop(6)
+        rows = [row[:6] + row[7:] for row in rows]
     return header, rows
 
 
@@ -271,9 +289,26 @@ def _calibration_line(result: pd.DataFrame) -> str:
     a = result.attrs
     if not a.get("calibration_ratio"):
         return "calibration: unavailable in one run, so normalized ratios equal raw ratios"
-    return (f"calibration (matmul_f32_512): base {fmt_time(a['base_calibration_s'])}, new "
+    line = (f"calibration (matmul_f32_512): base {fmt_time(a['base_calibration_s'])}, new "
             f"{fmt_time(a['new_calibration_s'])}, new/base {a['calibration_ratio']:.3f}; "
             "verdicts use time ratios divided by it")
+    moved = [f"{side} {100 * (a[f'{side}_calibration_spread'] - 1):.0f}%" for side in ("base", "new")
+             if (a.get(f"{side}_calibration_spread") or 1.0) > 1.10]
+    if moved:
+        line += (f". Warning: machine speed moved during a run (calibration max/min: {', '.join(moved)}); "
+                 "its ratios carry that load, not only code changes")
+    return line
+
+
+def _footnotes(result: pd.DataFrame) -> list[str]:
+    notes = []
+    not_run = int((result["verdict"] == "not run").sum())
+    if not_run:
+        notes.append(f"{not_run} case(s) ok in neither run (unsupported, for instance) are not listed; "
+                     "--format json lists them")
+    if result.attrs.get("noisy_rows"):
+        notes.append(f"{result.attrs['noisy_rows']} measurement(s) flagged noisy (IQR/median > 10%) in their run")
+    return notes
 
 
 def render_text(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "NEW") -> str:
@@ -283,7 +318,8 @@ def render_text(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "
     out = [_headline(result, base_name, new_name), _calibration_line(result), "", line(header),
            line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
-    return "\n".join(out) + "\n"
+    notes = _footnotes(result)
+    return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
 
 def _md_cell(text: str) -> str:
@@ -293,7 +329,7 @@ def _md_cell(text: str) -> str:
 def markdown_table(result: pd.DataFrame) -> str:
     """The comparison table alone, in GitHub-flavoured Markdown (failing verdicts in bold)."""
     header, rows = _table(result)
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for r in rows:
         cells = [f"`{_md_cell(r[0])}`", *map(_md_cell, r[1:-1]), f"**{_md_cell(r[-1])}**"
                  if r[-1].split(" ")[0] in FAILING else _md_cell(r[-1])]
@@ -305,8 +341,9 @@ def render_markdown(result: pd.DataFrame, base_name: str = "BASE", new_name: str
     """A GitHub-flavoured Markdown section, fit for $GITHUB_STEP_SUMMARY."""
     s = summarize(result)
     icon = {0: "no regression", 1: "REGRESSION", 2: "nothing compared"}[s["exit_code"]]
+    notes = [_md_cell(n) + "  " for n in _footnotes(result)]
     return "\n".join([f"### attnbench compare: {icon}", "", _md_cell(_headline(result, base_name, new_name)), "",
-                      _md_cell(_calibration_line(result)), "", markdown_table(result)])
+                      _md_cell(_calibration_line(result)), "", markdown_table(result), *notes]) + ("\n" if notes else "")
 
 
 _HTML_STYLE = (".attnbench-compare table{border-collapse:collapse;font:13px sans-serif}"
@@ -328,7 +365,7 @@ def render_html(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "
         cells = [f"<td><code>{esc(r[0])}</code></td>"] + [f'<td class="num">{esc(c)}</td>' for c in r[1:-1]]
         cells.append(f"<td>{esc(r[-1])}</td>")
         parts.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>")
-    parts += ["</tbody>", "</table>", "</div>"]
+    parts += ["</tbody>", "</table>", *[f"<p>{esc(n)}</p>" for n in _footnotes(result)], "</div>"]
     return "\n".join(parts) + "\n"
 
 
