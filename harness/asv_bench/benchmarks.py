@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.case import Case
 from harness import measure  # as a module: asv would collect a top-level name like time_callable
+from harness.case import Case
 from harness.patterns import InputError
 from harness.registry import get_variant
 from harness.sweep import SweepConfig, build_config, expand, load_toml, preset_names

@@ -1,0 +1,67 @@
+"""pytest-benchmark: one benchmark per variant and pattern, small CPU float32 forward (docs/benchmarks.md).
+
+Cases come from the harness sweep (``build_config`` + ``expand``), so they are the same frozen
+``Case`` objects the runner measures; a case the variant cannot run is skipped with its reasons.
+The timed callable is ``harness.measure.make_callable`` followed by ``sync``; peak memory
+(``harness.measure.peak_memory``) is measured once, outside the timed calls, and stored with the
+FLOP count and the achieved FLOP/s in ``benchmark.extra_info`` (saved with --benchmark-autosave).
+
+With the project's default ``--benchmark-disable`` each case runs once, as a smoke test; run
+``pytest tests/benchmarks --benchmark-enable ...`` to time them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import measure
+from harness.patterns import PATTERN_KINDS
+from harness.registry import get_variant
+from harness.sweep import build_config, expand
+
+GRID = {
+    "name": "pytest-benchmark",
+    "device": "cpu",
+    "variants": ["all"],
+    "patterns": list(PATTERN_KINDS),
+    "causal": [False],
+    "seq_lens": [256],
+    "heads": [4],
+    "batch": [1],
+    "head_dims": [64],
+    "dtypes": ["float32"],
+    "passes": ["fwd"],
+    "window": 64,
+    "segment": "sqrt",
+}
+CASES = expand(build_config(GRID))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.variant}-{c.pattern}" for c in CASES])
+def test_fwd(benchmark, case):
+    variant = get_variant(case.variant, **dict(case.params))
+    reasons = variant.not_supported_reasons(case)
+    if reasons:
+        pytest.skip(f"{case.id}: " + "; ".join(reasons))
+    variant.prepare(case)  # compilation and masks, never timed
+    inputs = measure.make_inputs(case)
+    fn = measure.make_callable(variant, case, inputs)
+
+    def call():
+        out = fn()
+        measure.sync(case.device)
+        return out
+
+    for _ in range(2):  # the harness's warm-up (time_callable's default)
+        call()
+    peak_bytes, peak_method = measure.peak_memory(fn, case.device)  # outside the timed calls
+
+    benchmark.group = case.pattern_obj.label
+    benchmark.extra_info.update({"case_id": case.id, "peak_mem_bytes": peak_bytes,
+                                 "peak_mem_method": peak_method, "flops": case.flops})
+    out = benchmark(call)
+
+    assert out.shape == case.shape
+    assert peak_bytes > 0
+    if benchmark.stats is not None:  # None under --benchmark-disable: no timing, so no FLOP/s
+        benchmark.extra_info["flops_per_s"] = case.flops / benchmark.stats.stats.median
