@@ -1,7 +1,9 @@
 """hierarchical: blocked two-level attention, O(N*s + N*N/s); never builds an N x N tensor.
 
-Level one: each query scores the keys of its own segment (B, H, G, s, s). Level two: each query
-scores the G segment summaries (B, H, G, s, G). Both are normalized in one softmax.
+Level one: each query scores the keys of its own segment (B, H, g, s, s). Level two: each query
+scores the G segment summaries (B, H, g, s, G). Both are normalized in one softmax (a shared row
+maximum and denominator, without concatenating the two score blocks). Segments are processed
+``seg_block`` at a time so the working set stays small (cache-sized) whatever N is.
 """
 
 from __future__ import annotations
@@ -20,37 +22,46 @@ class Hierarchical(Variant):
     name = "hierarchical"
     description = "Blocked two-level attention: own-segment keys plus one mean summary per other segment"
     patterns = ("hierarchical",)
+    default_params = {"seg_block": 8}
 
     def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
         b, h, n, d = q.shape
         s = pattern.segment
-        g = math.ceil(n / s)
-        pad = g * s - n
+        g_all = math.ceil(n / s)
+        pad = g_all * s - n
         scale = 1.0 / math.sqrt(d)
-        qs = F.pad(q, (0, 0, 0, pad)).reshape(b, h, g, s, d)  # (B, H, G, s, D)
-        ks = F.pad(k, (0, 0, 0, pad)).reshape(b, h, g, s, d)  # (B, H, G, s, D)
-        vs = F.pad(v, (0, 0, 0, pad)).reshape(b, h, g, s, d)  # (B, H, G, s, D)
-        k_sum = segment_means(k, s)  # (B, H, G, D)
-        v_sum = segment_means(v, s)  # (B, H, G, D)
-
-        own = (qs @ ks.transpose(-1, -2)) * scale  # (B, H, G, s, s)
-        summ = (qs @ k_sum[:, :, None].transpose(-1, -2)) * scale  # (B, H, G, s, G)
+        qs = F.pad(q * scale, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D), pre-scaled
+        ks = F.pad(k, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
+        vs = F.pad(v, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
+        k_sum_t = segment_means(k, s).transpose(-1, -2)[:, :, None]  # (B, H, 1, D, G)
+        v_sum = segment_means(v, s)[:, :, None]  # (B, H, 1, G, D)
 
         dev = q.device
         r = torch.arange(s, device=dev)
-        seg = torch.arange(g, device=dev)
+        seg = torch.arange(g_all, device=dev)
         key_valid = (seg[:, None] * s + r[None, :]) < n  # (G, s): padded keys of the last segment
-        own_ok = key_valid[:, None, :].expand(g, s, s)  # (G, s_q, s_k)
+        own_ok = key_valid[:, None, :]  # (G, 1, s_k)
         if pattern.causal:
-            own_ok = own_ok & (r[None, :, None] >= r[None, None, :])
+            own_ok = own_ok & (r[None, :, None] >= r[None, None, :])  # (G, s_q, s_k)
             sum_ok = seg[None, :] < seg[:, None]  # (G_q, G_k): only earlier segments
         else:
             sum_ok = seg[None, :] != seg[:, None]  # (G_q, G_k): every other segment
-        sum_ok = sum_ok[:, None, :].expand(g, s, g)  # (G, s, G)
+        sum_ok = sum_ok[:, None, :]  # (G, 1, G)
 
-        scores = torch.cat([own, summ], dim=-1)  # (B, H, G, s, s + G)
-        allowed = torch.cat([own_ok, sum_ok], dim=-1)  # (G, s, s + G)
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        p = torch.softmax(scores, dim=-1)
-        out = p[..., :s] @ vs + p[..., s:] @ v_sum[:, :, None]  # (B, H, G, s, D)
-        return out.reshape(b, h, g * s, d)[:, :, :n]  # (B, H, N, D)
+        outs = []
+        step = max(1, int(self.params["seg_block"]))
+        for g0 in range(0, g_all, step):
+            g1 = min(g_all, g0 + step)
+            qb = qs[:, :, g0:g1]  # (B, H, gb, s, D)
+            own = qb @ ks[:, :, g0:g1].transpose(-1, -2)  # (B, H, gb, s, s)
+            summ = qb @ k_sum_t  # (B, H, gb, s, G)
+            neg = torch.finfo(own.dtype).min
+            own = own.masked_fill(~own_ok[g0:g1], neg)
+            summ = summ.masked_fill(~sum_ok[g0:g1], neg)
+            m = torch.maximum(own.amax(dim=-1, keepdim=True), summ.amax(dim=-1, keepdim=True))  # (B, H, gb, s, 1)
+            e_own = (own - m).exp_()
+            e_sum = (summ - m).exp_()
+            denom = e_own.sum(dim=-1, keepdim=True) + e_sum.sum(dim=-1, keepdim=True)
+            outs.append((e_own @ vs[:, :, g0:g1] + e_sum @ v_sum) / denom)  # (B, H, gb, s, D)
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, G, s, D)
+        return out.reshape(b, h, g_all * s, d)[:, :, :n]  # (B, H, N, D)
