@@ -14,8 +14,11 @@ new calibration / base calibration, so a uniformly slower machine is not a regre
 are reported. A case is ``slower`` only when the lower bound of the normalized interval is above the
 threshold, ``faster`` only when its upper bound is below 1 / threshold, else ``same``.
 
-Only within-run noise is in the interval; the spread between processes and runs is not. That is
-what the threshold is for (and why ``attnbench ci`` measures several fresh processes per side).
+The bootstrap holds only within-run noise. Machine drift during a run is not in it, so the normalized
+interval is widened by each run's calibration spread (max / min of its calibration medians): a case
+measured at any point of a run that drifted by 30% can be off by that much, and a verdict then needs
+a slowdown larger than drift and threshold together. Between-process variance is still not covered:
+that is what the threshold is for, and why ``attnbench ci`` measures several fresh processes per side.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
     base, new = _by_case(base_df, "BASE"), _by_case(new_df, "NEW")
     cal_b, cal_n = calibration_s(base_meta), calibration_s(new_meta)
     cal_ratio = cal_n / cal_b if cal_b and cal_n else None
+    drift = (calibration_spread(base_meta) or 1.0) * (calibration_spread(new_meta) or 1.0)
     out = []
     for case_id in [*base, *(c for c in new if c not in base)]:
         b, n = base.get(case_id), new.get(case_id)
@@ -195,6 +199,8 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             continue
         raw = median_ratio_ci(bs, ns, confidence, n_boot, case_seed(case_id, seed))
         norm = raw.scaled(cal_ratio) if cal_ratio else raw
+        if drift > 1.0 and not math.isnan(norm.lo):
+            norm = RatioCI(norm.ratio, norm.lo / drift, norm.hi * drift, norm.n_base, norm.n_new)
         bm, nm = _num(b.get("peak_mem_bytes")), _num(n.get("peak_mem_bytes"))
         rec.update(verdict=time_verdict(norm, threshold), base_time_s_median=float(np.median(bs)),
                    new_time_s_median=float(np.median(ns)), base_n_samples=len(bs), new_n_samples=len(ns),
@@ -211,7 +217,8 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
     frame.attrs.update(threshold=threshold, confidence=confidence, base_calibration_s=cal_b,
                        new_calibration_s=cal_n, calibration_ratio=cal_ratio,
                        base_calibration_spread=calibration_spread(base_meta),
-                       new_calibration_spread=calibration_spread(new_meta), noisy_rows=sum(noisy))
+                       new_calibration_spread=calibration_spread(new_meta), drift_factor=drift,
+                       noisy_rows=sum(noisy))
     return frame
 
 
@@ -297,6 +304,8 @@ def _calibration_line(result: pd.DataFrame) -> str:
     if moved:
         line += (f". Warning: machine speed moved during a run (calibration max/min: {', '.join(moved)}); "
                  "its ratios carry that load, not only code changes")
+    if (a.get("drift_factor") or 1.0) > 1.0:
+        line += f"; normalized intervals are widened by that drift (x{a['drift_factor']:.2f})"
     return line
 
 

@@ -239,3 +239,17 @@ def test_summary_counts(base):
     s = summarize(result)
     assert s["compared"] == len(CASES) and s["exit_code"] == 0 and s["failing"] == []
     assert isinstance(result, pd.DataFrame) and result.attrs["calibration_ratio"] == pytest.approx(1.0)
+
+
+def test_machine_drift_during_a_run_widens_the_interval(base, tmp_path):
+    """A run whose calibration moved 2x can't convict a 1.5x case; the same case with no drift is convicted."""
+    slow = CASES[3].id
+    new = write_run(tmp_path / "new", seed=2, factors={slow: 1.5})
+    assert compare_runs(*load_run(base), *load_run(new)).set_index("case_id").loc[slow, "verdict"] == "slower"
+    meta = json.loads((new / RUN_JSON).read_text())
+    meta["calibration"][1]["time_s_median"] *= 2.0  # the machine halved its speed between start and end
+    (new / RUN_JSON).write_text(json.dumps(meta))
+    result = compare_runs(*load_run(base), *load_run(new))
+    assert result.attrs["drift_factor"] > 1.9
+    assert result.set_index("case_id").loc[slow, "verdict"] == "same"
+    assert "widened" in render_text(result)
