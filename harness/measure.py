@@ -7,11 +7,10 @@ the timed region, compilation (``Variant.prepare``) is timed on its own, and raw
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.utils.benchmark as tbench

@@ -87,7 +87,7 @@ class Variant:
         if reasons:
             raise UnsupportedCaseError(
                 f"variant {self.name!r} cannot run {case.pattern_obj.label} on {case.device}/{case.dtype}: "
-                + "; ".join(reasons) + f". Hint: run `attnbench list` to see what each variant supports")
+                + "; ".join(reasons) + ". Hint: run `attnbench list` to see what each variant supports")
         return self.forward(q, k, v, pattern)
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path

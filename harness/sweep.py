@@ -5,14 +5,9 @@ runner that measures every case into one tidy row, whatever happens.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import signal
-import subprocess
-import sys
-import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 

@@ -4,7 +4,6 @@ variant of the run missing from the page text."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,6 @@
 """Sweeps: configuration, every cell a row, failures as rows, journal, resume, interruption."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
