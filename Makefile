@@ -1,4 +1,4 @@
-# Set-up is part of every target: a fresh machine needs only python3 (3.10+), git and make.
+# Set-up is part of every target: a fresh machine needs only python3 (3.11+), git and make.
 # TORCH_SPEC picks the torch build; the default is the CPU build (override for CUDA, e.g.
 #   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
 PYTHON ?= python3
