@@ -186,6 +186,8 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         cross = plots.crossovers(sub)
         rel = plots.relative_to_baseline(sub, baseline) if baseline else plots.relative_to_baseline(sub, "")
         ceil = plots.ceiling_summary(sub)
+        key_cols = [*series_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
+                    Col("causal", "causal", plots.fmt_bool), Col("pass", "pass")]
         sections.append({
             "id": f"shape{k}", "shape": shape, "single_n": sub["seq_len"].nunique() < 2,
             "time_img": plots.figure_img(plots.plot_vs_n(sub, "time_ms", "time (ms, median)",
@@ -194,9 +196,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
             "mem_img": plots.figure_img(plots.plot_vs_n(sub, "peak_mem_mib", "peak memory (MiB)",
                                                         f"Peak memory vs sequence length, {shape}"),
                                         f"peak memory vs sequence length, {shape}"),
-            "exponents": plots.html_table(exps, [*series_col, Col("variant", "variant"),
-                                                 Col("pattern_label", "pattern"), Col("causal", "causal", plots.fmt_bool),
-                                                 Col("pass", "pass"),
+            "exponents": plots.html_table(exps, [*key_cols,
                                                  Col("time_exponent", "time exponent", plots.fmt_exp, True),
                                                  Col("mem_exponent", "memory exponent", plots.fmt_exp, True),
                                                  Col("range", "measured range"), Col("note", "note")]),
@@ -218,9 +218,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                 rel, "memory_saving", baseline or "",
                 f"Memory saving vs {baseline} (its peak / variant peak), {shape}"),
                 f"memory saving vs {baseline}, {shape}") if baseline else None,
-            "relative": plots.html_table(rel, [*series_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
-                                               Col("causal", "causal", plots.fmt_bool), Col("pass", "pass"),
-                                               Col("seq_len", "N", plots.fmt_text, True), Col("status", "status"),
+            "relative": plots.html_table(rel, [*key_cols, Col("seq_len", "N", plots.fmt_text, True), Col("status", "status"),
                                                Col("baseline_status", f"{baseline} status"),
                                                Col("speedup", "speedup (x)", plots.fmt_num, True),
                                                Col("memory_saving", "memory saving (x)", plots.fmt_num, True),
@@ -231,10 +229,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                                                    True)]),
             "ceiling_img": plots.figure_img(plots.plot_ceiling(sub, f"Fraction of the matmul ceiling, {shape}"),
                                             f"fraction of the matmul ceiling, {shape}"),
-            "ceilings": plots.html_table(ceil, [*series_col, Col("variant", "variant"),
-                                                Col("pattern_label", "pattern"), Col("causal", "causal", plots.fmt_bool),
-                                                Col("pass", "pass"),
-                                                Col("gflop_per_s", "best GFLOP/s", plots.fmt_num, True),
+            "ceilings": plots.html_table(ceil, [*key_cols, Col("gflop_per_s", "best GFLOP/s", plots.fmt_num, True),
                                                 Col("ceiling_pct", "% of ceiling", plots.fmt_num, True),
                                                 Col("seq_len", "at N", plots.fmt_text, True),
                                                 Col("ceiling_gflop_per_s", "ceiling (GFLOP/s)", plots.fmt_num, True)]),

@@ -154,18 +154,21 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "time_s_median", "time_s_iqr", 
                   "time_samples_s"]
 
 
+# Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
+NULLABLE_DTYPES = {
+    **dict.fromkeys(("window", "segment", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
+                     "error_seq_len", "error_batch", "error_heads"), "Int64"),
+    **dict.fromkeys(("setup_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
+                     "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
+    **dict.fromkeys(("time_noisy", "error_on_twin", "isolated"), "boolean"),
+}
+
+
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     cols = ["run_id", "case_id", *CASE_COLUMNS, *METRIC_COLUMNS]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    for c in ("window", "segment", "setup_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
-              "time_n_samples", "time_number_per_sample", "peak_mem_bytes", "flops", "flops_per_s",
-              "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "error_seq_len", "error_batch",
-              "error_heads", "wall_s", "finished_at"):
-        kind = "Int64" if c in ("window", "segment", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
-                                "error_seq_len", "error_batch", "error_heads") else "Float64"
-        df[c] = pd.array(df[c].tolist(), dtype=kind)
-    for c in ("time_noisy", "error_on_twin", "isolated"):
-        df[c] = pd.array(df[c].tolist(), dtype="boolean")
+    for col, dtype in NULLABLE_DTYPES.items():
+        df[col] = pd.array(df[col].tolist(), dtype=dtype)
     return df
 
 

@@ -173,22 +173,29 @@ def _log(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def machine_figures(config: SweepConfig, quiet: bool) -> tuple[dict, dict]:
-    from harness.measure import calibration, matmul_flops_per_s
+def measure_ceilings(config: SweepConfig, quiet: bool) -> dict[str, float]:
+    """The device's matmul FLOP/s per swept dtype, measured once per run (kept on resume)."""
     from harness.case import DTYPES
+    from harness.measure import matmul_flops_per_s
 
-    _log(quiet, f"measuring the {config.device} matmul ceiling for {', '.join(config.dtypes)} and calibration ...")
+    _log(quiet, f"measuring the {config.device} matmul ceiling for {', '.join(config.dtypes)} ...")
     ceilings = {}
     for dt in config.dtypes:
         try:
             ceilings[dt] = matmul_flops_per_s(config.device, DTYPES[dt])
         except Exception as exc:  # e.g. no CUDA: the cases will say why; the run still happens
             _log(quiet, f"  no ceiling for {dt}: {type(exc).__name__}: {exc}")
+    return ceilings
+
+
+def calibrate(device: str, when: str) -> dict:
+    """One calibration entry for run.json; a failure is recorded, not raised."""
+    from harness.measure import calibration
+
     try:
-        cal = calibration(config.device)
+        return {"when": when, **calibration(device)}
     except Exception as exc:
-        cal = {"error": f"{type(exc).__name__}: {exc}"}
-    return ceilings, cal
+        return {"when": when, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -218,10 +225,10 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
     todo = [c for c in cases if c.id not in done]
     _log(quiet, f"run {run_dir}: {len(cases)} cases, {len(done)} already done, {len(todo)} to run"
                 f"{' (isolated)' if config.isolate else ''}")
-    if not meta["ceilings_flops_per_s"] or todo:
-        ceilings, cal = machine_figures(config, quiet)
-        meta["ceilings_flops_per_s"] = meta["ceilings_flops_per_s"] or ceilings
-        meta["calibration"].append({"when": "resume" if resume else "start", **cal})
+    if not meta["ceilings_flops_per_s"]:
+        meta["ceilings_flops_per_s"] = measure_ceilings(config, quiet)
+    if todo:
+        meta["calibration"].append(calibrate(config.device, "resume" if resume else "start"))
     meta["status"] = "running"
     write_json(run_dir / RUN_JSON, meta)
 
@@ -251,16 +258,11 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
 
 def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool) -> None:
     if status == "complete":
-        try:
-            from harness.measure import calibration
-
-            meta["calibration"].append({"when": "end", **calibration(config.device)})
-        except Exception as exc:
-            meta["calibration"].append({"when": "end", "error": f"{type(exc).__name__}: {exc}"})
+        meta["calibration"].append(calibrate(config.device, "end"))
     write_tables(run_dir, rows)
-    meta.update(status=status, finished_at=time.time(), counts=dict(Counter(r["status"] for r in rows)))
-    write_json(run_dir / RUN_JSON, meta)
     counts = Counter(r["status"] for r in rows)
+    meta.update(status=status, finished_at=time.time(), counts=dict(counts))
+    write_json(run_dir / RUN_JSON, meta)
     for s in STATUSES:
         if counts.get(s):
             _log(quiet, f"{s:>12}: {counts[s]}")

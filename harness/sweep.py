@@ -115,8 +115,7 @@ def build_config(data: dict) -> SweepConfig:
         for item in values.get(key, []):
             if not isinstance(item, int) or isinstance(item, bool) or item < 1:
                 raise InputError(f"{key} must be integers >= 1, got {item!r}")
-    for key in ("causal",):
-        values[key] = [bool(c) for c in values.get(key, [False])]
+    values["causal"] = [bool(c) for c in values.get("causal", [False])]
     window = values.get("window", 128)
     if not isinstance(window, int) or window < 1:
         raise InputError(f"window must be an integer >= 1, got {window!r}")
