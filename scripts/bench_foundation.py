@@ -5,8 +5,8 @@ CPU, float32, B=1, H=8, D=64, forward:
   2. chunked at N=8192 with at most 1/10 of naive's peak memory, and no slower than naive at N=4096;
   3. hierarchical (s = round(sqrt(N))) growing no faster than N^1.6 from 4K to 16K.
 
-Time: harness.measure.time_callable (warm-up, then torch.utils.benchmark blocked_autorange; median).
-Memory: harness.measure.peak_memory: torch.profiler(profile_memory=True) records every allocation and
+Time: harness.bench.timing.time_callable (warm-up, then torch.utils.benchmark blocked_autorange; median).
+Memory: harness.bench.memory.peak_memory: torch.profiler(profile_memory=True) records every allocation and
 free the call makes through torch's CPU allocator; the peak of their running sum (inputs excluded).
 
 Usage: python scripts/bench_foundation.py [--budget-s 1.0]
@@ -18,17 +18,19 @@ import math
 import numpy as np
 import torch
 
-from harness.case import Case
-from harness.measure import make_callable, make_inputs, peak_memory, time_callable
-from harness.registry import get_variant
+from harness.bench.memory import peak_memory
+from harness.bench.prepare import prepare
+from harness.bench.timing import time_callable
+from harness.core.case import Case
+from harness.core.registry import get_variant
 
 
 def run(name, case, budget, memory=False):
     variant = get_variant(name, **dict(case.params))
-    variant.prepare(case)
-    fn = make_callable(variant, case, make_inputs(case))
-    t = time_callable(fn, "cpu", budget)
-    peak = peak_memory(fn, "cpu")[0] if memory else None
+    prepared = prepare(variant, case)
+    with prepared.context():
+        t = time_callable(prepared.fn, "cpu", budget)
+        peak = peak_memory(prepared.fn, "cpu")[0] + prepared.mask_mem_bytes if memory else None
     mem = f", peak {peak / 2**20:9.1f} MiB" if peak is not None else ""
     print(f"  {name:13s} {case.pattern_obj.label:24s} N={case.seq_len:6d}: median {t.median * 1e3:9.2f} ms "
           f"(IQR {t.iqr * 1e3:.2f} ms, {len(t.samples_s)} samples){mem}", flush=True)

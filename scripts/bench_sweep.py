@@ -2,7 +2,7 @@
 
 1. CPU peak memory (torch.profiler memory events) against the analytic bytes of naive's score and
    probability matrices (2 * B * H * N^2 * 4 bytes in float32), and chunked's peak beside it.
-2. For three cases, the harness's median (harness.measure.time_callable) next to a fresh
+2. For three cases, the harness's median (harness.bench.timing.time_callable) next to a fresh
    torch.utils.benchmark Timer.blocked_autorange median for the same callable in the same process.
 
 Usage: python scripts/bench_sweep.py [--budget-s 1.0]
@@ -15,9 +15,11 @@ import statistics
 import torch
 import torch.utils.benchmark as tbench
 
-from harness.case import Case
-from harness.measure import make_callable, make_inputs, peak_memory, time_callable
-from harness.registry import get_variant
+from harness.bench.memory import peak_memory
+from harness.bench.prepare import prepare
+from harness.bench.timing import time_callable
+from harness.core.case import Case
+from harness.core.registry import get_variant
 
 
 def main() -> int:
@@ -33,7 +35,9 @@ def main() -> int:
         peaks = {}
         for name in ("naive", "chunked"):
             case = Case(name, seq_len=n, heads=8)
-            peaks[name] = peak_memory(make_callable(get_variant(name), case, make_inputs(case)), "cpu")[0]
+            prepared = prepare(get_variant(name), case)
+            with prepared.context():
+                peaks[name] = peak_memory(prepared.fn, "cpu")[0] + prepared.mask_mem_bytes
         print(f"   {n:6d} {analytic / 2**20:13.1f} {peaks['naive'] / 2**20:10.1f} {peaks['naive'] / analytic:15.3f} "
               f"{peaks['chunked'] / 2**20:12.1f} {peaks['naive'] / peaks['chunked']:14.1f}")
 
@@ -41,15 +45,16 @@ def main() -> int:
     cases = [Case("naive", seq_len=1024), Case("chunked", seq_len=2048, pass_="fwd_bwd"),
              Case("local", pattern="local", window=128, seq_len=4096)]
     for case in cases:
-        variant = get_variant(case.variant)
-        fn = make_callable(variant, case, make_inputs(case))
+        prepared = prepare(get_variant(case.variant), case)
+        fn = prepared.fn
         hs, rs = [], []
         for i in range(args.rounds):  # alternate, swapping who goes first, so drift hits both alike
             timer = tbench.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
             pair = [lambda: hs.append(time_callable(fn, "cpu", args.budget_s).median),
                     lambda: rs.append(timer.blocked_autorange(min_run_time=args.budget_s).median)]
-            for step in (pair if i % 2 == 0 else pair[::-1]):
-                step()
+            with prepared.context():
+                for step in (pair if i % 2 == 0 else pair[::-1]):
+                    step()
         harness, ref = statistics.median(hs), statistics.median(rs)
         print(f"   {case.id:55s} harness {harness * 1e3:8.3f} ms  blocked_autorange {ref * 1e3:8.3f} ms  "
               f"ratio {harness / ref:.3f}  (median of {args.rounds} alternating rounds each)")

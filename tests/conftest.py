@@ -9,7 +9,7 @@ torch.manual_seed(0)
 
 @pytest.fixture(scope="session")
 def registry():
-    from harness.registry import discover
+    from harness.core.registry import discover
 
     return discover()
 
@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from harness.registry import Variant, register
+from harness.core.registry import Variant, register
 
 
 @register
@@ -61,7 +61,7 @@ def misbehave_plugin(tmp_path_factory):
     import importlib
     import sys
 
-    from harness.registry import REGISTRY, discover
+    from harness.core.registry import REGISTRY, discover
 
     discover()
     root = tmp_path_factory.mktemp("plugin")

@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from harness.patterns import Pattern
-from harness.registry import Variant, register
+from harness.core.patterns import Pattern
+from harness.core.registry import Variant, register
 
 
 def _chunk_mask(pattern: Pattern, q0: int, q1: int, k0: int, k1: int, device) -> torch.Tensor | None:

@@ -1,17 +1,20 @@
 """flex: FlexAttention (torch.nn.attention.flex_attention) compiled with torch.compile.
 
-Global and local patterns, causal or not, through block masks. ``prepare`` builds the block mask and
-triggers compilation for the case's shape so that nothing timed includes compilation; the sweep
-reports that cost on its own.
+Global and local patterns, causal or not, through block masks. The block mask is a per-shape
+constant (``create_block_mask``, timed on its own as ``mask_s``); the engine compiles with one warm
+call on distinct inputs of the case's shape, dtype and grad mode before timing (``setup_s``), and
+times under ``torch.compiler.set_stance("fail_on_recompile")``, so nothing timed includes compilation.
 """
 
 from __future__ import annotations
 
 import torch
 
-from harness.case import Case
-from harness.patterns import Pattern
-from harness.registry import Variant, register
+from harness.core.case import Case
+from harness.core.patterns import Pattern
+from harness.core.registry import Variant, register
+
+_UNSET = object()
 
 
 def _mask_mod(pattern: Pattern):
@@ -23,16 +26,26 @@ def _mask_mod(pattern: Pattern):
     return lambda b, h, qi, kv: (qi - kv <= w) & (kv - qi <= w)
 
 
+def _block_mask(pattern: Pattern, n: int, device):
+    if pattern.kind == "global" and not pattern.causal:
+        return None
+    from torch.nn.attention.flex_attention import (
+        create_block_mask,  # lazy: may be absent (a reason)
+    )
+
+    return create_block_mask(_mask_mod(pattern), None, None, n, n, device=device)
+
+
 @register
 class Flex(Variant):
     name = "flex"
     description = "FlexAttention under torch.compile, block masks for causal and local"
     patterns = ("global", "local")
+    compiles = True
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self._compiled = None
-        self._block_masks: dict[tuple, object] = {}
 
     def not_supported_reasons(self, case: Case) -> list[str]:
         reasons = super().not_supported_reasons(case)
@@ -46,6 +59,16 @@ class Flex(Variant):
                            f"(torch {torch.__version__}); use device=cuda or pass=fwd")
         return reasons
 
+    def constants(self, case: Case) -> dict:
+        return {"block_mask": _block_mask(case.pattern_obj, case.seq_len, case.device)}
+
+    def timing_context(self, case: Case):
+        # Each shape, mask and grad mode is its own compiled graph. Past dynamo's default limit of 8,
+        # flex_attention silently falls back to an unfused eager path that materializes N x N scores,
+        # which would be timed as if it were FlexAttention: raise the limit, and fail loudly if hit.
+        return torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096,
+                                          fail_on_recompile_limit_hit=True)
+
     def _fn(self):
         if self._compiled is None:
             from torch.nn.attention.flex_attention import flex_attention
@@ -53,30 +76,7 @@ class Flex(Variant):
             self._compiled = torch.compile(flex_attention, dynamic=False)
         return self._compiled
 
-    def _block_mask(self, pattern: Pattern, n: int, device: torch.device):
-        if pattern.kind == "global" and not pattern.causal:
-            return None
-        key = (pattern, n, str(device))
-        if key not in self._block_masks:
-            from torch.nn.attention.flex_attention import create_block_mask
-
-            self._block_masks[key] = create_block_mask(_mask_mod(pattern), None, None, n, n, device=device)
-        return self._block_masks[key]
-
-    def prepare(self, case: Case) -> None:
-        """Build the block mask and compile for this shape and grad mode (forward and, if asked, backward)."""
-        backward = case.pass_ == "fwd_bwd"
-        q = torch.randn(case.shape, dtype=case.torch_dtype, device=case.device, requires_grad=backward)
-        with torch.set_grad_enabled(backward):
-            out = self.forward(q, q, q, case.pattern_obj)
-        if backward:
-            out.sum().backward()
-
-    def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
-        block_mask = self._block_mask(pattern, q.shape[-2], q.device)
-        # Each shape, mask and grad mode is its own compiled graph. Past dynamo's default limit of 8,
-        # flex_attention silently falls back to an unfused eager path that materializes N x N scores,
-        # which would be timed as if it were FlexAttention: raise the limit, and fail loudly if hit.
-        with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096,
-                                        fail_on_recompile_limit_hit=True):
-            return self._fn()(q, k, v, block_mask=block_mask)
+    def forward(self, q, k, v, pattern: Pattern, block_mask=_UNSET) -> torch.Tensor:
+        if block_mask is _UNSET:
+            block_mask = _block_mask(pattern, q.shape[-2], q.device)
+        return self._fn()(q, k, v, block_mask=block_mask)

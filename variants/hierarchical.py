@@ -13,8 +13,25 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.patterns import Pattern, segment_means
-from harness.registry import Variant, register
+from harness.core.case import Case
+from harness.core.patterns import Pattern, segment_means
+from harness.core.registry import Variant, register
+
+
+def _allowed(pattern: Pattern, n: int, device) -> dict[str, torch.Tensor]:
+    """Per-shape masks: own-segment slots (G, 1|s, s) and summary slots (G, 1, G) a query may use."""
+    s = pattern.segment
+    g_all = math.ceil(n / s)
+    r = torch.arange(s, device=device)
+    seg = torch.arange(g_all, device=device)
+    key_valid = (seg[:, None] * s + r[None, :]) < n  # (G, s): padded keys of the last segment
+    own_ok = key_valid[:, None, :]  # (G, 1, s_k)
+    if pattern.causal:
+        own_ok = own_ok & (r[None, :, None] >= r[None, None, :])  # (G, s_q, s_k)
+        sum_ok = seg[None, :] < seg[:, None]  # (G_q, G_k): only earlier segments
+    else:
+        sum_ok = seg[None, :] != seg[:, None]  # (G_q, G_k): every other segment
+    return {"own_ok": own_ok, "sum_ok": sum_ok[:, None, :]}  # sum_ok: (G, 1, G)
 
 
 @register
@@ -24,29 +41,23 @@ class Hierarchical(Variant):
     patterns = ("hierarchical",)
     default_params = {"seg_block": 8}
 
-    def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
+    def constants(self, case: Case) -> dict:
+        return _allowed(case.pattern_obj, case.seq_len, case.device)
+
+    def forward(self, q, k, v, pattern: Pattern, own_ok: torch.Tensor | None = None,
+                sum_ok: torch.Tensor | None = None) -> torch.Tensor:
         b, h, n, d = q.shape
         s = pattern.segment
         g_all = math.ceil(n / s)
         pad = g_all * s - n
         scale = 1.0 / math.sqrt(d)
+        if own_ok is None or sum_ok is None:
+            own_ok, sum_ok = _allowed(pattern, n, q.device).values()
         qs = F.pad(q * scale, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D), pre-scaled
         ks = F.pad(k, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
         vs = F.pad(v, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
         k_sum_t = segment_means(k, s).transpose(-1, -2)[:, :, None]  # (B, H, 1, D, G)
         v_sum = segment_means(v, s)[:, :, None]  # (B, H, 1, G, D)
-
-        dev = q.device
-        r = torch.arange(s, device=dev)
-        seg = torch.arange(g_all, device=dev)
-        key_valid = (seg[:, None] * s + r[None, :]) < n  # (G, s): padded keys of the last segment
-        own_ok = key_valid[:, None, :]  # (G, 1, s_k)
-        if pattern.causal:
-            own_ok = own_ok & (r[None, :, None] >= r[None, None, :])  # (G, s_q, s_k)
-            sum_ok = seg[None, :] < seg[:, None]  # (G_q, G_k): only earlier segments
-        else:
-            sum_ok = seg[None, :] != seg[:, None]  # (G_q, G_k): every other segment
-        sum_ok = sum_ok[:, None, :]  # (G, 1, G)
 
         outs = []
         step = max(1, int(self.params["seg_block"]))

@@ -11,8 +11,29 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.patterns import Pattern
-from harness.registry import Variant, register
+from harness.core.case import Case
+from harness.core.patterns import Pattern
+from harness.core.registry import Variant, register
+
+
+def _geometry(n: int, window: int, causal: bool, block: int) -> tuple[int, int, int, int]:
+    """(block length, blocks, keys left of a block, keys right of it)."""
+    blk = min(block, n)
+    return blk, math.ceil(n / blk), window, (0 if causal else window)
+
+
+def _blocked(pattern: Pattern, n: int, block: int, device) -> torch.Tensor:
+    """(nb, blk, span) boolean: the window slots a query may not use (outside the band or the sequence)."""
+    blk, nb, left, right = _geometry(n, pattern.window, pattern.causal, block)
+    span = blk + left + right
+    # Query r of block i is position i*blk + r; key c of its window is position i*blk - left + c.
+    r = torch.arange(blk, device=device)[:, None]
+    c = torch.arange(span, device=device)[None, :]
+    lo = r + left - pattern.window  # (blk, 1): first allowed slot
+    hi = r + left if pattern.causal else r + left + pattern.window  # (blk, 1): last allowed slot
+    band = (c >= lo) & (c <= hi)  # (blk, span)
+    key_pos = torch.arange(nb, device=device)[:, None, None] * blk - left + c  # (nb, 1, span)
+    return ~(band & (key_pos >= 0) & (key_pos < n))  # (nb, blk, span)
 
 
 @register
@@ -22,12 +43,14 @@ class Local(Variant):
     patterns = ("local",)
     default_params = {"block": 128}
 
-    def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
+    def constants(self, case: Case) -> dict:
+        return {"blocked": _blocked(case.pattern_obj, case.seq_len, self.params["block"], case.device)}
+
+    def forward(self, q, k, v, pattern: Pattern, blocked: torch.Tensor | None = None) -> torch.Tensor:
         b, h, n, d = q.shape
-        w = pattern.window
-        blk = min(self.params["block"], n)
-        nb = math.ceil(n / blk)
-        left, right = w, (0 if pattern.causal else w)
+        blk, nb, left, right = _geometry(n, pattern.window, pattern.causal, self.params["block"])
+        if blocked is None:
+            blocked = _blocked(pattern, n, self.params["block"], q.device)
         span = blk + left + right  # keys seen by one query block
         pad_q = nb * blk - n
         qb = F.pad(q, (0, 0, 0, pad_q)).reshape(b, h, nb, blk, d)  # (B, H, nb, blk, D)
@@ -37,14 +60,7 @@ class Local(Variant):
         kw = kp.unfold(2, span, blk)  # (B, H, nb, D, span), a strided view
         vw = vp.unfold(2, span, blk)  # (B, H, nb, D, span)
         scores = (qb @ kw) * (1.0 / math.sqrt(d))  # (B, H, nb, blk, span)
-        # Query r of block i is position i*blk + r; key c of its window is position i*blk - left + c.
-        r = torch.arange(blk, device=q.device)[:, None]
-        c = torch.arange(span, device=q.device)[None, :]
-        dist = r + left - c  # (blk, span): query position minus key position
-        band = (dist >= 0) & (dist <= w) if pattern.causal else dist.abs() <= w
-        key_pos = torch.arange(nb, device=q.device)[:, None, None] * blk - left + c  # (nb, 1, span)
-        allowed = band & (key_pos >= 0) & (key_pos < n)  # (nb, blk, span)
         # Finite fill: padded query rows may have no allowed key; they are sliced away below.
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
         out = torch.softmax(scores, dim=-1) @ vw.transpose(-1, -2)  # (B, H, nb, blk, D)
         return out.reshape(b, h, nb * blk, d)[:, :, :n]  # (B, H, N, D)

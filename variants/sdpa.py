@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from harness.case import Case
-from harness.patterns import Pattern
-from harness.registry import Variant, register
+from harness.core.case import Case
+from harness.core.patterns import Pattern
+from harness.core.registry import Variant, register
 
 
 class _SDPA(Variant):
@@ -32,12 +32,20 @@ class _SDPA(Variant):
             reasons += _cuda_backend_reasons(self.backend, case)
         return reasons
 
-    def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
-        mask, causal = None, pattern.causal
-        if pattern.kind == "local":
-            mask, causal = pattern.mask(q.shape[-2], q.device), False  # (N, N) boolean band
-        with sdpa_kernel(self.backend):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    def constants(self, case: Case) -> dict:
+        """Local attention's (N, N) boolean band (True = may attend), built once per shape."""
+        if case.pattern != "local":
+            return {}
+        return {"attn_mask": case.pattern_obj.mask(case.seq_len, case.device)}
+
+    def timing_context(self, case: Case):
+        return sdpa_kernel(self.backend)  # pinned: never a silent fallback to another backend
+
+    def forward(self, q, k, v, pattern: Pattern, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if pattern.kind == "local" and attn_mask is None:
+            attn_mask = pattern.mask(q.shape[-2], q.device)
+        is_causal = pattern.causal and attn_mask is None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
 
 
 def _cuda_backend_reasons(backend: SDPBackend, case: Case) -> list[str]:

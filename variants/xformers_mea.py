@@ -12,9 +12,11 @@ import logging
 
 import torch
 
-from harness.case import Case
-from harness.patterns import Pattern
-from harness.registry import Variant, register
+from harness.core.case import Case
+from harness.core.patterns import Pattern
+from harness.core.registry import Variant, register
+
+_UNSET = object()
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,9 +89,15 @@ class XFormers(Variant):
             reasons += load_msgs + _dispatcher_reasons(str(exc))
         return list(dict.fromkeys(reasons))
 
-    def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
+    def constants(self, case: Case) -> dict:
         fmha, _ = _load_xformers()
+        return {"attn_bias": _bias(fmha, case.pattern_obj)}
+
+    def forward(self, q, k, v, pattern: Pattern, attn_bias=_UNSET) -> torch.Tensor:
+        fmha, _ = _load_xformers()
+        if attn_bias is _UNSET:
+            attn_bias = _bias(fmha, pattern)
         # xformers wants (B, N, H, D); transposes are views
         out = fmha.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              attn_bias=_bias(fmha, pattern))  # (B, N, H, D)
+                                              attn_bias=attn_bias)  # (B, N, H, D)
         return out.transpose(1, 2)  # (B, H, N, D)

@@ -1,6 +1,6 @@
 """asv suite: a thin adapter generated from the variant registry and a sweep grid (see docs/asv.md).
 
-The grid is a preset TOML: ``harness/presets/asv.toml`` by default (small, CPU), or the one named by
+The grid is a preset TOML: ``harness/run/presets/asv.toml`` by default (small, CPU), or the one named by
 the environment variable ``ATTNBENCH_ASV_GRID``: ``small`` (asv.toml), ``large`` (default.toml, the
 main job: CUDA float16 when torch sees a GPU), any other preset name, or a path to a TOML file.
 The grid file is read from the checkout that holds this suite, so two commits compared with asv run
@@ -10,12 +10,12 @@ Benchmarks, one class per pass (``Fwd``, ``FwdBwd``), over ``params`` = variant 
 seq_len x heads (plus batch, head_dim or dtype when the grid has several values on that axis):
 
 * ``time_attention``: asv's timer around the harness's zero-argument callable, synchronized.
-* ``track_peak_mem_bytes``: ``harness.measure.peak_memory`` of one call, in bytes (asv's ``peakmem_``
+* ``track_peak_mem_bytes``: ``harness.bench.memory.peak_memory`` of one call plus the prepared constants, in bytes (asv's ``peakmem_``
   would be host RSS, which says nothing about the CUDA allocator and little about torch's).
 * ``track_flops_per_s``: achieved FLOP/s, ``Case.flops`` over the median of
-  ``harness.measure.time_callable`` (the harness's own timer, ``budget_s`` of the grid).
+  ``harness.bench.timing.time_callable`` (the harness's own timer, ``budget_s`` of the grid).
 
-Cells come from ``harness.sweep.expand``; a cell the variant cannot run raises NotImplementedError
+Cells come from ``harness.run.config.expand``; a cell the variant cannot run raises NotImplementedError
 carrying the variant's reasons, so asv records it as skipped. Importing this module reads the grid
 and the registry (imports torch) and nothing else: no inputs, no compilation, no CUDA probing (asv
 forks every benchmark process from one that imported this module). Reasons and cases are computed
@@ -27,15 +27,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import measure  # as a module: asv would collect a top-level name like time_callable
-from harness.case import Case
-from harness.patterns import InputError
-from harness.registry import get_variant
-from harness.sweep import SweepConfig, build_config, expand, load_toml, preset_names
+from harness.bench import (  # as modules: asv would collect a top-level time_callable
+    memory,
+    timing,
+)
+from harness.bench.prepare import prepare
+from harness.core.case import Case
+from harness.core.errors import InputError
+from harness.core.registry import get_variant
+from harness.run.config import (
+    SweepConfig,
+    build_config,
+    expand,
+    load_toml,
+    preset_names,
+)
 
 GRID_ENV = "ATTNBENCH_ASV_GRID"
 GRID_ALIASES = {"small": "asv", "large": "default"}
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "run" / "presets"
 
 
 def grid_path(value: str | None = None) -> Path:
@@ -127,30 +137,34 @@ class _Attention:
         if reasons:
             raise NotImplementedError(f"{case.id}: " + "; ".join(reasons))
         variant = get_variant(case.variant, **dict(case.params))
-        variant.prepare(case)  # compilation and masks, outside every measurement
+        prepared = prepare(variant, case)  # reasons, constants, compilation: outside every measurement
         self.case, self.device, self.budget_s = case, case.device, cache["budget_s"]
-        self.inputs = measure.make_inputs(case)
-        self.fn = measure.make_callable(variant, case, self.inputs)
+        self.prepared, self.fn = prepared, prepared.fn
+        self.context = prepared.context()
+        self.context.__enter__()  # once, around every timed call of this cell; left in teardown
         for _ in range(2):  # the harness's warm-up (time_callable's default)
             self.fn()
-        measure.sync(self.device)
+        timing.sync(self.device)
 
     def teardown(self, cache: dict, *params) -> None:
+        context = self.__dict__.pop("context", None)
+        if context is not None:
+            context.__exit__(None, None, None)
         self.__dict__.pop("fn", None)
-        self.__dict__.pop("inputs", None)
+        self.__dict__.pop("prepared", None)
 
     def time_attention(self, cache: dict, *params) -> None:
         self.fn()
-        measure.sync(self.device)
+        timing.sync(self.device)
 
     def track_peak_mem_bytes(self, cache: dict, *params) -> int:
-        return measure.peak_memory(self.fn, self.device)[0]
+        return memory.peak_memory(self.fn, self.device)[0] + self.prepared.mask_mem_bytes
 
     track_peak_mem_bytes.unit = "bytes"
 
     def track_flops_per_s(self, cache: dict, *params) -> float:
-        timing = measure.time_callable(self.fn, self.device, self.budget_s, warmup=0)
-        return self.case.flops / timing.median
+        measured = timing.time_callable(self.fn, self.device, self.budget_s, warmup=0)
+        return self.case.flops / measured.median
 
     track_flops_per_s.unit = "flop/s"
 

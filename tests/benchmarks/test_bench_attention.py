@@ -2,8 +2,8 @@
 
 Cases come from the harness sweep (``build_config`` + ``expand``), so they are the same frozen
 ``Case`` objects the runner measures; a case the variant cannot run is skipped with its reasons.
-The timed callable is ``harness.measure.make_callable`` followed by ``sync``; peak memory
-(``harness.measure.peak_memory``) is measured once, outside the timed calls, and stored with the
+The timed callable is ``harness.bench.prepare``'s, followed by ``sync``; peak memory
+(``harness.bench.memory.peak_memory`` plus the prepared constants) is measured once, outside the timed calls, and stored with the
 FLOP count and the achieved FLOP/s in ``benchmark.extra_info`` (saved with --benchmark-autosave).
 
 With the project's default ``--benchmark-disable`` each case runs once, as a smoke test; run
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness import measure
-from harness.patterns import PATTERN_KINDS
-from harness.registry import get_variant
-from harness.sweep import build_config, expand
+from harness.bench.memory import peak_memory
+from harness.bench.prepare import prepare
+from harness.bench.timing import sync
+from harness.core.patterns import PATTERN_KINDS
+from harness.core.registry import get_variant
+from harness.run.config import build_config, expand
 
 GRID = {
     "name": "pytest-benchmark",
@@ -43,23 +45,25 @@ def test_fwd(benchmark, case):
     reasons = variant.not_supported_reasons(case)
     if reasons:
         pytest.skip(f"{case.id}: " + "; ".join(reasons))
-    variant.prepare(case)  # compilation and masks, never timed
-    inputs = measure.make_inputs(case)
-    fn = measure.make_callable(variant, case, inputs)
+    prepared = prepare(variant, case)  # reasons, masks, compilation: never timed
+    fn = prepared.fn
 
     def call():
         out = fn()
-        measure.sync(case.device)
+        sync(case.device)
         return out
 
-    for _ in range(2):  # the harness's warm-up (time_callable's default)
-        call()
-    peak_bytes, peak_method = measure.peak_memory(fn, case.device)  # outside the timed calls
+    with prepared.context():  # entered once around every call, as the sweep's timer does
+        for _ in range(2):  # the harness's warm-up (time_callable's default)
+            call()
+        peak_bytes, peak_method = peak_memory(fn, case.device)  # outside the timed calls
+        peak_bytes += prepared.mask_mem_bytes
 
     benchmark.group = case.pattern_obj.label
     benchmark.extra_info.update({"case_id": case.id, "peak_mem_bytes": peak_bytes,
                                  "peak_mem_method": peak_method, "flops": case.flops})
-    out = benchmark(call)
+    with prepared.context():
+        out = benchmark(call)
 
     assert out.shape == case.shape
     assert peak_bytes > 0

@@ -1,0 +1,191 @@
+"""Two runs compared case by case: new/base ratios with confidence intervals and a verdict per case.
+
+Data and display are separate (as in torch.utils.benchmark's ``Compare``): ``compare_runs`` is a pure
+function from two loaded runs to a tidy DataFrame (seconds, bytes, ratios); ``harness.render.compare``
+turns that frame into text, Markdown, an HTML fragment or JSON and chooses units only there.
+
+Statistics. For a case measured in both runs, the point estimate is the ratio of median per-call
+times, new / base. Its confidence interval is a percentile bootstrap of the ratio of medians: each
+run's raw samples are resampled with replacement, independently, with a seed fixed per case id, so the
+same inputs always give the same interval. Time ratios are then normalized by the machine: each run's
+calibration figure is the median of its calibration entries' ``time_s_median`` (a fixed matmul timed at
+the start and end of the run), and the normalized ratio is the raw ratio divided by
+new calibration / base calibration, so a uniformly slower machine is not a regression. Both ratios
+are reported. A case is ``slower`` only when the lower bound of the normalized interval is above the
+threshold, ``faster`` only when its upper bound is below 1 / threshold, else ``same``.
+
+The bootstrap holds only within-run noise. Machine drift during a run is not in it, so the normalized
+interval is widened by each run's calibration spread (max / min of its calibration medians): a case
+measured at any point of a run that drifted by 30% can be off by that much, and a verdict then needs
+a slowdown larger than drift and threshold together. Between-process variance is still not covered:
+that is what the threshold is for, and why ``attnbench ci`` measures several fresh processes per side.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_THRESHOLD,
+    N_BOOTSTRAP,
+    RatioCI,
+    case_seed,
+    check_threshold,
+    median_ratio_ci,
+    time_verdict,
+)
+from harness.core.errors import InputError
+from harness.store.load import load_run
+
+# Verdicts. slower and broken fail the comparison (exit 1); the others do not.
+VERDICTS = ("slower", "broken", "accepted", "faster", "same", "fixed", "not run", "new", "missing")
+
+
+FAILING = ("slower", "broken")
+
+
+VERDICT_HELP = {
+    "slower": "normalized time ratio's confidence interval lies above the threshold",
+    "broken": "ok in BASE, not ok in NEW (its status and reason are shown)",
+    "accepted": "slower, but accepted by an [accept-regression: ...] commit marker (attnbench ci only)",
+    "faster": "normalized time ratio's confidence interval lies below 1 / threshold",
+    "same": "no confident change beyond the threshold",
+    "fixed": "not ok in BASE, ok in NEW",
+    "not run": "in both runs, ok in neither",
+    "new": "only in NEW",
+    "missing": "only in BASE",
+}
+
+
+COLUMNS = ["case_id", "verdict", "base_status", "new_status", "reason", "base_time_s_median", "new_time_s_median",
+           "base_n_samples", "new_n_samples", "time_ratio_raw", "time_ratio_raw_lo", "time_ratio_raw_hi",
+           "calibration_ratio", "time_ratio", "time_ratio_lo", "time_ratio_hi", "base_peak_mem_bytes",
+           "new_peak_mem_bytes", "mem_ratio"]
+
+
+def calibration_s(meta: dict) -> float | None:
+    """A run's machine-speed figure: the median of its calibration entries' time_s_median (None if none)."""
+    values = [c.get("time_s_median") for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    return float(np.median(values)) if values else None
+
+
+def calibration_spread(meta: dict) -> float | None:
+    """max / min of a run's calibration medians (start, end, resume): how much machine speed moved."""
+    values = [c.get("time_s_median") for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    return max(values) / min(values) if len(values) >= 2 else None
+
+
+# ---- comparison -------------------------------------------------------------------------------
+def _samples(row) -> list[float]:
+    """Raw per-call samples of an ok row; the median alone when the samples were not kept."""
+    samples = row.get("time_samples_s")
+    if samples is not None and not (isinstance(samples, float) and math.isnan(samples)):
+        values = [float(s) for s in samples if s is not None and float(s) > 0]
+        if values:
+            return values
+    median = row.get("time_s_median")
+    return [float(median)] if median is not None and not pd.isna(median) and float(median) > 0 else []
+
+
+def _num(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _by_case(df: pd.DataFrame, side: str) -> dict[str, dict]:
+    if "case_id" not in df.columns or "status" not in df.columns:
+        raise InputError(f"the {side} run has no case_id/status columns; hint: pass a folder made by "
+                         "`attnbench sweep`")
+    rows = {}
+    for rec in df.to_dict("records"):
+        rows[str(rec["case_id"])] = rec  # a case journaled twice: the last row wins, as in the journal
+    return rows
+
+
+def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, new_meta: dict,
+                 threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
+                 n_boot: int = N_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+    """One row per case_id in either run, with ratios, intervals and a verdict (see ``VERDICTS``).
+
+    Pure: reads the frames and metadata, touches nothing else. Times in seconds, memory in bytes.
+    """
+    check_threshold(threshold)
+    base, new = _by_case(base_df, "BASE"), _by_case(new_df, "NEW")
+    cal_b, cal_n = calibration_s(base_meta), calibration_s(new_meta)
+    cal_ratio = cal_n / cal_b if cal_b and cal_n else None
+    drift = (calibration_spread(base_meta) or 1.0) * (calibration_spread(new_meta) or 1.0)
+    out = []
+    for case_id in [*base, *(c for c in new if c not in base)]:
+        b, n = base.get(case_id), new.get(case_id)
+        rec = {c: None for c in COLUMNS}
+        rec.update(case_id=case_id, base_status=b and b["status"], new_status=n and n["status"], reason="")
+        if b is None or n is None:
+            rec["verdict"] = "new" if b is None else "missing"
+            out.append(rec)
+            continue
+        b_ok, n_ok = b["status"] == "ok", n["status"] == "ok"
+        if not (b_ok and n_ok):
+            rec["verdict"] = ("broken" if b_ok else "fixed") if b_ok != n_ok else "not run"
+            rec["reason"] = str((n if b_ok or not n_ok else b).get("reason") or "")
+            out.append(rec)
+            continue
+        bs, ns = _samples(b), _samples(n)
+        if not bs or not ns:
+            rec.update(verdict="broken" if not ns else "fixed", reason="status ok but no time recorded")
+            out.append(rec)
+            continue
+        raw = median_ratio_ci(bs, ns, confidence, n_boot, case_seed(case_id, seed))
+        norm = raw.scaled(cal_ratio) if cal_ratio else raw
+        if drift > 1.0 and not math.isnan(norm.lo):
+            norm = RatioCI(norm.ratio, norm.lo / drift, norm.hi * drift, norm.n_base, norm.n_new)
+        bm, nm = _num(b.get("peak_mem_bytes")), _num(n.get("peak_mem_bytes"))
+        rec.update(verdict=time_verdict(norm, threshold), base_time_s_median=float(np.median(bs)),
+                   new_time_s_median=float(np.median(ns)), base_n_samples=len(bs), new_n_samples=len(ns),
+                   time_ratio_raw=raw.ratio, time_ratio_raw_lo=raw.lo, time_ratio_raw_hi=raw.hi,
+                   calibration_ratio=cal_ratio, time_ratio=norm.ratio, time_ratio_lo=norm.lo,
+                   time_ratio_hi=norm.hi, base_peak_mem_bytes=bm, new_peak_mem_bytes=nm,
+                   mem_ratio=nm / bm if bm and nm is not None else None)
+        if len(bs) < 2 or len(ns) < 2:
+            rec["reason"] = "fewer than 2 samples on a side: no interval, no confident verdict"
+        out.append(rec)
+    frame = pd.DataFrame(out, columns=COLUMNS)
+    noisy = [bool(r.get("time_noisy")) if not pd.isna(r.get("time_noisy")) else False
+             for rows in (base, new) for r in rows.values() if r.get("status") == "ok"]
+    frame.attrs.update(threshold=threshold, confidence=confidence, base_calibration_s=cal_b,
+                       new_calibration_s=cal_n, calibration_ratio=cal_ratio,
+                       base_calibration_spread=calibration_spread(base_meta),
+                       new_calibration_spread=calibration_spread(new_meta), drift_factor=drift,
+                       noisy_rows=sum(noisy))
+    return frame
+
+
+def summarize(result: pd.DataFrame) -> dict:
+    """Counts per verdict, the compared count, and the exit status the comparison implies."""
+    counts = {v: int((result["verdict"] == v).sum()) for v in VERDICTS}
+    compared = counts["slower"] + counts["accepted"] + counts["faster"] + counts["same"]
+    failing = counts["slower"] + counts["broken"]
+    exit_code = 2 if compared + counts["broken"] + counts["fixed"] == 0 else (1 if failing else 0)
+    return {"counts": counts, "compared": compared, "exit_code": exit_code,
+            "failing": result.loc[result["verdict"].isin(FAILING), "case_id"].tolist()}
+
+
+# ---- loading and the command ------------------------------------------------------------------
+def load_for_compare(run_dir: str | Path, side: str) -> tuple[pd.DataFrame, dict]:
+    """``harness.store.load.load_run``, with every way a folder can be unreadable turned into an InputError."""
+    try:
+        return load_run(run_dir)
+    except InputError as exc:
+        raise InputError(f"{side} run: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged Parquet, journal or metadata
+        raise InputError(f"{side} run {run_dir} is unreadable ({type(exc).__name__}: {exc}); hint: pass a folder "
+                         "made by `attnbench sweep`") from None
+    except Exception as exc:  # pyarrow's errors (ArrowInvalid and kin) do not share a base with the above
+        if type(exc).__module__.startswith("pyarrow"):
+            raise InputError(f"{side} run {run_dir} is unreadable ({type(exc).__name__}: {exc})") from None
+        raise

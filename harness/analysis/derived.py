@@ -1,0 +1,260 @@
+"""Derived tables of a report: a tidy results DataFrame in, a smaller DataFrame out.
+
+``prepare`` adds the display columns every table and figure reads (series and shape labels, metrics
+in report units picked by ``harness.render.units``, NaN unless the cell ran ok); the other functions
+derive scaling exponents, crossovers, speedups over a baseline, worst errors, ceiling fractions and
+status counts from it. Pure: no printing, no files, no figures.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from harness.render.units import to_giga, to_mib, to_ms, to_pct
+
+PATTERN_ORDER = ("global", "local", "hierarchical")
+
+
+PASS_ORDER = ("fwd", "fwd_bwd")
+
+
+# One line of a plot / one cell of a heatmap: which run (and device, dtype) and which shape.
+GROUP_KEYS = ["series", "shape", "pattern", "pattern_label", "causal", "pass"]
+
+
+# ---- derived frames ---------------------------------------------------------------------------
+def _floats(series: pd.Series) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce")
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy(dtype="float64", na_value=np.nan)
+    return np.asarray(values, dtype="float64")
+
+
+def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
+    """``local (w=64)``, ``hierarchical (s=\u221aN)`` (s = round(sqrt(N))): the pattern with its parameter."""
+    if pattern == "local":
+        windows = sorted({int(w) for w in rows["window"].dropna()})
+        return f"local (w={windows[0]})" if len(windows) == 1 else "local (w varies)" if windows else "local"
+    if pattern == "hierarchical":
+        pairs = {(int(n), int(s)) for n, s in zip(rows["seq_len"], rows["segment"]) if pd.notna(s)}
+        segments = {s for _, s in pairs}
+        if len(segments) == 1:
+            return f"hierarchical (s={segments.pop()})"
+        if pairs and all(s == max(1, round(math.sqrt(n))) for n, s in pairs):
+            return "hierarchical (s=\u221aN)"
+        return "hierarchical (s varies)" if pairs else "hierarchical"
+    return pattern
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a tidy frame (one or several runs) with the columns the report needs.
+
+    ``series``: what one line stands for: the parts of (run_id, device, dtype) that vary, joined by
+    " / " (the run id alone when nothing varies). ``shape``: ``B=1 H=8 D=64``. ``pattern_label``:
+    the pattern with its window or segment. Metrics in report units (``time_ms``, ``time_iqr_ms``,
+    ``peak_mem_mib``, ``gflop_per_s``, ``ceiling_pct``, ``rel_error_f``) are NaN unless status is ok.
+    """
+    out = df.copy().reset_index(drop=True)
+    for col in ("run_id", "variant", "pattern", "device", "dtype", "pass", "status", "reason"):
+        out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
+    out["causal"] = [bool(c) if pd.notna(c) else False for c in out["causal"]]
+    for col in ("seq_len", "batch", "heads", "head_dim"):
+        out[col] = pd.to_numeric(out[col]).astype("int64")
+    ok = (out["status"] == "ok").to_numpy()
+    for col, src, unit in (("time_ms", "time_s_median", to_ms), ("time_iqr_ms", "time_s_iqr", to_ms),
+                           ("peak_mem_mib", "peak_mem_bytes", to_mib), ("gflop_per_s", "flops_per_s", to_giga),
+                           ("ceiling_pct", "ceiling_fraction", to_pct), ("rel_error_f", "rel_error", None),
+                           ("ceiling_gflop_per_s", "ceiling_flops_per_s", to_giga)):
+        values = _floats(out[src])
+        out[col] = np.where(ok, unit(values) if unit else values, np.nan)
+    varying = [k for k in ("run_id", "device", "dtype") if out[k].nunique() > 1]
+    out["series"] = (out[varying].agg(" / ".join, axis=1) if varying else out["run_id"]).astype(str) \
+        if len(out) else pd.Series(dtype=str)
+    out["shape"] = [f"B={b} H={h} D={d}" for b, h, d in zip(out["batch"], out["heads"], out["head_dim"])]
+    labels = {p: _pattern_label(p, out[out["pattern"] == p]) for p in out["pattern"].unique()}
+    out["pattern_label"] = out["pattern"].map(labels).astype(str) if len(out) else pd.Series(dtype=str)
+    out["facet_row"] = [f"{p} causal" if c else p for p, c in zip(out["pass"], out["causal"])]
+    # matplotlib reads "$...$" as math; plot labels must show variant names literally.
+    out["variant_plot"] = out["variant"].str.replace("$", r"\$", regex=False)
+    return out
+
+
+def _pattern_rank(label: str) -> int:
+    kind = label.split(" ")[0]
+    return PATTERN_ORDER.index(kind) if kind in PATTERN_ORDER else len(PATTERN_ORDER)
+
+
+def facet_layout(prep: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Rows (pass, then causal) and columns (pattern) of every faceted figure, in reading order."""
+    rows = sorted(prep["facet_row"].unique(), key=lambda r: (
+        PASS_ORDER.index(r.split(" ")[0]) if r.split(" ")[0] in PASS_ORDER else 9, r))
+    cols = sorted(prep["pattern_label"].unique(), key=lambda c: (_pattern_rank(c), c))
+    return rows, cols
+
+
+def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
+    """Scaling exponent per (series, shape, variant, pattern, causal, pass): the least-squares slope of
+    log(time) and of log(peak memory) against log(N) over the ok cells. Fewer than two distinct
+    sequence lengths give NaN and a note, never an error."""
+    keys = ["series", "shape", "variant", "pattern", "pattern_label", "causal", "pass"]
+    cols = [*keys, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "range", "note"]
+    rows = []
+    for key, g in prep.groupby(keys, sort=True):
+        okg = g[g["status"] == "ok"]
+        if okg.empty:
+            continue
+        rec = dict(zip(keys, key))
+        notes = []
+        for name, col in (("time", "time_ms"), ("mem", "peak_mem_mib")):
+            pts = okg[np.isfinite(okg[col]) & (okg[col] > 0)].groupby("seq_len")[col].median()
+            if len(pts) >= 2:
+                slope = float(np.polyfit(np.log(pts.index.to_numpy(dtype=float)), np.log(pts.to_numpy()), 1)[0])
+            else:
+                slope = math.nan
+            rec[f"{name}_exponent"] = slope
+            dropped = len(okg) - len(pts) if name == "mem" else 0
+            if dropped > 0 and len(okg["seq_len"].unique()) > len(pts):
+                notes.append("cells with 0 bytes of peak memory left out of the memory fit")
+        ns = sorted(int(n) for n in okg["seq_len"].unique())
+        failed = sorted(int(n) for n in g.loc[g["status"] != "ok", "seq_len"].unique() if n not in ns)
+        rec.update(n_min=ns[0], n_max=ns[-1], n_points=len(ns),
+                   range=f"N = {ns[0]}..{ns[-1]} ({len(ns)} points)" if len(ns) > 1 else f"N = {ns[0]} only")
+        if len(ns) < 2:
+            notes.append("n/a: one sequence length, no slope")
+        if failed:
+            notes.append("not ok at N = " + ", ".join(map(str, failed)))
+        rec["note"] = "; ".join(notes)
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def crossovers(prep: pd.DataFrame) -> pd.DataFrame:
+    """Where the faster of two variants changes with N: for each pair measured at two or more common
+    sequence lengths whose order flips, the winner at the largest N and the smallest N from which it
+    is faster at every larger measured N."""
+    cols = [*GROUP_KEYS, "faster", "slower", "from_n", "slower_at_n", "flips", "text"]
+    ok = prep[(prep["status"] == "ok") & np.isfinite(prep["time_ms"])]
+    rows = []
+    for key, g in ok.groupby(GROUP_KEYS, sort=True):
+        piv = g.pivot_table(index="seq_len", columns="variant", values="time_ms", aggfunc="median").sort_index()
+        for a, b in combinations(sorted(piv.columns), 2):
+            both = piv[[a, b]].dropna()
+            if len(both) < 2:
+                continue
+            a_faster = (both[a] < both[b]).to_numpy()
+            if a_faster.all() or not a_faster.any():
+                continue
+            win, lose = (a, b) if a_faster[-1] else (b, a)
+            wins = (both[win] < both[lose]).to_numpy()
+            start = len(wins) - 1
+            while start > 0 and wins[start - 1]:
+                start -= 1
+            ns = both.index.to_list()
+            flips = int((wins[1:] != wins[:-1]).sum())
+            text = f"{win} is faster than {lose} from N = {ns[start]} (slower at N = {ns[start - 1]})"
+            if flips > 1:
+                text += f"; the order changes {flips} times over the measured range"
+            rows.append({**dict(zip(GROUP_KEYS, key)), "faster": win, "slower": lose, "from_n": int(ns[start]),
+                         "slower_at_n": int(ns[start - 1]), "flips": flips, "text": text})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def relative_to_baseline(prep: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Speedup (baseline time / variant time) and memory saving (baseline peak / variant peak) of every
+    other variant, per cell, against the baseline measured in the same series, shape and pattern.
+    NaN where either did not run; ``status`` and ``baseline_status`` say why."""
+    keys = [*GROUP_KEYS, "seq_len"]
+    cols = [*keys, "facet_row", "variant", "variant_plot", "status", "baseline_status", "time_ms", "baseline_time_ms",
+            "peak_mem_mib", "baseline_peak_mem_mib", "speedup", "memory_saving"]
+    base = prep[prep["variant"] == baseline]
+    if base.empty:
+        return pd.DataFrame(columns=cols)
+    base = base[[*keys, "status", "time_ms", "peak_mem_mib"]].drop_duplicates(keys).rename(columns={
+        "status": "baseline_status", "time_ms": "baseline_time_ms", "peak_mem_mib": "baseline_peak_mem_mib"})
+    rel = prep[prep["variant"] != baseline].merge(base, on=keys, how="left")
+    rel["baseline_status"] = rel["baseline_status"].fillna("not run")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel["speedup"] = rel["baseline_time_ms"] / rel["time_ms"]
+        mem = rel["peak_mem_mib"].where(rel["peak_mem_mib"] > 0)
+        rel["memory_saving"] = rel["baseline_peak_mem_mib"] / mem
+    for col in ("speedup", "memory_saving"):
+        rel[col] = rel[col].where(np.isfinite(rel[col]))
+    return rel[cols].reset_index(drop=True)
+
+
+def worst_errors(prep: pd.DataFrame) -> pd.DataFrame:
+    """Worst relative error (vs the float64 reference) per series, variant and pattern, where it was
+    found, and whether it was measured on a smaller twin of the timed case."""
+    keys = ["series", "variant", "pattern", "pattern_label"]
+    cols = [*keys, "rel_error", "causal", "pass", "seq_len", "error_on_twin", "error_seq_len", "cells", "twins"]
+    ok = prep[(prep["status"] == "ok") & np.isfinite(prep["rel_error_f"])]
+    rows = []
+    for key, g in ok.groupby(keys, sort=True):
+        worst = g.loc[g["rel_error_f"].idxmax()]
+        twin = bool(worst["error_on_twin"]) if pd.notna(worst["error_on_twin"]) else False
+        twins = int(sum(bool(t) for t in g["error_on_twin"] if pd.notna(t)))
+        rows.append({**dict(zip(keys, key)), "rel_error": float(worst["rel_error_f"]), "causal": worst["causal"],
+                     "pass": worst["pass"], "seq_len": int(worst["seq_len"]), "error_on_twin": twin,
+                     "error_seq_len": int(worst["error_seq_len"]) if pd.notna(worst["error_seq_len"]) else None,
+                     "cells": len(g), "twins": twins})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def ceiling_summary(prep: pd.DataFrame) -> pd.DataFrame:
+    """Best achieved GFLOP/s and fraction of the measured matmul ceiling per series, variant, pattern,
+    causal and pass, with the N where it was reached."""
+    keys = ["series", "shape", "variant", "pattern", "pattern_label", "causal", "pass"]
+    cols = [*keys, "gflop_per_s", "ceiling_gflop_per_s", "ceiling_pct", "seq_len"]
+    ok = prep[(prep["status"] == "ok") & np.isfinite(prep["gflop_per_s"])]
+    rows = []
+    for key, g in ok.groupby(keys, sort=True):
+        best = g.loc[g["gflop_per_s"].idxmax()]
+        rows.append({**dict(zip(keys, key)), "gflop_per_s": best["gflop_per_s"],
+                     "ceiling_gflop_per_s": best["ceiling_gflop_per_s"], "ceiling_pct": best["ceiling_pct"],
+                     "seq_len": int(best["seq_len"])})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def status_counts(prep: pd.DataFrame) -> pd.DataFrame:
+    """Cells per series and variant by status (ok, unsupported, oom, timeout, error), zeros included."""
+    # local: core.case imports torch; keeps report start-up fast
+    from harness.core.case import STATUSES
+
+    if prep.empty:
+        return pd.DataFrame(columns=["series", "variant", *STATUSES, "total"])
+    counts = prep.groupby(["series", "variant", "status"]).size().unstack("status", fill_value=0)
+    for s in STATUSES:
+        if s not in counts:
+            counts[s] = 0
+    extra = [c for c in counts.columns if c not in STATUSES]
+    counts = counts[[*STATUSES, *extra]]
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index()
+
+
+def failure_reasons(prep: pd.DataFrame) -> pd.DataFrame:
+    """Cells that did not run, grouped by series, variant, status and reason: how many, and where."""
+    cols = ["series", "variant", "status", "reason", "cells", "patterns", "passes", "seq_lens"]
+    bad = prep[prep["status"] != "ok"]
+    rows = []
+    for key, g in bad.groupby(["series", "status", "variant", "reason"], sort=True):
+        series, status, variant, reason = key
+        patterns = sorted({f"{p}{' causal' if c else ''}" for p, c in zip(g["pattern_label"], g["causal"])},
+                          key=lambda x: (_pattern_rank(x), x))
+        rows.append({"series": series, "variant": variant, "status": status, "reason": reason, "cells": len(g),
+                     "patterns": ", ".join(patterns),
+                     "passes": ", ".join(p for p in PASS_ORDER if p in set(g["pass"])) or ", ".join(set(g["pass"])),
+                     "seq_lens": ", ".join(str(n) for n in sorted(set(int(n) for n in g["seq_len"])))})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def failures(prep: pd.DataFrame) -> pd.DataFrame:
+    """Every cell whose status is not ok, with its status and reason."""
+    cols = ["series", "variant", "pattern_label", "causal", "pass", "seq_len", "shape", "status", "reason"]
+    bad = prep[prep["status"] != "ok"]
+    return bad[cols].sort_values(["series", "status", "variant", "pattern_label", "causal", "pass", "seq_len"],
+                                 kind="stable").reset_index(drop=True)

@@ -1,0 +1,85 @@
+"""Measuring one case: time, peak memory and error against the float64 reference.
+
+Nothing here catches errors: the executors turn exceptions into rows. ``harness.bench.prepare``
+keeps validation, constants and compilation out of the timed call; raw samples are kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.bench.memory import peak_memory
+from harness.bench.prepare import Prepared, prepare
+from harness.bench.timing import time_callable
+from harness.core.case import Case
+from harness.core.reference import reference, relative_error
+from harness.core.registry import Variant
+
+ERROR_MAX_ELEMENTS = 2**26  # largest B*H*N*M score matrix the float64 reference is run on (512 MiB)
+
+
+def error_twin(case: Case, max_elements: int = ERROR_MAX_ELEMENTS) -> Case:
+    """The case itself when its reference fits in ``max_elements``; else a smaller twin, same pattern."""
+    def elements(c: Case) -> int:
+        return c.batch * c.heads * c.seq_len * c.seq_len
+    if elements(case) <= max_elements:
+        return case
+    twin = case.replace(batch=1, heads=min(case.heads, 2))
+    n = case.seq_len
+    while n > 1 and elements(twin.replace(seq_len=n)) > max_elements:
+        n //= 2
+    if twin.segment is not None:
+        twin = twin.replace(segment=max(1, min(twin.segment, n)))
+    return twin.replace(seq_len=n)
+
+
+class ReferenceCache:
+    """Keeps the last few float64 reference outputs: the same inputs serve every variant of a shape."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size, self._items = size, {}
+
+    def get(self, case: Case, inputs):
+        key = (case.pattern_obj, case.shape, case.dtype, case.device)
+        if key not in self._items:
+            q, k, v = inputs.qkv()
+            with torch.no_grad():
+                self._items[key] = reference(q.detach(), k.detach(), v.detach(), case.pattern_obj)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+        return self._items[key]
+
+
+def output_error(variant: Variant, case: Case, max_elements: int = ERROR_MAX_ELEMENTS,
+                 cache: ReferenceCache | None = None, prepared: Prepared | None = None) -> dict:
+    """Relative error of the forward output against the float64 reference (on a twin if too big).
+
+    ``prepared`` (the case's own, for a ``fwd`` case) is reused when the case is its own twin.
+    """
+    twin = error_twin(case, max_elements).replace(pass_="fwd")
+    if prepared is None or prepared.case != twin:
+        prepared = prepare(variant, twin)
+    out = prepared.run()
+    ref = (cache or ReferenceCache(1)).get(twin, prepared.inputs)
+    return {"rel_error": relative_error(out, ref), "error_seq_len": twin.seq_len,
+            "error_batch": twin.batch, "error_heads": twin.heads, "error_on_twin": twin.seq_len != case.seq_len
+            or twin.batch != case.batch or twin.heads != case.heads}
+
+
+def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
+            measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
+            ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1) -> dict:
+    """Measure one supported case. Returns the metric fields of its row (status ``ok``)."""
+    prepared = prepare(variant, case)
+    with prepared.context():
+        timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples)
+        call_peak, method = peak_memory(prepared.fn, case.device)
+    rec = {"status": "ok", "reason": "", "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),
+           "peak_mem_bytes": call_peak + prepared.mask_mem_bytes, "mask_mem_bytes": prepared.mask_mem_bytes,
+           "peak_mem_method": method}
+    rec["flops_per_s"] = case.flops / timing.median if timing.median > 0 else None
+    rec["ceiling_flops_per_s"] = ceiling
+    rec["ceiling_fraction"] = rec["flops_per_s"] / ceiling if ceiling and rec["flops_per_s"] else None
+    if measure_error:
+        rec.update(output_error(variant, case, max_error_elements, ref_cache, prepared))
+    return rec

@@ -1,0 +1,100 @@
+"""The one timing loop, and the one calibration kernel per device.
+
+This module imports nothing from attnbench (only the standard library and torch): the CI gate's
+worker loads this very file by path, so that both trees it compares are timed by the same code.
+
+``time_callable`` warms up, then runs torch.utils.benchmark's ``blocked_autorange`` (which
+synchronizes the accelerator around each block) for ``budget_s``, and takes more blocks until
+``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.utils.benchmark as tbench
+
+NOISE_THRESHOLD = 0.1  # IQR / median above this flags a measurement as noisy
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "cpu": time.process_time,  # CPU time of this process: blind to time spent preempted by others
+}
+
+
+@dataclass
+class Timing:
+    """Raw per-call samples in seconds; statistics are derived on read, never stored rounded."""
+
+    samples_s: list[float]
+    number_per_sample: int = 1
+    warmup_calls: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.samples_s) < 2:
+            return 0.0
+        q = statistics.quantiles(self.samples_s, n=4, method="inclusive")
+        return q[2] - q[0]
+
+    @property
+    def noisy(self) -> bool:
+        return self.iqr / self.median > NOISE_THRESHOLD if self.median > 0 else False
+
+    def fields(self) -> dict:
+        return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(self.samples_s),
+                "time_s_max": max(self.samples_s), "time_n_samples": len(self.samples_s),
+                "time_number_per_sample": self.number_per_sample, "time_noisy": self.noisy,
+                "time_samples_s": list(self.samples_s)}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
+                  timer: Callable[[], float] | None = None, min_samples: int = 1) -> Timing:
+    """Warm up, then ``blocked_autorange`` for about ``budget_s`` seconds, then more blocks of the
+    same size until ``min_samples`` samples exist.
+
+    ``timer`` (a clock returning seconds; see ``CLOCKS``) can be injected, as in
+    torch.utils.benchmark, so the CI gate can time CPU time and tests can use a fake clock.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    kwargs = {"timer": timer} if timer is not None else {}
+    t = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), **kwargs)
+    m = t.blocked_autorange(min_run_time=budget_s)
+    samples = list(m.times)
+    while len(samples) < min_samples:
+        samples += t.timeit(m.number_per_run).times
+    return Timing(samples_s=samples, number_per_sample=m.number_per_run, warmup_calls=warmup)
+
+
+# ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------
+CALIBRATION_SIZES = {"cpu": 512, "cuda": 6144}  # CUDA: several ms, so launch overhead is negligible
+
+
+def calibration_kernel(device: str) -> tuple[str, Callable[[], object]]:
+    """(name, zero-argument callable): a float32 n x n matmul on ``device``, n per device above."""
+    n = CALIBRATION_SIZES.get(device, 512)
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(device)
+    return f"matmul_f32_{n}", lambda: a @ a
+
+
+def calibrate(device: str, budget_s: float = 0.3, timer: Callable[[], float] | None = None,
+              warmup: int = 3, min_samples: int = 1) -> dict:
+    """The calibration kernel timed like a case: its name, median, IQR, raw samples and when."""
+    name, fn = calibration_kernel(device)
+    timing = time_callable(fn, device, budget_s, warmup=warmup, timer=timer, min_samples=min_samples)
+    return {"kernel": name, "device": device, "time_s_median": timing.median, "time_s_iqr": timing.iqr,
+            "samples_s": timing.samples_s, "at": time.time()}

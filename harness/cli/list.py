@@ -1,0 +1,53 @@
+"""The `attnbench` command line. Every command has --help; bad input exits 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+# ---- list -------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.core.registry import LOAD_ERRORS, discover
+
+    rows = []
+    for name, cls in discover().items():
+        variant = cls()
+        devices = {}
+        for device in ("cpu", "cuda"):
+            reasons = variant.device_reasons(device)
+            devices[device] = {"available": not reasons, "reasons": reasons}
+        rows.append({"name": name, "description": cls.description, "patterns": list(cls.patterns),
+                     "dtypes": list(cls.dtypes), "backward": cls.backward, "params": variant.params,
+                     "devices": devices})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    for row in rows:
+        console.print(f"[bold]{escape(row['name'])}[/bold]: {escape(row['description'])}")
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "none"
+        console.print(f"  patterns: {', '.join(row['patterns'])}; dtypes: {', '.join(row['dtypes'])}; "
+                      f"backward: {'yes' if row['backward'] else 'no'}; params: {escape(params)}")
+        for device, info in row["devices"].items():
+            if info["available"]:
+                console.print(f"  {device}: [green]available[/green]")
+            else:
+                console.print(f"  {device}: [yellow]unavailable[/yellow]")
+                for reason in info["reasons"]:
+                    console.print(f"    - {escape(reason)}")
+    for name, err in LOAD_ERRORS.items():
+        console.print(f"[red]plug-in {escape(name)} failed to load[/red]: {escape(err)}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("list", help="list every variant, its patterns, and per device whether it runs or why not",
+                       description="List every registered variant (built-in and plug-in) with its patterns and, "
+                                   "for cpu and cuda, 'available' or the reasons it cannot run.")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects instead of text")
+    p.set_defaults(func=cmd_list)

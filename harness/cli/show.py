@@ -1,0 +1,48 @@
+"""`attnbench show RUN_DIR`: a run's provenance, a variant x status table, every cell that failed with
+its reason, and with ``--all`` every measured row in milliseconds and MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.render.units import to_mib, to_ms
+
+
+# ---- show -------------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    # local: pandas is imported when the command runs, not at `attnbench --help`
+    import pandas as pd
+
+    from harness.store.load import load_run
+
+    df, meta = load_run(args.run_dir)
+    prov = meta["provenance"]
+    print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
+          f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
+    if df.empty:
+        return 0
+    table = pd.crosstab(df["variant"], df["status"])
+    print(table.to_string())
+    ok = df[df["status"] == "ok"]
+    if len(ok):
+        cols = ["variant", "pattern", "causal", "seq_len", "pass", "dtype"]
+        view = ok[cols].copy()
+        view["median_ms"] = to_ms(ok["time_s_median"]).round(3)
+        view["peak_MiB"] = to_mib(ok["peak_mem_bytes"]).round(1)
+        view["rel_error"] = ok["rel_error"].map(lambda e: f"{e:.1e}" if pd.notna(e) else "")
+        if args.all:
+            print(view.to_string(index=False))
+    bad = df[~df["status"].isin(["ok", "unsupported"])]
+    for _, row in bad.iterrows():
+        print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("show", help="print a run's status table (and its measurements with --all)",
+                       description="Summarize a run folder: provenance, a variant x status table, every oom, "
+                                   "timeout or error with its reason, and with --all every measured row.")
+    p.add_argument("run_dir", help="a run folder, e.g. results/<run-id>")
+    p.add_argument("--all", action="store_true", help="also print every ok row (median ms, peak MiB, error)")
+    p.set_defaults(func=cmd_show)

@@ -1,0 +1,37 @@
+"""The `attnbench` command line. Every command has --help; bad input exits 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.cli.options import (
+    _sweep_has_overrides,
+    add_sweep_options,
+    sweep_config_from_args,
+)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.run.sweep import run_sweep
+
+    if args.resume:
+        config = sweep_config_from_args(args) if _sweep_has_overrides(args) else None
+        run_dir = run_sweep(config, resume=args.resume, quiet=args.quiet)
+    else:
+        run_dir = run_sweep(sweep_config_from_args(args), out=args.out, quiet=args.quiet)
+    print(f"results: {run_dir}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="measure variants over a grid into a tidy table under results/",
+                       description="Run a sweep: every variant x pattern x causal x shape x dtype x pass becomes one "
+                                   "row (status ok, unsupported, oom, timeout or error, with a reason) with time "
+                                   "(median, IQR, raw samples), peak memory, FLOPs, achieved FLOP/s and error "
+                                   "against the float64 reference. Rows are journaled as they finish; Ctrl-C keeps "
+                                   "them and --resume finishes the run.")
+    add_sweep_options(p)
+    p.add_argument("--out", help="run folder (default: results/<run-id>)")
+    p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,12 @@
+"""The errors a user can cause. Their messages name the offending value and end with a hint; the CLI
+turns them into one line and exit status 2."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (shapes, dtypes, pattern parameters). The message names the value and a hint."""
+
+
+class UnsupportedCaseError(InputError):
+    """A variant was asked to run a case it cannot run; the message carries its reasons."""

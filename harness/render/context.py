@@ -1,0 +1,264 @@
+"""What the report page shows: everything ``templates/report.html`` reads, built from loaded runs.
+
+``build_context`` runs the derived tables of ``harness.analysis.derived``, draws the figures of
+``harness.render.figures`` and lays both out as escaped HTML fragments, per shape, next to the
+environment, sweep, calibration and ceiling tables of each run and the notes a reader must see first
+(an unfinished run, a busy machine, a dirty tree, noisy timings).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from harness.analysis.derived import (
+    ceiling_summary,
+    crossovers,
+    failure_reasons,
+    failures,
+    fit_exponents,
+    prepare,
+    relative_to_baseline,
+    status_counts,
+    worst_errors,
+)
+from harness.core.errors import InputError
+from harness.render.figures import (
+    figure_img,
+    plot_baseline_heatmap,
+    plot_ceiling,
+    plot_vs_n,
+)
+from harness.render.tables import Col, html_table, key_value_table
+from harness.render.units import (
+    fmt_bool,
+    fmt_duration,
+    fmt_exp,
+    fmt_num,
+    fmt_sci,
+    fmt_text,
+    to_giga,
+    to_ms,
+    to_pct,
+)
+
+DEFAULT_BASELINE = "naive"
+
+
+def resolve_baseline(variants: list[str], baseline: str | None) -> tuple[str | None, str]:
+    """(baseline, note). An explicit baseline must be in the runs; the default falls back quietly."""
+    if baseline is not None:
+        if baseline not in variants:
+            raise InputError(f"baseline variant {baseline!r} is not in these runs; variants there: "
+                             f"{', '.join(variants) or 'none'}; hint: --baseline {variants[0] if variants else 'naive'}")
+        return baseline, ""
+    if DEFAULT_BASELINE in variants or not variants:
+        return (DEFAULT_BASELINE if variants else None), ""
+    return variants[0], f"{DEFAULT_BASELINE} is not in these runs, so the baseline is {variants[0]}"
+
+
+# ---- context ----------------------------------------------------------------------------------
+def _utc(ts) -> str:
+    if not isinstance(ts, (int, float)):
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(meta: dict) -> str:
+    a, b = meta.get("started_at"), meta.get("finished_at")
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return ""
+    return fmt_duration(b - a)
+
+
+def _run_tables(runs: list[tuple]) -> dict:
+    """Environment, sweep, calibration and ceiling tables of the runs, side by side."""
+    ids = [str(m.get("run_id") or p.name) for _, m, p in runs]
+    headers = ["", *ids]
+    general = [("run folder", [str(p.resolve()) for _, _, p in runs]),
+               ("status", [m.get("status") for _, m, _ in runs]),
+               ("started", [_utc(m.get("started_at")) for _, m, _ in runs]),
+               ("finished", [_utc(m.get("finished_at")) for _, m, _ in runs]),
+               ("duration", [_duration(m) for _, m, _ in runs]),
+               ("cells", [", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none"
+                          for df, _, _ in runs])]
+    prov_keys: list[str] = []
+    for _, m, _ in runs:
+        prov_keys += [k for k in (m.get("provenance") or {}) if k not in prov_keys]
+    provenance = [(k, [(m.get("provenance") or {}).get(k) for _, m, _ in runs]) for k in prov_keys]
+    sweep_keys: list[str] = []
+    for _, m, _ in runs:
+        sweep_keys += [k for k in (m.get("sweep") or {}) if k not in sweep_keys]
+    sweep = [(k, [(m.get("sweep") or {}).get(k) for _, m, _ in runs]) for k in sweep_keys]
+    cal_rows, ceil_rows = [], []
+    for run_id, (_, m, _) in zip(ids, runs):
+        cal = [c for c in (m.get("calibration") or []) if isinstance(c, dict)]
+        start = next((c.get("time_s_median") for c in cal if c.get("time_s_median")), None)
+        for c in cal:
+            med, iqr = c.get("time_s_median"), c.get("time_s_iqr")
+            cal_rows.append({"run": run_id, "when": c.get("when"), "kernel": c.get("kernel"),
+                             "median_ms": to_ms(med) if isinstance(med, (int, float)) else None,
+                             "iqr_ms": to_ms(iqr) if isinstance(iqr, (int, float)) else None,
+                             "vs_first_pct": to_pct(med / start - 1) if med and start else None,
+                             "at": _utc(c.get("at")), "error": c.get("error", "")})
+        for dtype, value in (m.get("ceilings_flops_per_s") or {}).items():
+            ceil_rows.append({"run": run_id, "device": (m.get("provenance") or {}).get("device"),
+                              "dtype": dtype, "gflop_per_s": to_giga(value) if value else None})
+    return {
+        "general": key_value_table(general, headers),
+        "provenance": key_value_table(provenance, headers),
+        "sweep": key_value_table(sweep, headers),
+        "calibration": html_table(pd.DataFrame(cal_rows, columns=[
+            "run", "when", "kernel", "median_ms", "iqr_ms", "vs_first_pct", "at", "error"]), [
+            Col("run", "run"), Col("when", "when"), Col("kernel", "kernel"),
+            Col("median_ms", "median (ms)", fmt_num, True), Col("iqr_ms", "IQR (ms)", fmt_num, True),
+            Col("vs_first_pct", "vs first (%)", fmt_num, True), Col("at", "at"), Col("error", "error")]),
+        "ceilings": html_table(pd.DataFrame(ceil_rows, columns=["run", "device", "dtype", "gflop_per_s"]), [
+            Col("run", "run"), Col("device", "device"), Col("dtype", "dtype"),
+            Col("gflop_per_s", "matmul ceiling (GFLOP/s)", fmt_num, True)]),
+    }
+
+
+def _notes(runs: list[tuple], prep: pd.DataFrame) -> list[str]:
+    notes = []
+    for df, m, p in runs:
+        run_id = m.get("run_id") or p.name
+        if m.get("status") != "complete":
+            notes.append(f"run {run_id} is {m.get('status')!s}: {len(df)} cells so far; finish it with "
+                         f"attnbench sweep --resume {p}")
+        cal = [c.get("time_s_median") for c in (m.get("calibration") or []) if isinstance(c, dict)]
+        cal = [c for c in cal if isinstance(c, (int, float)) and c > 0]
+        if len(cal) >= 2 and max(cal) / min(cal) > 1.2:
+            notes.append(f"run {run_id}: the calibration kernel's time changed by {max(cal) / min(cal) - 1:.0%} "
+                         "during the run, so the machine was busy or throttling; its timings are not reliable")
+        if (m.get("provenance") or {}).get("git_dirty"):
+            notes.append(f"run {run_id} was made from a working tree with uncommitted changes")
+    ok = prep["status"] == "ok"
+    noisy = int(pd.array(prep.loc[ok, "time_noisy"], dtype="boolean").fillna(False).sum()) if len(prep) else 0
+    if noisy:
+        notes.append(f"{noisy} ok cells have noisy timings (wide IQR): see the 'noisy' column of the tidy table")
+    return notes
+
+
+def build_context(runs: list[tuple], baseline: str | None = None, generated_at: str | None = None) -> dict:
+    """Everything the template shows, from loaded runs. Pure apart from the clock when not given."""
+    frames = [df for df, _, _ in runs]
+    raw = pd.concat(frames, ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    prep = prepare(raw)
+    variants = sorted(prep["variant"].unique())
+    baseline, baseline_note = resolve_baseline(variants, baseline)
+    multi_series = prep["series"].nunique() > 1
+    shapes = sorted(prep["shape"].unique())
+    series_col = [Col("series", "run")] if multi_series else []
+    shape_col = [Col("shape", "shape")] if len(shapes) > 1 else []
+
+    sections = []
+    for k, shape in enumerate(shapes, 1):
+        sub = prep[prep["shape"] == shape]
+        exps = fit_exponents(sub)
+        cross = crossovers(sub)
+        rel = relative_to_baseline(sub, baseline) if baseline else relative_to_baseline(sub, "")
+        ceil = ceiling_summary(sub)
+        key_cols = [*series_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
+                    Col("causal", "causal", fmt_bool), Col("pass", "pass")]
+        sections.append({
+            "id": f"shape{k}", "shape": shape, "single_n": sub["seq_len"].nunique() < 2,
+            "time_img": figure_img(plot_vs_n(sub, "time_ms", "time (ms, median)",
+                                                         f"Time vs sequence length, {shape}"),
+                                         f"time vs sequence length, {shape}"),
+            "mem_img": figure_img(plot_vs_n(sub, "peak_mem_mib", "peak memory (MiB)",
+                                                        f"Peak memory vs sequence length, {shape}"),
+                                        f"peak memory vs sequence length, {shape}"),
+            "exponents": html_table(exps, [*key_cols,
+                                                 Col("time_exponent", "time exponent", fmt_exp, True),
+                                                 Col("mem_exponent", "memory exponent", fmt_exp, True),
+                                                 Col("range", "measured range"), Col("note", "note")]),
+            "crossovers": html_table(cross, [*series_col, Col("pattern_label", "pattern"),
+                                                   Col("causal", "causal", fmt_bool), Col("pass", "pass"),
+                                                   Col("faster", "faster"), Col("slower", "than"),
+                                                   Col("from_n", "from N", fmt_text, True),
+                                                   Col("slower_at_n", "slower at N", fmt_text, True),
+                                                   Col("text", "reading")]),
+            "n_crossovers": len(cross),
+            "baseline_crossovers": [
+                (f"{r['series']}: " if multi_series else "")
+                + f"{r['pattern_label']}{', causal' if r['causal'] else ''}, {r['pass']}: {r['text']}"
+                for r in cross.to_dict("records") if baseline in (r["faster"], r["slower"])],
+            "speedup_img": figure_img(plot_baseline_heatmap(
+                rel, "speedup", baseline or "", f"Speedup over {baseline} (its time / variant time), {shape}"),
+                f"speedup over {baseline}, {shape}") if baseline else None,
+            "saving_img": figure_img(plot_baseline_heatmap(
+                rel, "memory_saving", baseline or "",
+                f"Memory saving vs {baseline} (its peak / variant peak), {shape}"),
+                f"memory saving vs {baseline}, {shape}") if baseline else None,
+            "relative": html_table(rel, [*key_cols, Col("seq_len", "N", fmt_text, True), Col("status", "status"),
+                                               Col("baseline_status", f"{baseline} status"),
+                                               Col("speedup", "speedup (x)", fmt_num, True),
+                                               Col("memory_saving", "memory saving (x)", fmt_num, True),
+                                               Col("time_ms", "time (ms)", fmt_num, True),
+                                               Col("baseline_time_ms", f"{baseline} time (ms)", fmt_num, True),
+                                               Col("peak_mem_mib", "peak (MiB)", fmt_num, True),
+                                               Col("baseline_peak_mem_mib", f"{baseline} peak (MiB)", fmt_num,
+                                                   True)]),
+            "ceiling_img": figure_img(plot_ceiling(sub, f"Fraction of the matmul ceiling, {shape}"),
+                                            f"fraction of the matmul ceiling, {shape}"),
+            "ceilings": html_table(ceil, [*key_cols, Col("gflop_per_s", "best GFLOP/s", fmt_num, True),
+                                                Col("ceiling_pct", "% of ceiling", fmt_num, True),
+                                                Col("seq_len", "at N", fmt_text, True),
+                                                Col("ceiling_gflop_per_s", "ceiling (GFLOP/s)", fmt_num, True)]),
+        })
+
+    errors = worst_errors(prep)
+    errors["where"] = [f"{'causal ' if c else ''}{p}, N = {n}" for c, p, n in
+                       zip(errors["causal"], errors["pass"], errors["seq_len"])]
+    errors["twin_note"] = [f"on a smaller twin (N = {n})" if t else "on the timed case"
+                           for t, n in zip(errors["error_on_twin"], errors["error_seq_len"])]
+    fails = failures(prep)
+    counts = status_counts(prep)
+    tidy_cols = [*series_col, *shape_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
+                 Col("causal", "causal", fmt_bool), Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
+                 Col("dtype", "dtype"), Col("device", "device"), Col("status", "status"),
+                 Col("time_ms", "time median (ms)", fmt_num, True),
+                 Col("time_iqr_ms", "time IQR (ms)", fmt_num, True),
+                 Col("time_noisy", "noisy", fmt_bool),
+                 Col("time_n_samples", "samples", fmt_text, True),
+                 Col("peak_mem_mib", "peak memory (MiB)", fmt_num, True),
+                 Col("gflop_per_s", "GFLOP/s", fmt_num, True),
+                 Col("ceiling_pct", "% of ceiling", fmt_num, True),
+                 Col("rel_error_f", "rel. error", fmt_sci, True),
+                 Col("error_on_twin", "error on twin", fmt_bool)]
+    tidy = prep.sort_values(["series", "shape", "variant", "pattern", "causal", "pass", "seq_len"], kind="stable")
+    run_ids = [str(m.get("run_id") or p.name) for _, m, p in runs]
+    return {
+        "title": "attnbench report: " + ", ".join(run_ids),
+        "run_ids": run_ids,
+        "generated_at": generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "variants": variants,
+        "baseline": baseline,
+        "baseline_note": baseline_note,
+        "notes": _notes(runs, prep),
+        "multi": len(runs) > 1,
+        "runs": _run_tables(runs),
+        "counts": html_table(counts, [*series_col, Col("variant", "variant"), *[
+            Col(s, s, fmt_text, True) for s in counts.columns if s not in ("series", "variant")]]),
+        "sections": sections,
+        "errors": html_table(errors, [*series_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
+                                            Col("rel_error", "worst rel. error", fmt_sci, True),
+                                            Col("where", "worst at"), Col("twin_note", "measured"),
+                                            Col("cells", "ok cells", fmt_text, True),
+                                            Col("twins", "of them on twins", fmt_text, True)]),
+        "failures": html_table(fails, [*series_col, *shape_col, Col("variant", "variant"),
+                                             Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool),
+                                             Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
+                                             Col("status", "status"), Col("reason", "reason")]),
+        "n_failures": len(fails),
+        "failure_reasons": html_table(failure_reasons(prep), [
+            *series_col, Col("variant", "variant"), Col("status", "status"), Col("reason", "reason"),
+            Col("cells", "cells", fmt_text, True), Col("patterns", "patterns"), Col("passes", "passes"),
+            Col("seq_lens", "N")]),
+        "tidy": html_table(tidy, tidy_cols),
+        "n_rows": len(prep),
+    }
+
+

@@ -1,0 +1,203 @@
+"""The report's figures: a prepared frame (``harness.analysis.derived.prepare``) in, a matplotlib
+``Figure`` out (metric vs N per variant, heatmaps of speedup and memory saving over a baseline), and
+the Figure as PNG bytes or an embedded ``<img>`` tag. Figures are plain ``Figure`` objects drawn with
+the Agg canvas, never pyplot, so no global state changes. matplotlib and seaborn are imported inside
+the functions, so importing this module (and the report modules above it) stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup, escape
+
+from harness.analysis.derived import facet_layout
+
+# ---- figures ----------------------------------------------------------------------------------
+SERIES_DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2)]
+
+
+SERIES_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def variant_palette(variants) -> dict:
+    """A stable colour per variant name (sorted), shared by every figure of a report."""
+    # local, as every matplotlib/seaborn import here: keeps start-up fast
+    import seaborn as sns
+
+    names = sorted(set(variants))
+    colors = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(len(names), 1))
+    return dict(zip(names, colors))
+
+
+def _new_figure(nrows: int, ncols: int, cell_w: float, cell_h: float, extra_w: float = 0.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(cell_w * ncols + extra_w, cell_h * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _empty_figure(message: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 1.2), layout="constrained")
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    return fig
+
+
+def _style():
+    import seaborn as sns
+
+    return {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.75)}
+
+
+def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: bool = True):
+    """Metric against sequence length per variant (colour) and series (line style), log-log, one panel
+    per pattern (columns) and pass/causal (rows). Only ok cells are drawn."""
+    import matplotlib
+    import matplotlib.ticker
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+
+    ok = prep[(prep["status"] == "ok") & np.isfinite(prep[value]) & (prep[value] > 0 if logy else True)]
+    if ok.empty:
+        return _empty_figure(f"{title}: no ok cells to plot")
+    rows, cols = facet_layout(prep)
+    palette = variant_palette(prep["variant"])
+    plot_palette = {v.replace("$", r"\$"): c for v, c in palette.items()}
+    series = sorted(prep["series"].unique())
+    multi = len(series) > 1
+    with matplotlib.rc_context(_style()):
+        fig, axes = _new_figure(len(rows), len(cols), 3.6, 2.7, extra_w=2.2)
+        ns = sorted(int(n) for n in prep["seq_len"].unique())
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                ax = axes[i][j]
+                sub = ok[(ok["facet_row"] == r) & (ok["pattern_label"] == c)].sort_values("seq_len")
+                if sub.empty:
+                    ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                else:
+                    kwargs = dict(style="series", style_order=series, markers=dict(zip(series, SERIES_MARKERS * 9)),
+                                  dashes=dict(zip(series, SERIES_DASHES * 9))) if multi else dict(marker="o")
+                    sns.lineplot(data=sub, x="seq_len", y=value, hue="variant_plot", palette=plot_palette,
+                                 errorbar=None, legend=False, ax=ax, **kwargs)
+                    if logy:
+                        ax.set_yscale("log")
+                        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(ns, [str(n) for n in ns])
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+                if len(ns) == 1:
+                    ax.set_xlim(ns[0] / 1.5, ns[0] * 1.5)
+                ax.set_title(f"{c} | {r}")
+                ax.set_xlabel("sequence length N" if i == len(rows) - 1 else "")
+                ax.set_ylabel(ylabel if j == 0 else "")
+        handles = [Line2D([], [], color=palette[v], marker="o", label=v.replace("$", r"\$"))
+                   for v in sorted(ok["variant"].unique())]
+        if multi:
+            handles.append(Line2D([], [], linestyle="none", label=""))
+            for k, s in enumerate(series):
+                dash = SERIES_DASHES[k % len(SERIES_DASHES)]
+                handles.append(Line2D([], [], color="0.3", marker=SERIES_MARKERS[k % len(SERIES_MARKERS)],
+                                      linestyle=(0, dash) if dash else "-", label=s.replace("$", r"\$")))
+        fig.legend(handles=handles, loc="outside right upper", title="variant", frameon=False)
+        fig.suptitle(title)
+    return fig
+
+
+def _short_status(status: str) -> str:
+    return {"unsupported": "unsup.", "timeout": "t/o", "not run": "-"}.get(status, status)
+
+
+def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: str):
+    """Heatmap of ``speedup`` or ``memory_saving`` (x baseline) per variant (rows) and N (columns), one
+    panel per pattern and pass/causal. Colour is log2 of the ratio, blue = better than the baseline;
+    cells where a variant did not run show its status. Rows that are unsupported everywhere in a
+    panel are left out (the failures table lists them)."""
+    import matplotlib
+    import seaborn as sns
+
+    if rel.empty:
+        return _empty_figure(f"{title}: baseline {baseline!r} has no cells")
+    rel = rel.copy()
+    multi = rel["series"].nunique() > 1
+    rel["row"] = rel["variant_plot"] + (" | " + rel["series"] if multi else "")
+    rows, cols = facet_layout(rel)
+    finite = np.log2(rel[value].dropna().to_numpy(dtype=float))
+    span = max(1.0, float(np.nanmax(np.abs(finite)))) if len(finite) else 1.0
+    nrow_labels = rel.groupby(["facet_row", "pattern_label"])["row"].nunique().max()
+    ns_all = sorted(rel["seq_len"].unique())
+    with matplotlib.rc_context(_style()):
+        fig, axes = _new_figure(len(rows), len(cols), 1.2 + 0.75 * len(ns_all) + (2.0 if multi else 0.8),
+                                0.8 + 0.25 * nrow_labels)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                ax = axes[i][j]
+                sub = rel[(rel["facet_row"] == r) & (rel["pattern_label"] == c)]
+                keep = sub.groupby("row")["status"].transform(lambda s: (s != "unsupported").any())
+                sub = sub[keep.astype(bool)] if len(sub) else sub
+                ax.set_title(f"{c} | {r}")
+                if sub.empty:
+                    ax.axis("off")
+                    ax.text(0.5, 0.5, "nothing to compare", ha="center", va="center", transform=ax.transAxes,
+                            color="0.4")
+                    continue
+                vals = sub.pivot_table(index="row", columns="seq_len", values=value, aggfunc="median", dropna=False)
+                order = sorted(sub["row"].unique())
+                vals = vals.reindex(index=order, columns=sorted(sub["seq_len"].unique()))
+                status = sub.drop_duplicates(["row", "seq_len"]).set_index(["row", "seq_len"])
+                text = pd.DataFrame("", index=vals.index, columns=vals.columns)
+                for (rw, n), st in status.iterrows():
+                    v = vals.loc[rw, n]
+                    if pd.notna(v):
+                        text.loc[rw, n] = f"{v:.2g}x" if v < 100 else f"{v:.0f}x"
+                    elif st["status"] != "ok":
+                        text.loc[rw, n] = _short_status(st["status"])
+                    else:
+                        text.loc[rw, n] = "no base"
+                with warnings.catch_warnings():  # seaborn's own use of Colormap.set_bad
+                    warnings.simplefilter("ignore", PendingDeprecationWarning)
+                    sns.heatmap(np.log2(vals.astype(float)), ax=ax, cmap="RdBu", center=0, vmin=-span, vmax=span,
+                                cbar=False, linewidths=0.5, linecolor="white", annot=False)
+                for y, rw in enumerate(vals.index):
+                    for x, n in enumerate(vals.columns):
+                        v = vals.loc[rw, n]
+                        strong = pd.notna(v) and abs(math.log2(v)) > 0.6 * span
+                        ax.text(x + 0.5, y + 0.5, text.loc[rw, n], ha="center", va="center", fontsize=8,
+                                color="white" if strong else ("0.15" if pd.notna(v) else "0.5"))
+                ax.set_xlabel("N" if i == len(rows) - 1 else "")
+                ax.set_ylabel("")
+                ax.tick_params(axis="y", rotation=0)
+        fig.suptitle(title)
+    return fig
+
+
+def plot_ceiling(prep: pd.DataFrame, title: str):
+    """Achieved fraction of the measured matmul ceiling (%) against N, same panels as plot_vs_n."""
+    return plot_vs_n(prep, "ceiling_pct", "% of matmul ceiling", title, logy=False)
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """Render a Figure to PNG bytes with the Agg canvas (explicitly; no pyplot, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def figure_img(fig, alt: str, dpi: int = 90):
+    """An <img> tag with the figure embedded as a base64 PNG data URI (the alt text is escaped)."""
+    data = base64.b64encode(figure_png(fig, dpi)).decode("ascii")
+    return Markup(f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{data}">')

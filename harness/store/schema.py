@@ -1,0 +1,61 @@
+"""The tidy table's schema: file names of a run folder, columns and their nullable dtypes, versions.
+
+Schema versions (``run.json``'s ``schema_version``):
+
+* 1: the first release.
+* 2: the engine times the prepared kernel alone; new columns ``mask_s`` (building per-shape
+  constants: masks, block masks) and ``mask_mem_bytes`` (what they hold), and ``peak_mem_bytes``
+  now counts those constants plus the call's own peak. Version-1 runs load with both new columns NA.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # older runs are migrated on load: missing columns are NA
+JOURNAL = "journal.jsonl"
+RUN_JSON = "run.json"
+PARQUET = "results.parquet"
+CSV = "results.csv"
+
+
+# Column order of the tidy table; metric columns are null (not NaN, not 0) when a case did not run.
+CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "device", "dtype", "batch", "heads", "seq_len",
+                "head_dim", "pass", "params"]
+
+
+METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
+                  "time_n_samples", "time_number_per_sample", "time_noisy", "peak_mem_bytes", "mask_mem_bytes", "peak_mem_method",
+                  "flops", "flops_per_s", "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "error_seq_len",
+                  "error_batch", "error_heads", "error_on_twin", "isolated", "wall_s", "finished_at",
+                  "time_samples_s"]
+
+
+# Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
+NULLABLE_DTYPES = {
+    **dict.fromkeys(("window", "segment", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
+                     "mask_mem_bytes", "error_seq_len", "error_batch", "error_heads"), "Int64"),
+    **dict.fromkeys(("setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
+                     "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
+    **dict.fromkeys(("time_noisy", "error_on_twin", "isolated"), "boolean"),
+}
+
+
+COLUMNS = ["run_id", "case_id", *CASE_COLUMNS, *METRIC_COLUMNS]
+
+
+def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = COLUMNS
+    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    for col, dtype in NULLABLE_DTYPES.items():
+        df[col] = pd.array(df[col].tolist(), dtype=dtype)
+    return df
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """A table read from disk (any readable version) with every current column, in order; missing ones NA."""
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.array([None] * len(df), dtype=NULLABLE_DTYPES.get(col, "object"))
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
