@@ -9,7 +9,7 @@
    boolean mask (4 + 4 + 1 bytes per score). Goal: within 15%.
 3. With --flex: FlexAttention's ``create_block_mask`` time (``mask_s``) next to the attention itself.
 
-Run: python scripts/bench_engine.py [--budget-s 0.3] [--rounds 6] [--flex]
+Run: python scripts/bench_engine.py [--budget-s 0.3] [--rounds 10] [--threads 1] [--flex]
 """
 
 from __future__ import annotations
@@ -94,9 +94,13 @@ def flex(budget_s: float) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget-s", type=float, default=0.3, help="timing seconds per round and timer")
-    ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per timer")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating rounds per timer")
     ap.add_argument("--flex", action="store_true", help="also time create_block_mask against FlexAttention")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: with 2 on a 2-core VM, a 64-token call flips between "
+                         "two speeds on thread wake-ups, which drowns a 3%% difference)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     ok = overhead(args.budget_s, args.rounds)
     ok &= memory(args.budget_s)

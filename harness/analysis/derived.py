@@ -14,6 +14,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from harness.core.case import STATUSES
 from harness.render.units import to_giga, to_mib, to_ms, to_pct
 
 PATTERN_ORDER = ("global", "local", "hierarchical")
@@ -222,7 +223,6 @@ def ceiling_summary(prep: pd.DataFrame) -> pd.DataFrame:
 def status_counts(prep: pd.DataFrame) -> pd.DataFrame:
     """Cells per series and variant by status (ok, unsupported, oom, timeout, error), zeros included."""
     # local: core.case imports torch; keeps report start-up fast
-    from harness.core.case import STATUSES
 
     if prep.empty:
         return pd.DataFrame(columns=["series", "variant", *STATUSES, "total"])

@@ -11,8 +11,8 @@ from harness.core.errors import InputError
 
 # ---- check ------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.bench.check import run_check
-    from harness.core.case import DEVICES, DTYPES
+    from harness.bench.check import run_check  # lazy: start-up
+    from harness.core.case import DEVICES, DTYPES  # lazy: start-up
 
     if args.device not in DEVICES:
         raise InputError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICES)}")

@@ -67,8 +67,8 @@ from harness.store.git import git
 # ---- the command ------------------------------------------------------------------------------
 def cmd_ci(args: argparse.Namespace) -> int:
     # local: run.config and core.registry import torch; keeps `attnbench --help` fast
-    from harness.core.registry import get_variant
-    from harness.run.config import build_config, expand, load_toml
+    from harness.core.registry import get_variant  # lazy: start-up
+    from harness.run.config import build_config, expand, load_toml  # lazy: start-up
 
     check_threshold(args.threshold)
     if args.threads < 1:

@@ -9,7 +9,7 @@ import json
 
 # ---- list -------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.core.registry import LOAD_ERRORS, discover
+    from harness.core.registry import LOAD_ERRORS, discover  # lazy: start-up
 
     rows = []
     for name, cls in discover().items():
@@ -24,8 +24,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.console import Console  # lazy: start-up
+    from rich.markup import escape  # lazy: start-up
 
     console = Console(highlight=False, soft_wrap=True)
     for row in rows:

@@ -13,7 +13,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _known_variants(names: list[str] | None) -> list[str] | None:
-    from harness.core.registry import discover
+    from harness.core.registry import discover  # lazy: start-up
 
     if names is None:
         return None
@@ -43,7 +43,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
     """Preset or --config TOML, then every axis override from the command line, into a frozen config."""
-    from harness.run.config import build_config, load_toml
+    from harness.run.config import build_config, load_toml  # lazy: start-up
 
     if args.preset and args.config:
         raise InputError("give --preset or --config, not both")

@@ -24,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # local: run.sweep imports torch; keeps `attnbench --help` fast
-    from harness.run.sweep import run_sweep
+    from harness.run.sweep import run_sweep  # lazy: start-up
 
     config = sweep_config_from_args(args, default_preset="default")
     if args.baseline is not None and args.baseline not in config.variants:

@@ -12,9 +12,9 @@ from harness.render.units import to_mib, to_ms
 # ---- show -------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
     # local: pandas is imported when the command runs, not at `attnbench --help`
-    import pandas as pd
+    import pandas as pd  # lazy: start-up
 
-    from harness.store.load import load_run
+    from harness.store.load import load_run  # lazy: start-up
 
     df, meta = load_run(args.run_dir)
     prov = meta["provenance"]

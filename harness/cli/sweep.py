@@ -13,7 +13,7 @@ from harness.cli.options import (
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.run.sweep import run_sweep
+    from harness.run.sweep import run_sweep  # lazy: start-up
 
     if args.resume:
         config = sweep_config_from_args(args) if _sweep_has_overrides(args) else None

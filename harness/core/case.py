@@ -10,6 +10,7 @@ the convention of FlashAttention's benchmarks, applied to the pairs a pattern ac
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -111,8 +112,6 @@ class Case:
 
     def to_record(self) -> dict:
         """Flat dict: every field its own column (``pass_`` becomes ``pass``, params are JSON text)."""
-        import json
-
         rec = asdict(self)
         rec["pass"] = rec.pop("pass_")
         rec["params"] = json.dumps(dict(self.params), sort_keys=True)
@@ -120,8 +119,6 @@ class Case:
 
     @classmethod
     def from_record(cls, rec: dict) -> "Case":
-        import json
-
         values = {f.name: rec[f.name if f.name != "pass_" else "pass"] for f in fields(cls)}
         values["params"] = tuple(json.loads(values["params"] or "{}").items())
         for name in ("window", "segment"):

@@ -151,7 +151,7 @@ def discover() -> dict[str, type[Variant]]:
     """
     global _discovered
     if not _discovered:
-        import variants
+        import variants  # here, not at the top: variants import this module (a real cycle)
 
         for info in sorted(pkgutil.iter_modules(variants.__path__), key=lambda m: m.name):
             if not info.name.startswith("_"):

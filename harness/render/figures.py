@@ -28,7 +28,7 @@ SERIES_MARKERS = ["o", "s", "^", "D", "v", "P"]
 def variant_palette(variants) -> dict:
     """A stable colour per variant name (sorted), shared by every figure of a report."""
     # local, as every matplotlib/seaborn import here: keeps start-up fast
-    import seaborn as sns
+    import seaborn as sns  # lazy: start-up
 
     names = sorted(set(variants))
     colors = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(len(names), 1))
@@ -36,7 +36,7 @@ def variant_palette(variants) -> dict:
 
 
 def _new_figure(nrows: int, ncols: int, cell_w: float, cell_h: float, extra_w: float = 0.0):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: start-up
 
     fig = Figure(figsize=(cell_w * ncols + extra_w, cell_h * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -44,7 +44,7 @@ def _new_figure(nrows: int, ncols: int, cell_w: float, cell_h: float, extra_w: f
 
 
 def _empty_figure(message: str):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: start-up
 
     fig = Figure(figsize=(6, 1.2), layout="constrained")
     ax = fig.subplots()
@@ -54,7 +54,7 @@ def _empty_figure(message: str):
 
 
 def _style():
-    import seaborn as sns
+    import seaborn as sns  # lazy: start-up
 
     return {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.75)}
 
@@ -62,9 +62,9 @@ def _style():
 def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: bool = True):
     """Metric against sequence length per variant (colour) and series (line style), log-log, one panel
     per pattern (columns) and pass/causal (rows). Only ok cells are drawn."""
-    import matplotlib
+    import matplotlib  # lazy: start-up
     import matplotlib.ticker
-    import seaborn as sns
+    import seaborn as sns  # lazy: start-up
     from matplotlib.lines import Line2D
 
     ok = prep[(prep["status"] == "ok") & np.isfinite(prep[value]) & (prep[value] > 0 if logy else True)]
@@ -124,8 +124,8 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
     panel per pattern and pass/causal. Colour is log2 of the ratio, blue = better than the baseline;
     cells where a variant did not run show its status. Rows that are unsupported everywhere in a
     panel are left out (the failures table lists them)."""
-    import matplotlib
-    import seaborn as sns
+    import matplotlib  # lazy: start-up
+    import seaborn as sns  # lazy: start-up
 
     if rel.empty:
         return _empty_figure(f"{title}: baseline {baseline!r} has no cells")

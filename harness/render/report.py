@@ -56,7 +56,7 @@ def report_name(run_ids: list[str]) -> str:
 
 def _environment():
     # local: keeps importing the report modules light (tested)
-    from jinja2 import Environment, PackageLoader
+    from jinja2 import Environment, PackageLoader  # lazy: start-up
 
     return Environment(loader=PackageLoader("harness.render", "templates"), autoescape=True, trim_blocks=True,
                        lstrip_blocks=True)

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from harness.core.case import DEVICES, DTYPES, PASSES, Case
 from harness.core.errors import InputError
 from harness.core.patterns import PATTERN_KINDS
+from harness.core.registry import discover
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,6 @@ def load_toml(path_or_preset: str, is_preset: bool) -> dict:
 
 def build_config(data: dict) -> SweepConfig:
     """Validate a raw mapping (TOML + overrides) into a frozen config, resolving 'auto' and 'all'."""
-    import torch
-
-    from harness.core.registry import discover
-
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise InputError(f"unknown sweep key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
@@ -143,8 +142,6 @@ def build_config(data: dict) -> SweepConfig:
 
 def expand(config: SweepConfig) -> list[Case]:
     """Axes to cases. Variants vary fastest, so the reference for one shape serves every variant."""
-    from harness.core.registry import discover
-
     registry = discover()
     cases = []
     for dtype in config.dtypes:

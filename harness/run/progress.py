@@ -13,7 +13,7 @@ class Progress:
 
     def __init__(self, total: int, done: int, quiet: bool) -> None:
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        if not quiet and sys.stderr.isatty():  # rich only on a terminal (lazy: start-up)
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

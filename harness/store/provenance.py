@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from harness import __version__
 from harness.store.git import HARNESS_ROOT, git
 
 
@@ -37,10 +40,6 @@ def cpu_model() -> str:
 
 def provenance(device: str) -> dict:
     """Where and with what a run was made. Probes hardware, so call it at run time, never at import."""
-    import torch
-
-    from harness import __version__
-
     commit = git(HARNESS_ROOT, "rev-parse", "HEAD", check=False, timeout_s=10)
     status = git(HARNESS_ROOT, "status", "--porcelain", "--untracked-files=no", check=False, timeout_s=10)
     return {
