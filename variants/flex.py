@@ -1,6 +1,7 @@
 """flex: FlexAttention (torch.nn.attention.flex_attention) compiled with torch.compile.
 
-Global and local patterns, causal or not, through block masks. The block mask is a per-shape
+Global, local and document patterns, causal or not, on absolute positions (decoding), with grouped-
+query heads (``enable_gqa``), through block masks. The block mask is a per-shape
 constant (``create_block_mask``, timed on its own as ``mask_s``); the engine compiles with one warm
 call on distinct inputs of the case's shape, dtype and grad mode before timing (``setup_s``), and
 times under ``torch.compiler.set_stance("fail_on_recompile")``, so nothing timed includes compilation.
@@ -17,30 +18,38 @@ from harness.core.registry import Variant, register
 _UNSET = object()
 
 
-def _mask_mod(pattern: Pattern):
-    w = pattern.window
+def _mask_mod(pattern: Pattern, q_len: int, kv_len: int, device):
+    """FlexAttention's mask_mod on absolute positions: query index i sits at i + (kv_len - q_len)."""
+    o, w = kv_len - q_len, pattern.window
+    if pattern.kind == "document":
+        doc = pattern.doc_ids(kv_len, device)
+        if pattern.causal:
+            return lambda b, h, qi, kv: (doc[qi + o] == doc[kv]) & (qi + o >= kv)
+        return lambda b, h, qi, kv: doc[qi + o] == doc[kv]
     if pattern.kind == "global":
-        return lambda b, h, qi, kv: qi >= kv
+        return lambda b, h, qi, kv: qi + o >= kv
     if pattern.causal:
-        return lambda b, h, qi, kv: (qi >= kv) & (qi - kv <= w)
-    return lambda b, h, qi, kv: (qi - kv <= w) & (kv - qi <= w)
+        return lambda b, h, qi, kv: (qi + o >= kv) & (qi + o - kv <= w)
+    return lambda b, h, qi, kv: (qi + o - kv <= w) & (kv - qi - o <= w)
 
 
-def _block_mask(pattern: Pattern, n: int, device):
+def _block_mask(pattern: Pattern, q_len: int, kv_len: int, device):
     if pattern.kind == "global" and not pattern.causal:
         return None
     from torch.nn.attention.flex_attention import (
         create_block_mask,  # lazy: may be absent (a reason)
     )
 
-    return create_block_mask(_mask_mod(pattern), None, None, n, n, device=device)
+    return create_block_mask(_mask_mod(pattern, q_len, kv_len, device), None, None, q_len, kv_len, device=device)
 
 
 @register
 class Flex(Variant):
     name = "flex"
     description = "FlexAttention under torch.compile, block masks for causal and local"
-    patterns = ("global", "local")
+    patterns = ("global", "local", "document")
+    gqa = True
+    decode = True
     compiles = True
 
     def __init__(self, **params) -> None:
@@ -60,7 +69,7 @@ class Flex(Variant):
         return reasons
 
     def constants(self, case: Case) -> dict:
-        return {"block_mask": _block_mask(case.pattern_obj, case.seq_len, case.device)}
+        return {"block_mask": _block_mask(case.pattern_obj, case.q_len, case.seq_len, case.device)}
 
     def timing_context(self, case: Case):
         # Each shape, mask and grad mode is its own compiled graph. Past dynamo's default limit of 8,
@@ -78,5 +87,5 @@ class Flex(Variant):
 
     def forward(self, q, k, v, pattern: Pattern, block_mask=_UNSET) -> torch.Tensor:
         if block_mask is _UNSET:
-            block_mask = _block_mask(pattern, q.shape[-2], q.device)
-        return self._fn()(q, k, v, block_mask=block_mask)
+            block_mask = _block_mask(pattern, q.shape[-2], k.shape[-2], q.device)
+        return self._fn()(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])

@@ -39,6 +39,7 @@ class Hierarchical(Variant):
     name = "hierarchical"
     description = "Blocked two-level attention: own-segment keys plus one mean summary per other segment"
     patterns = ("hierarchical",)
+    gqa = True
     default_params = {"seg_block": 8}
 
     def constants(self, case: Case) -> dict:
@@ -47,32 +48,34 @@ class Hierarchical(Variant):
     def forward(self, q, k, v, pattern: Pattern, own_ok: torch.Tensor | None = None,
                 sum_ok: torch.Tensor | None = None) -> torch.Tensor:
         b, h, n, d = q.shape
+        h_kv = k.shape[1]
+        g = h // h_kv  # query heads per key/value head: a broadcast dimension, k and v are not copied
         s = pattern.segment
         g_all = math.ceil(n / s)
         pad = g_all * s - n
         scale = 1.0 / math.sqrt(d)
         if own_ok is None or sum_ok is None:
             own_ok, sum_ok = _allowed(pattern, n, q.device).values()
-        qs = F.pad(q * scale, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D), pre-scaled
-        ks = F.pad(k, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
-        vs = F.pad(v, (0, 0, 0, pad)).reshape(b, h, g_all, s, d)  # (B, H, G, s, D)
-        k_sum_t = segment_means(k, s).transpose(-1, -2)[:, :, None]  # (B, H, 1, D, G)
-        v_sum = segment_means(v, s)[:, :, None]  # (B, H, 1, G, D)
+        qs = F.pad(q * scale, (0, 0, 0, pad)).reshape(b, h_kv, g, g_all, s, d)  # (B, Hkv, g, G, s, D), pre-scaled
+        ks = F.pad(k, (0, 0, 0, pad)).reshape(b, h_kv, 1, g_all, s, d)  # (B, Hkv, 1, G, s, D)
+        vs = F.pad(v, (0, 0, 0, pad)).reshape(b, h_kv, 1, g_all, s, d)  # (B, Hkv, 1, G, s, D)
+        k_sum_t = segment_means(k, s).transpose(-1, -2)[:, :, None, None]  # (B, Hkv, 1, 1, D, G)
+        v_sum = segment_means(v, s)[:, :, None, None]  # (B, Hkv, 1, 1, G, D)
 
         outs = []
         step = max(1, int(self.params["seg_block"]))
         for g0 in range(0, g_all, step):
             g1 = min(g_all, g0 + step)
-            qb = qs[:, :, g0:g1]  # (B, H, gb, s, D)
-            own = qb @ ks[:, :, g0:g1].transpose(-1, -2)  # (B, H, gb, s, s)
-            summ = qb @ k_sum_t  # (B, H, gb, s, G)
+            qb = qs[:, :, :, g0:g1]  # (B, Hkv, g, gb, s, D)
+            own = qb @ ks[:, :, :, g0:g1].transpose(-1, -2)  # (B, Hkv, g, gb, s, s)
+            summ = qb @ k_sum_t  # (B, Hkv, g, gb, s, G)
             neg = torch.finfo(own.dtype).min
             own = own.masked_fill(~own_ok[g0:g1], neg)
             summ = summ.masked_fill(~sum_ok[g0:g1], neg)
-            m = torch.maximum(own.amax(dim=-1, keepdim=True), summ.amax(dim=-1, keepdim=True))  # (B, H, gb, s, 1)
+            m = torch.maximum(own.amax(dim=-1, keepdim=True), summ.amax(dim=-1, keepdim=True))  # (..., s, 1)
             e_own = (own - m).exp_()
             e_sum = (summ - m).exp_()
             denom = e_own.sum(dim=-1, keepdim=True) + e_sum.sum(dim=-1, keepdim=True)
-            outs.append((e_own @ vs[:, :, g0:g1] + e_sum @ v_sum) / denom)  # (B, H, gb, s, D)
-        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, G, s, D)
+            outs.append((e_own @ vs[:, :, :, g0:g1] + e_sum @ v_sum) / denom)  # (B, Hkv, g, gb, s, D)
+        out = torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]  # (B, Hkv, g, G, s, D)
         return out.reshape(b, h, g_all * s, d)[:, :, :n]  # (B, H, N, D)

@@ -1,4 +1,8 @@
-"""naive: materialize the full score matrix, mask it, softmax, weight the values. The eager baseline."""
+"""naive: materialize the full score matrix, mask it, softmax, weight the values. The eager baseline.
+
+Grouped-query heads without copying k and v: the ``heads / kv_heads`` query heads of a group are
+stacked as extra query rows of their key/value head, so one batched matmul serves the whole group.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +15,37 @@ from harness.core.patterns import Pattern, segment_means
 from harness.core.registry import Variant, register
 
 
-def _blocked(pattern: Pattern, n: int, device) -> torch.Tensor | None:
-    """(N, M) boolean of the pairs the pattern forbids; None when every pair is allowed."""
+def _blocked(pattern: Pattern, q_len: int, kv_len: int, device) -> torch.Tensor | None:
+    """(q_len, M) boolean of the pairs the pattern forbids; None when every pair is allowed."""
     if pattern.kind == "global" and not pattern.causal:
         return None
-    return pattern.mask(n, device).logical_not_()
+    return pattern.mask(q_len, kv_len, device).logical_not_()
 
 
 @register
 class Naive(Variant):
     name = "naive"
-    description = "Materialized (N x N) scores with a mask for local and hierarchical; the eager baseline"
-    patterns = ("global", "local", "hierarchical")
+    description = "Materialized (N x N) scores with a mask for local, hierarchical and document; the eager baseline"
+    patterns = ("global", "local", "hierarchical", "document")
+    gqa = True
+    decode = True
 
     def constants(self, case: Case) -> dict:
         """The forbidden-pairs mask, built once per shape (one byte per score)."""
-        return {"blocked": _blocked(case.pattern_obj, case.seq_len, case.device)}
+        return {"blocked": _blocked(case.pattern_obj, case.q_len, case.seq_len, case.device)}
 
     def forward(self, q, k, v, pattern: Pattern, blocked: torch.Tensor | None = None) -> torch.Tensor:
-        n, d = q.shape[-2], q.shape[-1]
+        b, h, q_len, d = q.shape
+        h_kv, kv_len = k.shape[1], k.shape[2]
+        group = h // h_kv
         if pattern.kind == "hierarchical":
-            k = torch.cat([k, segment_means(k, pattern.segment)], dim=2)  # (B, H, N+G, D)
-            v = torch.cat([v, segment_means(v, pattern.segment)], dim=2)  # (B, H, N+G, D)
-        scores = (q * (1.0 / math.sqrt(d))) @ k.transpose(-1, -2)  # (B, H, N, M)
+            k = torch.cat([k, segment_means(k, pattern.segment)], dim=2)  # (B, Hkv, kv_len+G, D)
+            v = torch.cat([v, segment_means(v, pattern.segment)], dim=2)  # (B, Hkv, kv_len+G, D)
+        qg = (q * (1.0 / math.sqrt(d))).reshape(b, h_kv, group * q_len, d)  # (B, Hkv, g*q_len, D): a group's rows
+        scores = (qg @ k.transpose(-1, -2)).view(b, h_kv, group, q_len, -1)  # (B, Hkv, g, q_len, M)
         if blocked is None and (pattern.kind != "global" or pattern.causal):
-            blocked = _blocked(pattern, n, q.device)
+            blocked = _blocked(pattern, q_len, kv_len, q.device)
         if blocked is not None:
             scores.masked_fill_(blocked, float("-inf"))  # in place: no second score matrix
-        return torch.softmax(scores, dim=-1) @ v  # (B, H, N, D)
+        probs = torch.softmax(scores, dim=-1).view(b, h_kv, group * q_len, -1)  # (B, Hkv, g*q_len, M)
+        return (probs @ v).view(b, h, q_len, d)  # (B, H, q_len, D)

@@ -8,6 +8,7 @@ status counts from it. Pure: no printing, no files, no figures.
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
 
@@ -33,6 +34,13 @@ def _floats(series: pd.Series) -> np.ndarray:
     if hasattr(values, "to_numpy"):
         values = values.to_numpy(dtype="float64", na_value=np.nan)
     return np.asarray(values, dtype="float64")
+
+
+def _ints_or(df: pd.DataFrame, col: str, default: pd.Series) -> list[int]:
+    """An integer column, with ``default`` where it is missing (runs before schema 3 have no such column)."""
+    if col not in df.columns:
+        return [int(x) for x in default]
+    return [int(v) if pd.notna(v) else int(d) for v, d in zip(df[col], default)]
 
 
 def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
@@ -75,9 +83,17 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     varying = [k for k in ("run_id", "device", "dtype") if out[k].nunique() > 1]
     out["series"] = (out[varying].agg(" / ".join, axis=1) if varying else out["run_id"]).astype(str) \
         if len(out) else pd.Series(dtype=str)
-    out["shape"] = [f"B={b} H={h} D={d}" for b, h, d in zip(out["batch"], out["heads"], out["head_dim"])]
+    kv_heads = _ints_or(out, "kv_heads", out["heads"])
+    q_lens = _ints_or(out, "q_len", out["seq_len"])
+    out["shape"] = [f"B={b} H={h}" + (f" Hkv={kvh}" if kvh != h else "") + f" D={d}" + (f" q_len={q}" if q != n else "")
+                    for b, h, kvh, d, q, n in zip(out["batch"], out["heads"], kv_heads, out["head_dim"], q_lens,
+                                                  out["seq_len"])]
     labels = {p: _pattern_label(p, out[out["pattern"] == p]) for p in out["pattern"].unique()}
     out["pattern_label"] = out["pattern"].map(labels).astype(str) if len(out) else pd.Series(dtype=str)
+    if "doc_lens" in out.columns:  # documents per sequence is a facet: one column per count
+        docs = [len(json.loads(v)) if isinstance(v, str) and v else None for v in out["doc_lens"]]
+        out["pattern_label"] = [f"document ({k} docs)" if p == "document" and k else lab
+                                for p, k, lab in zip(out["pattern"], docs, out["pattern_label"])]
     out["facet_row"] = [f"{p} causal" if c else p for p, c in zip(out["pass"], out["causal"])]
     # matplotlib reads "$...$" as math; plot labels must show variant names literally.
     out["variant_plot"] = out["variant"].str.replace("$", r"\$", regex=False)
@@ -191,7 +207,8 @@ def worst_errors(prep: pd.DataFrame) -> pd.DataFrame:
     """Worst relative error (vs the float64 reference) per series, variant and pattern, where it was
     found, and whether it was measured on a smaller twin of the timed case."""
     keys = ["series", "variant", "pattern", "pattern_label"]
-    cols = [*keys, "rel_error", "causal", "pass", "seq_len", "error_on_twin", "error_seq_len", "cells", "twins"]
+    cols = [*keys, "rel_error", "causal", "pass", "seq_len", "batch", "heads", "error_on_twin", "error_seq_len",
+            "error_batch", "error_heads", "cells", "twins"]
     ok = prep[(prep["status"] == "ok") & np.isfinite(prep["rel_error_f"])]
     rows = []
     for key, g in ok.groupby(keys, sort=True):
@@ -200,7 +217,9 @@ def worst_errors(prep: pd.DataFrame) -> pd.DataFrame:
         twins = int(sum(bool(t) for t in g["error_on_twin"] if pd.notna(t)))
         rows.append({**dict(zip(keys, key)), "rel_error": float(worst["rel_error_f"]), "causal": worst["causal"],
                      "pass": worst["pass"], "seq_len": int(worst["seq_len"]), "error_on_twin": twin,
-                     "error_seq_len": int(worst["error_seq_len"]) if pd.notna(worst["error_seq_len"]) else None,
+                     "batch": int(worst["batch"]), "heads": int(worst["heads"]),
+                     **{c: int(worst[c]) if c in worst and pd.notna(worst[c]) else None
+                        for c in ("error_seq_len", "error_batch", "error_heads")},
                      "cells": len(g), "twins": twins})
     return pd.DataFrame(rows, columns=cols)
 

@@ -27,6 +27,22 @@ while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do
 done
 [ ${#commits[@]} -gt 0 ] || commits=("$(git rev-parse HEAD)")
 
+# asv refuses to run on a machine it has no description of ("No information stored about machine");
+# on a fresh machine, describe this one with asv's detected defaults, non-interactively.
+machine_known() {
+  python3 - "$HOME/.asv-machine.json" <<'PY'
+import json, os, platform, sys
+path = sys.argv[1]
+d = json.load(open(path)) if os.path.isfile(path) else {}
+names = [k for k in d if k != "version"]
+sys.exit(0 if platform.uname().node in names or len(names) == 1 else 1)
+PY
+}
+if ! machine_known; then
+  echo "record.sh: asv has no description of this machine; storing one: ${ASV:-asv} machine --yes" >&2
+  "${ASV:-asv}" machine --yes
+fi
+
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/attnbench-asv.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 

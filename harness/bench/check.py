@@ -24,6 +24,9 @@ CHECK_PARAMS = {"chunked": {"chunk_q": 32, "chunk_k": 16}, "local": {"block": 16
 
 @dataclass(frozen=True)
 class Shape:
+    """``seq_len`` is the key/value length; ``q_len`` (default: seq_len) queries sit at its end;
+    ``kv_heads`` (default: heads) are shared by groups of query heads."""
+
     batch: int
     heads: int
     seq_len: int
@@ -31,10 +34,20 @@ class Shape:
     window: int = 16
     segment: int = 9
     contiguous: bool = True
+    kv_heads: int | None = None
+    q_len: int | None = None
+
+    @property
+    def doc_lens(self) -> tuple[int, ...]:
+        """Documents of length 1 at both ends and one long one between (one document when N < 4)."""
+        n = self.seq_len
+        return (1, 1, n - 3, 1) if n >= 4 else (n,)
 
     @property
     def label(self) -> str:
-        return (f"B={self.batch} H={self.heads} N={self.seq_len} D={self.head_dim} w={self.window} "
+        kv = f" Hkv={self.kv_heads}" if self.kv_heads not in (None, self.heads) else ""
+        q = f" q_len={self.q_len}" if self.q_len not in (None, self.seq_len) else ""
+        return (f"B={self.batch} H={self.heads}{kv} N={self.seq_len}{q} D={self.head_dim} w={self.window} "
                 f"s={self.segment}{'' if self.contiguous else ' non-contiguous'}")
 
 
@@ -43,25 +56,30 @@ CHECK_SHAPES = (
     Shape(1, 2, 10, 64),                       # N smaller than window, segment, block and chunk
     Shape(3, 4, 100, 80),                      # batch 3, odd head dim, N not a multiple of anything
     Shape(2, 3, 67, 64, contiguous=False),     # transposed views
+    Shape(2, 4, 37, 32, kv_heads=1),           # multi-query heads
+    Shape(1, 8, 300, 128, kv_heads=2, q_len=3, window=400),  # decoding, group 4, window wider than the keys
+    Shape(1, 2, 40, 256, q_len=1),             # one query against the keys, head dim 256
 )
 
 
 def pattern_for(kind: str, causal: bool, shape: Shape) -> Pattern:
     return Pattern(kind, causal, window=shape.window if kind == "local" else None,
-                   segment=shape.segment if kind == "hierarchical" else None)
+                   segment=shape.segment if kind == "hierarchical" else None,
+                   doc_lens=shape.doc_lens if kind == "document" else None)
 
 
 @dataclass
 class CheckResult:
     variant: str
     pattern: str
-    shape: Shape
+    shape: Shape | None  # None: the variant could not even be made
     dtype: str
     device: str
     pass_: str
     errors: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     tolerance: tuple[float, float] = (0.0, 0.0)
+    exception: str | None = None  # the variant raised: "<type>: <first line of the message>"
 
     @property
     def skipped(self) -> bool:
@@ -69,13 +87,18 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        if self.exception is not None:
+            return False
         fwd_tol, grad_tol = self.tolerance
         return all(err <= (fwd_tol if name == "out" else grad_tol) for name, err in self.errors.items())
 
     def describe(self) -> str:
+        where = (f"{self.variant} {self.pattern} {self.device}/{self.dtype} {self.pass_}"
+                 + (f" [{self.shape.label}]" if self.shape is not None else ""))
+        if self.exception is not None:
+            return f"{where}: raised {self.exception}"
         errs = ", ".join(f"{k}={v:.2e}" for k, v in self.errors.items())
-        return (f"{self.variant} {self.pattern} {self.device}/{self.dtype} {self.pass_} [{self.shape.label}]: "
-                f"{errs} (tolerance fwd {self.tolerance[0]:g}, grad {self.tolerance[1]:g})")
+        return f"{where}: {errs} (tolerance fwd {self.tolerance[0]:g}, grad {self.tolerance[1]:g})"
 
 
 def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: str = "float32",
@@ -84,13 +107,14 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     res = CheckResult(variant.name, pattern.label, shape, dtype, device, pass_, tolerance=TOLERANCES[dtype])
     case = Case(variant=variant.name, pattern=kind, causal=causal, window=pattern.window, segment=pattern.segment,
                 device=device, dtype=dtype, batch=shape.batch, heads=shape.heads, seq_len=shape.seq_len,
-                head_dim=shape.head_dim, pass_=pass_, params=tuple(variant.params.items()))
+                head_dim=shape.head_dim, pass_=pass_, params=tuple(variant.params.items()),
+                kv_heads=shape.kv_heads, q_len=shape.q_len, doc_lens=pattern.doc_lens)
     res.reasons = variant.not_supported_reasons(case)
     if res.reasons:
         return res
     backward = pass_ == "fwd_bwd"
     inputs = make_qkv(case.shape, DTYPES[dtype], device, requires_grad=backward,
-                      layout="contiguous" if shape.contiguous else "transposed")
+                      layout="contiguous" if shape.contiguous else "transposed", kv_shape=case.kv_shape)
     q, k, v = inputs.qkv()
     prepared = prepare(variant, case, inputs)  # the path sweeps time: constants bound, forward called directly
     with variant.timing_context(case), torch.set_grad_enabled(backward):
@@ -108,6 +132,25 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     return res
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def check_one_safely(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: str = "float32",
+                     device: str = "cpu", pass_: str = "fwd") -> CheckResult:
+    """``check_one``, with an exception from the variant recorded as a failed result (the check goes on)."""
+    try:
+        return check_one(variant, kind, causal, shape, dtype, device, pass_)
+    except Exception as exc:  # a variant that raises is wrong on that cell, not a crash of `check`
+        try:
+            label = pattern_for(kind, causal, shape).label
+        except Exception:  # the pattern itself could not be made for this shape
+            label = f"{kind}{'-causal' if causal else ''}"
+        return CheckResult(variant.name, label, shape, dtype, device, pass_, tolerance=TOLERANCES[dtype],
+                           exception=_one_line(exc))
+
+
 def default_dtypes(device: str) -> list[str]:
     return ["float32"] if device == "cpu" else ["float32", "float16", "bfloat16"]
 
@@ -118,13 +161,20 @@ def run_check(device: str = "cpu", variants: list[str] | None = None, dtypes: li
     registry = discover()
     results = []
     for name in variants or list(registry):
-        variant = registry[name](**CHECK_PARAMS.get(name, {}))
+        try:
+            variant = registry[name](**CHECK_PARAMS.get(name, {}))
+        except Exception as exc:  # a constructor that raises fails the variant, not the check
+            res = CheckResult(name, "(any)", None, "(any)", device, "(any)", exception=_one_line(exc))
+            results.append(res)
+            if on_result:
+                on_result(res)
+            continue
         for kind in variant.patterns:
             for causal in (False, True):
                 for shape in shapes:
                     for dtype in dtypes or default_dtypes(device):
                         for pass_ in ("fwd", "fwd_bwd") if variant.backward else ("fwd",):
-                            res = check_one(variant, kind, causal, shape, dtype, device, pass_)
+                            res = check_one_safely(variant, kind, causal, shape, dtype, device, pass_)
                             results.append(res)
                             if on_result:
                                 on_result(res)

@@ -28,14 +28,16 @@ class Inputs:
 
 
 def make_qkv(shape: tuple[int, int, int, int], dtype: torch.dtype, device: str, seed: int = 0,
-             requires_grad: bool = False, layout: str = "contiguous", grad_out: bool = False) -> Inputs:
-    """q, k, v of ``shape`` (B, H, N, D), drawn on the CPU from one seeded generator then moved."""
+             requires_grad: bool = False, layout: str = "contiguous", grad_out: bool = False,
+             kv_shape: tuple[int, int, int, int] | None = None) -> Inputs:
+    """q of ``shape`` (B, H, q_len, D) and k, v of ``kv_shape`` (B, H_kv, kv_len, D; default: q's),
+    drawn on the CPU from one seeded generator, then moved."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     gen = torch.Generator().manual_seed(seed)
-    b, h, n, d = shape
     tensors = []
-    for _ in range(3):
+    for i in range(3):
+        b, h, n, d = shape if i == 0 or kv_shape is None else kv_shape
         if layout == "contiguous":
             t = torch.randn(b, h, n, d, generator=gen).to(device=device, dtype=dtype)
         else:
@@ -43,7 +45,7 @@ def make_qkv(shape: tuple[int, int, int, int], dtype: torch.dtype, device: str, 
             if t.is_contiguous():  # H == 1 or N == 1: force a strided layout all the same
                 t = t.transpose(1, 2).contiguous().transpose(1, 2)
         tensors.append(t.requires_grad_(requires_grad) if requires_grad else t)
-    grad = torch.randn(b, h, n, d, generator=gen).to(device=device, dtype=dtype) if grad_out else None
+    grad = torch.randn(*shape, generator=gen).to(device=device, dtype=dtype) if grad_out else None
     return Inputs(*tensors, grad_out=grad)
 
 
@@ -51,4 +53,4 @@ def make_inputs(case: Case, seed: int = 0, layout: str = "contiguous") -> Inputs
     """The inputs of ``case``: with grad and an upstream gradient for ``fwd_bwd``."""
     backward = case.pass_ == "fwd_bwd"
     return make_qkv(case.shape, case.torch_dtype, case.device, seed, requires_grad=backward, layout=layout,
-                    grad_out=backward)
+                    grad_out=backward, kv_shape=case.kv_shape)

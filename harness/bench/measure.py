@@ -12,6 +12,7 @@ from harness.bench.memory import peak_memory
 from harness.bench.prepare import Prepared, prepare
 from harness.bench.timing import time_callable
 from harness.core.case import Case
+from harness.core.patterns import make_doc_lens
 from harness.core.reference import reference, relative_error
 from harness.core.registry import Variant
 
@@ -19,18 +20,23 @@ ERROR_MAX_ELEMENTS = 2**26  # largest B*H*N*M score matrix the float64 reference
 
 
 def error_twin(case: Case, max_elements: int = ERROR_MAX_ELEMENTS) -> Case:
-    """The case itself when its reference fits in ``max_elements``; else a smaller twin, same pattern."""
+    """The case itself when its reference fits in ``max_elements``; else a smaller twin, same pattern:
+    batch 1, at most 2 heads (one group for grouped-query heads), shorter lengths."""
     def elements(c: Case) -> int:
-        return c.batch * c.heads * c.seq_len * c.seq_len
+        return c.batch * c.heads * c.q_len * c.seq_len
     if elements(case) <= max_elements:
         return case
-    twin = case.replace(batch=1, heads=min(case.heads, 2))
-    n = case.seq_len
-    while n > 1 and elements(twin.replace(seq_len=n)) > max_elements:
+    heads, kv_heads = (min(case.heads, 2),) * 2 if case.kv_heads == case.heads else (case.group, 1)
+    twin = case.replace(batch=1, heads=heads, kv_heads=kv_heads)
+    n, q = case.seq_len, case.q_len
+    while n > 1 and twin.batch * heads * min(q, n) * n > max_elements:
         n //= 2
+    changes = {"seq_len": n, "q_len": min(q, n)}
     if twin.segment is not None:
-        twin = twin.replace(segment=max(1, min(twin.segment, n)))
-    return twin.replace(seq_len=n)
+        changes["segment"] = max(1, min(twin.segment, n))
+    if twin.doc_lens is not None:
+        changes["doc_lens"] = make_doc_lens(n, min(len(twin.doc_lens), n))
+    return twin.replace(**changes)
 
 
 class ReferenceCache:
@@ -40,7 +46,7 @@ class ReferenceCache:
         self.size, self._items = size, {}
 
     def get(self, case: Case, inputs):
-        key = (case.pattern_obj, case.shape, case.dtype, case.device)
+        key = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device)
         if key not in self._items:
             q, k, v = inputs.qkv()
             with torch.no_grad():
@@ -62,13 +68,15 @@ def output_error(variant: Variant, case: Case, max_elements: int = ERROR_MAX_ELE
     out = prepared.run()
     ref = (cache or ReferenceCache(1)).get(twin, prepared.inputs)
     return {"rel_error": relative_error(out, ref), "error_seq_len": twin.seq_len,
-            "error_batch": twin.batch, "error_heads": twin.heads, "error_on_twin": twin.seq_len != case.seq_len
-            or twin.batch != case.batch or twin.heads != case.heads}
+            "error_batch": twin.batch, "error_heads": twin.heads,
+            "error_on_twin": (twin.seq_len, twin.q_len, twin.batch, twin.heads) != (case.seq_len, case.q_len, case.batch,
+                                                                                  case.heads)}
 
 
 def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
-            ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1) -> dict:
+            ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
+            bandwidth: float | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``)."""
     prepared = prepare(variant, case)
     with prepared.context():
@@ -80,6 +88,9 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     rec["flops_per_s"] = case.flops / timing.median if timing.median > 0 else None
     rec["ceiling_flops_per_s"] = ceiling
     rec["ceiling_fraction"] = rec["flops_per_s"] / ceiling if ceiling and rec["flops_per_s"] else None
+    rec["bytes_per_s"] = case.bytes / timing.median if timing.median > 0 else None
+    rec["bandwidth_bytes_per_s"] = bandwidth
+    rec["bandwidth_fraction"] = rec["bytes_per_s"] / bandwidth if bandwidth and rec["bytes_per_s"] else None
     if measure_error:
         rec.update(output_error(variant, case, max_error_elements, ref_cache, prepared))
     return rec

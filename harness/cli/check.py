@@ -21,7 +21,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if dt not in DTYPES:
             raise InputError(f"unknown dtype {dt!r}; valid dtypes: {', '.join(DTYPES)}")
     variants = _known_variants(_split(args.variants))
-    counts = {"ok": 0, "wrong": 0, "skipped": 0}
+    counts = {"ok": 0, "wrong": 0, "raised": 0, "skipped": 0}
     wrong = []
 
     def show(res) -> None:
@@ -30,16 +30,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"skip  {res.variant} {res.pattern} {res.pass_}: {'; '.join(res.reasons)}")
             return
-        counts["ok" if res.ok else "wrong"] += 1
+        counts["ok" if res.ok else "raised" if res.exception else "wrong"] += 1
         if not res.ok:
             wrong.append(res)
-            print(f"WRONG {res.describe()}", flush=True)
+            print(f"{'FAILED' if res.exception else 'WRONG '} {res.describe()}", flush=True)
         elif args.verbose:
             print(f"ok    {res.describe()}", flush=True)
 
     run_check(args.device, variants, dtypes, on_result=show)
     print(f"attnbench check on {args.device}: {counts['ok']} correct, {counts['wrong']} wrong, "
-          f"{counts['skipped']} skipped (unsupported; `attnbench list` says why)")
+          f"{counts['raised']} raised an exception, {counts['skipped']} skipped (unsupported; "
+          "`attnbench list` says why)")
     return 1 if wrong else 0
 
 

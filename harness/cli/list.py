@@ -17,10 +17,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         devices = {}
         for device in ("cpu", "cuda"):
             reasons = variant.device_reasons(device)
-            devices[device] = {"available": not reasons, "reasons": reasons}
+            bwd = variant.backward_reasons(device)  # from a fwd_bwd probe: flex has none on CPU
+            devices[device] = {"available": not reasons, "reasons": reasons, "backward": not bwd,
+                               "backward_reasons": bwd}
         rows.append({"name": name, "description": cls.description, "patterns": list(cls.patterns),
                      "dtypes": list(cls.dtypes), "backward": cls.backward, "params": variant.params,
-                     "devices": devices})
+                     "devices": devices, "load_error": None})
+    for name, err in LOAD_ERRORS.items():  # a plug-in that failed to import: listed, with why
+        reasons = [f"failed to load: {err}"]
+        rows.append({"name": name, "description": f"plug-in that failed to load ({err})", "patterns": [],
+                     "dtypes": [], "backward": False, "params": {},
+                     "devices": {d: {"available": False, "reasons": reasons, "backward": False,
+                                     "backward_reasons": reasons} for d in ("cpu", "cuda")},
+                     "load_error": err})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -29,13 +38,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     for row in rows:
+        if row["load_error"] is not None:
+            continue
         console.print(f"[bold]{escape(row['name'])}[/bold]: {escape(row['description'])}")
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "none"
         console.print(f"  patterns: {', '.join(row['patterns'])}; dtypes: {', '.join(row['dtypes'])}; "
-                      f"backward: {'yes' if row['backward'] else 'no'}; params: {escape(params)}")
+                      f"params: {escape(params)}")
         for device, info in row["devices"].items():
             if info["available"]:
-                console.print(f"  {device}: [green]available[/green]")
+                bwd = "yes" if info["backward"] else f"no ({'; '.join(info['backward_reasons'])})"
+                console.print(f"  {device}: [green]available[/green]; backward: {escape(bwd)}")
             else:
                 console.print(f"  {device}: [yellow]unavailable[/yellow]")
                 for reason in info["reasons"]:

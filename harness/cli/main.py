@@ -16,8 +16,16 @@ from harness.core.errors import InputError
 COMMANDS = (list, check, sweep, show, report, compare, ci)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line with a hint (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message}; hint: `{self.prog} --help` lists every option\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="attnbench", description="Benchmark and compare self-attention implementations.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -32,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"attnbench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"attnbench {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written: the user's to fix, so one line
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        print(f"attnbench {args.command}: error: cannot use{where}: {exc.strerror or exc}; hint: check that the "
+              "path exists and is writable, or pass another", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"attnbench {args.command}: interrupted", file=sys.stderr)

@@ -6,26 +6,50 @@ from __future__ import annotations
 import argparse
 
 from harness.core.errors import InputError
+from harness.run.presets import preset_names
 
 
 def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    """Comma-separated items (an empty string gives an empty list, which the config refuses)."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _known_variants(names: list[str] | None) -> list[str] | None:
-    from harness.core.registry import discover  # lazy: start-up
+    from harness.core.registry import discover, unknown_variant  # lazy: start-up
 
     if names is None:
         return None
     registry = discover()
+    if not names:
+        raise InputError("--variants is empty; hint: --variants naive,chunked (or leave it out for all)")
     for name in names:
         if name not in registry:
-            raise InputError(f"unknown variant {name!r}; valid variants: {', '.join(registry)}")
-    return names
+            raise unknown_variant(name, registry)
+    return list(dict.fromkeys(names))  # duplicates dropped, order kept
 
 
 # ---- sweep ------------------------------------------------------------------------------------
-_INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "batch": "--batch", "head_dims": "--head-dims"}
+def check_out_dir(out: str | None) -> None:
+    """--out must be a folder that can be made and written (an existing file or /proc/x cannot)."""
+    if out is None:
+        return
+    from pathlib import Path  # lazy: start-up
+
+    path = Path(out)
+    hint = "hint: --out results/my-run (a new or empty folder)"
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out!r} is a file, not a folder; {hint}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".attnbench-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {out!r} cannot be written: {exc.strerror or exc}; {hint}") from None
+
+
+_INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "kv_heads": "--kv-heads", "q_lens": "--q-lens",
+             "kv_lens": "--kv-lens", "docs": "--docs", "batch": "--batch", "head_dims": "--head-dims"}
 
 
 _STR_AXES = {"variants": "--variants", "patterns": "--patterns", "dtypes": "--dtypes", "passes": "--passes"}
@@ -41,20 +65,35 @@ def _ints(text: str, flag: str) -> list[int]:
     return out
 
 
+def _segment(text: str) -> int | str:
+    """--segment takes one value: a length or sqrt (the hierarchical pattern has one segment length)."""
+    text = text.strip()
+    if text == "sqrt":
+        return text
+    if "," in text:
+        raise InputError(f"--segment takes one value (a length, or sqrt), got {text!r}; hint: --segment 64, "
+                         "and one sweep per segment length")
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--segment takes an integer or sqrt, got {text!r}; hint: --segment 64") from None
+
+
 def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
     """Preset or --config TOML, then every axis override from the command line, into a frozen config."""
     from harness.run.config import build_config, load_toml  # lazy: start-up
 
     if args.preset and args.config:
-        raise InputError("give --preset or --config, not both")
+        raise InputError("give --preset or --config, not both; hint: --config my.toml alone (start it from a copy "
+                         "of a preset in harness/run/presets/)")
     data = load_toml(args.config, False) if args.config else load_toml(args.preset or default_preset, True)
     for key, flag in _INT_AXES.items():
         value = getattr(args, key)
-        if value:
+        if value is not None:
             data[key] = _ints(value, flag)
     for key, flag in _STR_AXES.items():
         value = getattr(args, key)
-        if value:
+        if value is not None:
             data[key] = _split(value)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
@@ -63,7 +102,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
         if value is not None:
             data[key] = value
     if args.segment is not None:
-        data["segment"] = args.segment if args.segment == "sqrt" else _ints(args.segment, "--segment")[0]
+        data["segment"] = _segment(args.segment)
     if args.isolate:
         data["isolate"] = True
     return build_config(data)
@@ -75,21 +114,49 @@ def _sweep_has_overrides(args) -> bool:
 
 
 def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick") -> None:
-    p.add_argument("--preset", help=f"a preset shipped with attnbench: quick, default, long, gpu (default: {default_preset})")
+    p.add_argument("--preset", help=f"a preset shipped with attnbench: {', '.join(preset_names())} "
+                                    f"(default: {default_preset})")
     p.add_argument("--config", help="a sweep TOML file (same keys as the presets in harness/run/presets/)")
     p.add_argument("--variants", help="comma-separated variant names, or all")
-    p.add_argument("--patterns", help="comma-separated: global,local,hierarchical")
+    p.add_argument("--patterns", help="comma-separated: global,local,hierarchical,document")
     p.add_argument("--causal", choices=["no", "yes", "both"], help="causal masking: no, yes or both")
-    p.add_argument("--seq-lens", dest="seq_lens", help="comma-separated sequence lengths, e.g. 512,1024")
+    p.add_argument("--seq-lens", dest="seq_lens", help="comma-separated sequence lengths of square cases, e.g. 512,1024")
+    p.add_argument("--q-lens", dest="q_lens", help="comma-separated query lengths, at the end of the keys (decoding: 1)")
+    p.add_argument("--kv-lens", dest="kv_lens", help="comma-separated key/value lengths (default: --seq-lens); "
+                                                     "a decode sweep: --q-lens 1 --kv-lens 1024,4096,16384")
+    p.add_argument("--kv-heads", dest="kv_heads", help="comma-separated key/value heads (grouped-query; default: "
+                                                       "as many as --heads), e.g. --heads 32 --kv-heads 8")
+    p.add_argument("--docs", help="comma-separated documents per sequence for the document pattern (lengths from a "
+                                  "fixed seed, recorded in each row), e.g. 4,16")
     p.add_argument("--heads", help="comma-separated head counts")
     p.add_argument("--batch", help="comma-separated batch sizes")
     p.add_argument("--head-dims", dest="head_dims", help="comma-separated head dims")
-    p.add_argument("--dtypes", help="comma-separated: float32,float16,bfloat16")
+    p.add_argument("--dtypes", help="comma-separated: float32, float16, bfloat16, float64 (float64 is the "
+                                    "reference's dtype; most variants report it unsupported), or auto")
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--passes", help="comma-separated: fwd,fwd_bwd")
     p.add_argument("--window", type=int, help="window radius w of the local pattern")
-    p.add_argument("--segment", help="segment length s of the hierarchical pattern, or sqrt (round(sqrt(N)))")
+    p.add_argument("--segment", help="one segment length s of the hierarchical pattern, or sqrt (round(sqrt(N)))")
     p.add_argument("--budget-s", dest="budget_s", type=float, help="seconds of timing per case (default from preset)")
-    p.add_argument("--timeout-s", dest="timeout_s", type=float, help="upper bound on one case, in seconds")
+    p.add_argument("--timeout-s", dest="timeout_s", type=float,
+                   help="upper bound on one case, in seconds (finite; no 'inf': give a long bound such as 86400)")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """--executor and the Ray executor's flags (how cases run, so they may change on --resume)."""
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (this machine, one case at a time) or ray (cases spread over a Ray cluster: one "
+                        "GPU, or one node's CPUs, per case; needs pip install -e '.[ray]'); see docs/scale-out.md")
+    p.add_argument("--ray-address", dest="ray_address", metavar="ADDRESS",
+                   help="the Ray cluster: auto, or host:port of its head (`ray start --head`); default: a local "
+                        "Ray instance sized to this machine, stopped at the end")
+    p.add_argument("--ray-cpus-per-case", dest="ray_cpus_per_case", type=int, metavar="N",
+                   help="CPU cases take N CPUs each instead of a whole node's, packing several per node: fit for "
+                        "correctness sweeps, not timing (recorded in run.json)")
+
+
+def executor_args(args: argparse.Namespace) -> dict:
+    return {"executor": args.executor, "ray_address": args.ray_address, "ray_cpus_per_case": args.ray_cpus_per_case}

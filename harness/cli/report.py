@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.options import add_sweep_options, sweep_config_from_args
+from harness.cli.options import add_sweep_options, check_out_dir, sweep_config_from_args
 from harness.core.errors import InputError
 from harness.render.context import DEFAULT_BASELINE
 from harness.render.report import build_report
@@ -30,6 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.baseline is not None and args.baseline not in config.variants:
         raise InputError(f"baseline variant {args.baseline!r} is not in this sweep ({', '.join(config.variants)}); "
                          f"hint: --baseline {config.variants[0]}, or add it to --variants")
+    check_out_dir(args.out)
     run_dir = run_sweep(config, out=args.out, quiet=args.quiet)
     out, index = build_report([run_dir], baseline=args.baseline, reports_root=args.reports_root)
     print(f"results: {run_dir}")

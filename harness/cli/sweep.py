@@ -7,7 +7,10 @@ import argparse
 
 from harness.cli.options import (
     _sweep_has_overrides,
+    add_executor_options,
     add_sweep_options,
+    check_out_dir,
+    executor_args,
     sweep_config_from_args,
 )
 
@@ -16,10 +19,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.run.sweep import run_sweep  # lazy: start-up
 
     if args.resume:
-        config = sweep_config_from_args(args) if _sweep_has_overrides(args) else None
-        run_dir = run_sweep(config, resume=args.resume, quiet=args.quiet)
+        # Execution flags change how the remaining cases run; any other flag must agree with the run's sweep.
+        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s") if getattr(args, k) is not None}
+        if args.isolate:
+            options["isolate"] = True
+        bare = argparse.Namespace(**{**vars(args), "isolate": False, "timeout_s": None, "budget_s": None})
+        config = sweep_config_from_args(args) if _sweep_has_overrides(bare) else None
+        run_dir = run_sweep(config, out=args.out, resume=args.resume, quiet=args.quiet, options=options,
+                            **executor_args(args))
     else:
-        run_dir = run_sweep(sweep_config_from_args(args), out=args.out, quiet=args.quiet)
+        config = sweep_config_from_args(args)
+        check_out_dir(args.out)
+        run_dir = run_sweep(config, out=args.out, quiet=args.quiet, **executor_args(args))
     print(f"results: {run_dir}")
     return 0
 
@@ -32,6 +43,8 @@ def register_cli(subparsers) -> None:
                                    "against the float64 reference. Rows are journaled as they finish; Ctrl-C keeps "
                                    "them and --resume finishes the run.")
     add_sweep_options(p)
+    add_executor_options(p)
     p.add_argument("--out", help="run folder (default: results/<run-id>)")
-    p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
+    p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR (in DIR itself) without redoing "
+                   "finished cases; --isolate, --timeout-s and --budget-s may change how the rest run")
     p.set_defaults(func=cmd_sweep)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import pkgutil
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
@@ -32,17 +33,38 @@ class Variant:
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[str, ...]] = ("float32", "float16", "bfloat16")
     backward: ClassVar[bool] = True
+    gqa: ClassVar[bool] = False  # kv_heads < heads (grouped-query and multi-query heads)
+    decode: ClassVar[bool] = False  # q_len < kv_len (queries at the end of the keys)
+    max_head_dim: ClassVar[int] = 256
     default_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.default_params))
         if unknown:
             valid = ", ".join(self.default_params) or "none"
-            raise InputError(f"variant {self.name!r} has no parameter {unknown[0]!r}; its parameters: {valid}")
+            raise InputError(f"variant {self.name!r} has no parameter {unknown[0]!r}; valid parameters: {valid}")
+        for key, value in params.items():
+            self.check_param(key, value)
         self.params = {**self.default_params, **params}
-        for key, value in self.params.items():
-            if isinstance(value, int) and value < 1:
-                raise InputError(f"variant {self.name!r}: parameter {key} must be >= 1, got {value!r}")
+
+    @classmethod
+    def check_param(cls, key: str, value: Any) -> None:
+        """Raise InputError unless ``value`` has the type of ``default_params[key]`` (ints: >= 1)."""
+        default = cls.default_params[key]
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            expected = "a finite number"
+        elif isinstance(default, str):
+            ok, expected = isinstance(value, str), "a string"
+        else:
+            ok, expected = default is None or isinstance(value, type(default)), f"a {type(default).__name__}"
+        if not ok:
+            raise InputError(f"variant {cls.name!r}: parameter {key} must be {expected}, got {value!r} "
+                             f"({type(value).__name__}); hint: {key} = {default!r} (its default)")
 
     # ---- capabilities -----------------------------------------------------------------------
     def not_supported_reasons(self, case: Case) -> list[str]:
@@ -58,17 +80,28 @@ class Variant:
             reasons.append(f"dtype={case.dtype} (supported: {', '.join(self.dtypes)})")
         if case.pass_ == "fwd_bwd" and not self.backward:
             reasons.append("pass=fwd_bwd: this variant has no backward")
+        if case.kv_heads != case.heads and not self.gqa:
+            reasons.append(f"kv_heads={case.kv_heads} < heads={case.heads}: this variant has no grouped-query heads")
+        if case.q_len != case.seq_len and not self.decode:
+            reasons.append(f"q_len={case.q_len} < kv_len={case.seq_len}: this variant computes square cases only")
+        if case.head_dim > self.max_head_dim:
+            reasons.append(f"head_dim={case.head_dim} (supported: <= {self.max_head_dim})")
         return reasons
 
     def supports(self, case: Case) -> bool:
         return not self.not_supported_reasons(case)
 
-    def device_reasons(self, device: str) -> list[str]:
-        """Reasons that hold for every case on ``device`` (used by ``attnbench list``)."""
+    def device_reasons(self, device: str, pass_: str = "fwd") -> list[str]:
+        """Reasons that hold for every case on ``device`` and ``pass_`` (used by ``attnbench list``)."""
         probe = Case(variant=self.name, pattern=self.patterns[0] if self.patterns else "global",
                      window=16, segment=16, device=device, dtype=self.dtypes[0] if self.dtypes else "float32",
-                     batch=1, heads=1, seq_len=128, head_dim=64, params=tuple(self.params.items()))
+                     batch=1, heads=1, seq_len=128, head_dim=64, pass_=pass_, params=tuple(self.params.items()))
         return self.not_supported_reasons(probe)
+
+    def backward_reasons(self, device: str) -> list[str]:
+        """Why ``fwd_bwd`` cannot run on ``device`` beyond why ``fwd`` cannot (empty: it has a backward there)."""
+        fwd = set(self.device_reasons(device))
+        return [r for r in self.device_reasons(device, "fwd_bwd") if r not in fwd]
 
     # ---- computation ------------------------------------------------------------------------
     # The engine (harness.bench.prepare) calls these once per case, outside every timed region:
@@ -90,8 +123,8 @@ class Variant:
         """The kernel: (B, H, N, D) tensors in, (B, H, N, D) out; no validation, timing or printing."""
         raise NotImplementedError
 
-    def case_for(self, q: torch.Tensor, pattern: Pattern, pass_: str = "fwd") -> Case:
-        return Case.from_tensors(self.name, q, pattern, pass_, self.params)
+    def case_for(self, q: torch.Tensor, pattern: Pattern, pass_: str = "fwd", k: torch.Tensor | None = None) -> Case:
+        return Case.from_tensors(self.name, q, pattern, pass_, self.params, k)
 
     def check_supported(self, case: Case) -> None:
         """Raise UnsupportedCaseError carrying the reasons when this variant cannot run ``case``."""
@@ -108,7 +141,7 @@ class Variant:
         Benchmarks never time this: the engine prepares a case once and times ``forward`` alone.
         """
         check_qkv(q, k, v)
-        case = self.case_for(q, pattern, pass_)
+        case = self.case_for(q, pattern, pass_, k)
         self.check_supported(case)
         with self.timing_context(case):
             return self.forward(q, k, v, pattern=pattern, **self.constants(case))
@@ -160,7 +193,7 @@ def discover() -> dict[str, type[Variant]]:
             try:
                 ep.load()
             except Exception as exc:  # a broken plug-in must not take the harness down
-                LOAD_ERRORS[ep.name] = f"{type(exc).__name__}: {exc}"
+                LOAD_ERRORS[ep.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line
         _discovered = True
     return dict(sorted(REGISTRY.items()))
 
@@ -168,8 +201,16 @@ def discover() -> dict[str, type[Variant]]:
 def get_variant(name: str, **params: Any) -> Variant:
     registry = discover()
     if name not in registry:
-        raise InputError(f"unknown variant {name!r}; valid variants: {', '.join(registry)}")
+        raise unknown_variant(name, registry)
     return registry[name](**params)
+
+
+def unknown_variant(name: str, registry: dict) -> InputError:
+    """The error for a name that is not registered: its load error if it is a broken plug-in."""
+    if name in LOAD_ERRORS:
+        return InputError(f"variant {name!r} failed to load: {LOAD_ERRORS[name]}; hint: fix or uninstall that "
+                          "plug-in (`attnbench list` shows every load error)")
+    return InputError(f"unknown variant {name!r}; valid variants: {', '.join(registry)}")
 
 
 def variant_names() -> list[str]:

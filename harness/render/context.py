@@ -23,6 +23,7 @@ from harness.analysis.derived import (
     status_counts,
     worst_errors,
 )
+from harness.bench.machine import BANDWIDTH_KEY
 from harness.core.errors import InputError
 from harness.render.figures import (
     figure_img,
@@ -30,6 +31,7 @@ from harness.render.figures import (
     plot_ceiling,
     plot_vs_n,
 )
+from harness.render.roofline import plot_roofline
 from harness.render.tables import Col, html_table, key_value_table
 from harness.render.units import (
     fmt_bool,
@@ -102,9 +104,10 @@ def _run_tables(runs: list[tuple]) -> dict:
                              "iqr_ms": to_ms(iqr) if isinstance(iqr, (int, float)) else None,
                              "vs_first_pct": to_pct(med / start - 1) if med and start else None,
                              "at": _utc(c.get("at")), "error": c.get("error", "")})
-        for dtype, value in (m.get("ceilings_flops_per_s") or {}).items():
+        for key, value in (m.get("ceilings_flops_per_s") or {}).items():
+            what = "copy bandwidth (GB/s)" if key == BANDWIDTH_KEY else f"matmul {key} (GFLOP/s)"
             ceil_rows.append({"run": run_id, "device": (m.get("provenance") or {}).get("device"),
-                              "dtype": dtype, "gflop_per_s": to_giga(value) if value else None})
+                              "ceiling": what, "value": to_giga(value) if value else None})
     return {
         "general": key_value_table(general, headers),
         "provenance": key_value_table(provenance, headers),
@@ -114,9 +117,9 @@ def _run_tables(runs: list[tuple]) -> dict:
             Col("run", "run"), Col("when", "when"), Col("kernel", "kernel"),
             Col("median_ms", "median (ms)", fmt_num, True), Col("iqr_ms", "IQR (ms)", fmt_num, True),
             Col("vs_first_pct", "vs first (%)", fmt_num, True), Col("at", "at"), Col("error", "error")]),
-        "ceilings": html_table(pd.DataFrame(ceil_rows, columns=["run", "device", "dtype", "gflop_per_s"]), [
-            Col("run", "run"), Col("device", "device"), Col("dtype", "dtype"),
-            Col("gflop_per_s", "matmul ceiling (GFLOP/s)", fmt_num, True)]),
+        "ceilings": html_table(pd.DataFrame(ceil_rows, columns=["run", "device", "ceiling", "value"]), [
+            Col("run", "run"), Col("device", "device"), Col("ceiling", "ceiling"),
+            Col("value", "measured", fmt_num, True)]),
     }
 
 
@@ -139,6 +142,19 @@ def _notes(runs: list[tuple], prep: pd.DataFrame) -> list[str]:
     if noisy:
         notes.append(f"{noisy} ok cells have noisy timings (wide IQR): see the 'noisy' column of the tidy table")
     return notes
+
+
+def twin_note(row: dict) -> str:
+    """Where an error was measured: the timed case, or a twin named by what is smaller than the timed case."""
+    if not row.get("error_on_twin"):
+        return "on the timed case"
+    smaller = []
+    for label, timed, twin in (("N", "seq_len", "error_seq_len"), ("batch", "batch", "error_batch"),
+                               ("heads", "heads", "error_heads")):
+        a, b = row.get(timed), row.get(twin)
+        if a is not None and b is not None and pd.notna(a) and pd.notna(b) and int(a) != int(b):
+            smaller.append(f"{label} = {int(b)} instead of {int(a)}")
+    return f"on a smaller twin ({', '.join(smaller)})" if smaller else "on a smaller twin"
 
 
 def build_context(runs: list[tuple], baseline: str | None = None, generated_at: str | None = None) -> dict:
@@ -212,8 +228,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
     errors = worst_errors(prep)
     errors["where"] = [f"{'causal ' if c else ''}{p}, N = {n}" for c, p, n in
                        zip(errors["causal"], errors["pass"], errors["seq_len"])]
-    errors["twin_note"] = [f"on a smaller twin (N = {n})" if t else "on the timed case"
-                           for t, n in zip(errors["error_on_twin"], errors["error_seq_len"])]
+    errors["twin_note"] = [twin_note(r) for r in errors.to_dict("records")]
     fails = failures(prep)
     counts = status_counts(prep)
     tidy_cols = [*series_col, *shape_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
@@ -243,6 +258,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "counts": html_table(counts, [*series_col, Col("variant", "variant"), *[
             Col(s, s, fmt_text, True) for s in counts.columns if s not in ("series", "variant")]]),
         "sections": sections,
+        "roofline_img": figure_img(plot_roofline(raw), "roofline: achieved FLOP/s against arithmetic intensity"),
         "errors": html_table(errors, [*series_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
                                             Col("rel_error", "worst rel. error", fmt_sci, True),
                                             Col("where", "worst at"), Col("twin_note", "measured"),

@@ -35,11 +35,15 @@ def variant_palette(variants) -> dict:
     return dict(zip(names, colors))
 
 
-def _new_figure(nrows: int, ncols: int, cell_w: float, cell_h: float, extra_w: float = 0.0):
+def _new_figure(nrows: int, ncols: int, cell_w: float, cell_h: float, extra_w: float = 0.0,
+                row_heights: list[float] | None = None, height_ratios: list[float] | None = None):
+    """A grid of panels; ``row_heights`` (inches per row of panels, titles and ticks included) overrides
+    the uniform ``cell_h``, and ``height_ratios`` sets how the plotting areas share the height."""
     from matplotlib.figure import Figure  # lazy: start-up
 
-    fig = Figure(figsize=(cell_w * ncols + extra_w, cell_h * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    heights = row_heights or [cell_h] * nrows
+    fig = Figure(figsize=(cell_w * ncols + extra_w, sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": height_ratios or heights})
     return fig, axes
 
 
@@ -135,17 +139,23 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
     rows, cols = facet_layout(rel)
     finite = np.log2(rel[value].dropna().to_numpy(dtype=float))
     span = max(1.0, float(np.nanmax(np.abs(finite)))) if len(finite) else 1.0
-    nrow_labels = rel.groupby(["facet_row", "pattern_label"])["row"].nunique().max()
     ns_all = sorted(rel["seq_len"].unique())
+    panels = {}
+    for r in rows:
+        for c in cols:
+            sub = rel[(rel["facet_row"] == r) & (rel["pattern_label"] == c)]
+            keep = sub.groupby("row")["status"].transform(lambda s: (s != "unsupported").any())
+            panels[r, c] = sub[keep.astype(bool)] if len(sub) else sub
+    # Each row of panels is as tall as its own row labels need, so every heatmap row is the same height
+    # (0.25 in) and a panel with one row is not stretched to the height of another's ten.
+    labels_in_row = [max(1, max(panels[r, c]["row"].nunique() for c in cols)) for r in rows]
     with matplotlib.rc_context(_style()):
-        fig, axes = _new_figure(len(rows), len(cols), 1.2 + 0.75 * len(ns_all) + (2.0 if multi else 0.8),
-                                0.8 + 0.25 * nrow_labels)
+        fig, axes = _new_figure(len(rows), len(cols), 1.2 + 0.75 * len(ns_all) + (2.0 if multi else 0.8), 0.0,
+                                row_heights=[0.8 + 0.25 * k for k in labels_in_row], height_ratios=labels_in_row)
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
                 ax = axes[i][j]
-                sub = rel[(rel["facet_row"] == r) & (rel["pattern_label"] == c)]
-                keep = sub.groupby("row")["status"].transform(lambda s: (s != "unsupported").any())
-                sub = sub[keep.astype(bool)] if len(sub) else sub
+                sub = panels[r, c]
                 ax.set_title(f"{c} | {r}")
                 if sub.empty:
                     ax.axis("off")
@@ -173,8 +183,10 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
                     for x, n in enumerate(vals.columns):
                         v = vals.loc[rw, n]
                         strong = pd.notna(v) and abs(math.log2(v)) > 0.6 * span
-                        ax.text(x + 0.5, y + 0.5, text.loc[rw, n], ha="center", va="center", fontsize=8,
+                        ax.text(x + 0.5, y + 0.5, text.loc[rw, n], ha="center", va="center", fontsize=9,
                                 color="white" if strong else ("0.15" if pd.notna(v) else "0.5"))
+                if len(vals.index) < labels_in_row[i]:  # fewer rows than its neighbours: same row height
+                    ax.set_ylim(labels_in_row[i], 0)
                 ax.set_xlabel("N" if i == len(rows) - 1 else "")
                 ax.set_ylabel("")
                 ax.tick_params(axis="y", rotation=0)

@@ -85,10 +85,18 @@ def build_report(run_dirs, out: str | Path | None = None, baseline: str | None =
         if out.is_dir() or out.suffix.lower() not in (".html", ".htm"):
             raise InputError(f"-o {str(out)!r} must be an .html file path; hint: -o reports/<name>/index.html")
         root = Path(reports_root) if reports_root is not None else (out.parent.parent if out.name == INDEX else None)
-    html = render_report(runs, baseline)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
+    try:  # before rendering, which takes a while: fail at once on a path that cannot be written
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}; hint: -o "
+                         "reports/<name>/index.html, in a folder you can write") from None
+    try:
+        tmp.write_text(render_report(runs, baseline), encoding="utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
     index = None
     if root is not None and out.resolve().parent.parent == Path(root).resolve():

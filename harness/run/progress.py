@@ -1,19 +1,40 @@
-"""The sweep runner: every planned case becomes exactly one row in the journal, whatever happens.
+"""Progress of a sweep on stderr: a rich bar on a terminal; elsewhere (CI logs, ``| tee``) a plain line
+every so often (case i/N, elapsed, ETA); nothing with ``--quiet``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 from harness.core.case import Case
 
+PLAIN_EVERY_S = 10.0  # a plain line at least this often while cases finish ...
+PLAIN_EVERY_FRACTION = 0.05  # ... and whenever another 5% of the cases is done
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
 
 class Progress:
-    """A rich progress bar (current case, done/total, ETA) on a terminal; silent otherwise or when quiet."""
+    """A rich progress bar (current case, done/total, ETA) on a terminal; plain lines otherwise; silent when quiet.
 
-    def __init__(self, total: int, done: int, quiet: bool) -> None:
+    ``stream`` and ``clock`` are injectable (tests use a fake clock).
+    """
+
+    def __init__(self, total: int, done: int, quiet: bool, stream=None, clock=time.monotonic,
+                 every_s: float = PLAIN_EVERY_S, every_fraction: float = PLAIN_EVERY_FRACTION) -> None:
         self.bar = None
-        if not quiet and sys.stderr.isatty():  # rich only on a terminal (lazy: start-up)
+        self.plain = False
+        self.stream = stream if stream is not None else sys.stderr
+        self.total, self.done, self.start_done = total, done, done
+        self.clock, self.every_s, self.every_fraction = clock, every_s, every_fraction
+        self.case: Case | None = None
+        if quiet:
+            return
+        if self.stream.isatty():  # rich only on a terminal (lazy: start-up)
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -27,14 +48,39 @@ class Progress:
                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
             self.task = self.bar.add_task("starting", total=total, completed=done)
             self.bar.start()
+        else:
+            self.plain = True
+            self.t0 = self.last_t = clock()
+            self.last_step = self._step(done)
+
+    def _step(self, done: int) -> int:
+        return int(done / max(self.total, 1) / self.every_fraction) if self.every_fraction > 0 else 0
 
     def show(self, case: Case) -> None:
+        self.case = case
         if self.bar:
             self.bar.update(self.task, description=case.id[:48])
 
     def advance(self) -> None:
+        self.done += 1
         if self.bar:
             self.bar.advance(self.task)
+        elif self.plain:
+            now = self.clock()
+            step = self._step(self.done)
+            if now - self.last_t >= self.every_s or step > self.last_step or self.done == self.total:
+                self.last_t, self.last_step = now, step
+                self.stream.write(self.line(now) + "\n")
+                self.stream.flush()
+
+    def line(self, now: float) -> str:
+        """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38, last: <case id>``; ETA from this session's pace."""
+        elapsed = now - self.t0
+        ran = self.done - self.start_done
+        eta = _clock_text(elapsed / ran * (self.total - self.done)) if ran > 0 else "unknown"
+        pct = 100 * self.done // max(self.total, 1)
+        last = f", last: {self.case.id}" if self.case is not None else ""
+        return f"case {self.done}/{self.total} ({pct}%), elapsed {_clock_text(elapsed)}, ETA {eta}{last}"
 
     def close(self) -> None:
         if self.bar:

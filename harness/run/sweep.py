@@ -1,5 +1,10 @@
 """The sweep: a frozen config expanded into cases, each measured by an executor into exactly one
 journaled row, whatever happens; machine figures (ceiling, calibration) in run.json.
+
+Resuming finishes a run in its own folder. The cases are fixed by the run's sweep; how they run
+(``EXECUTION_KEYS``: isolate, timeout_s, budget_s) may change, and run.json records each change. The
+case being measured is recorded (``in_progress``) before it starts, so after a crash of the process
+itself the resume names it and suggests ``--isolate``.
 """
 
 from __future__ import annotations
@@ -10,23 +15,26 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.bench.machine import matmul_flops_per_s
+from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
 from harness.core.errors import InputError
 from harness.run.config import SweepConfig, build_config, expand
 from harness.run.executors import InProcess, Isolated
 from harness.run.progress import Progress
-from harness.store.journal import Journal, write_json
-from harness.store.load import write_tables
+from harness.store.journal import InProgress, Journal, write_json
+from harness.store.load import read_meta, select_rows, write_tables
 from harness.store.provenance import environment_fingerprint, new_run_id, provenance
 from harness.store.schema import JOURNAL, RUN_JSON, SCHEMA_VERSION
 
 RESULTS_ROOT = Path("results")
+EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s")  # how cases run, not which: may change on resume
+IGNORED_ON_RESUME = ("name",)  # a label: the resumed run keeps its own
 
 
 def make_row(run_id: str, case: Case, metrics: dict, isolated: bool, wall_s: float) -> dict:
-    row = {"run_id": run_id, "case_id": case.id, **case.to_record(), "flops": case.flops, **metrics}
+    row = {"run_id": run_id, "case_id": case.id, **case.to_record(), "flops": case.flops, "bytes": case.bytes,
+           **metrics}
     row.update(isolated=isolated, wall_s=wall_s, finished_at=time.time())
     if row["status"] not in STATUSES:
         raise AssertionError(f"bad status {row['status']!r}")
@@ -39,9 +47,14 @@ def _log(quiet: bool, msg: str) -> None:
 
 
 def measure_ceilings(config: SweepConfig, quiet: bool) -> dict[str, float]:
-    """The device's matmul FLOP/s per swept dtype, measured once per run (kept on resume)."""
-    _log(quiet, f"measuring the {config.device} matmul ceiling for {', '.join(config.dtypes)} ...")
+    """The device's matmul FLOP/s per swept dtype, and its copy bandwidth under ``BANDWIDTH_KEY``,
+    measured once per run (kept on resume)."""
+    _log(quiet, f"measuring the {config.device} matmul ceiling for {', '.join(config.dtypes)} and its bandwidth ...")
     ceilings = {}
+    try:
+        ceilings[BANDWIDTH_KEY] = copy_bytes_per_s(config.device)
+    except Exception as exc:  # e.g. no CUDA: the cases will say why; the run still happens
+        _log(quiet, f"  no bandwidth ceiling: {type(exc).__name__}: {exc}")
     for dt in config.dtypes:
         try:
             ceilings[dt] = matmul_flops_per_s(config.device, DTYPES[dt])
@@ -59,16 +72,34 @@ def calibrate(device: str, when: str) -> dict:
 
 
 def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-              quiet: bool = False, isolate: bool | None = None) -> Path:
-    """Run (or resume) a sweep; returns the run folder. Ctrl-C saves everything finished and re-raises."""
+              quiet: bool = False, isolate: bool | None = None, options: dict | None = None,
+              executor: str = "local", ray_address: str | None = None, ray_cpus_per_case: int | None = None) -> Path:
+    """Run (or resume) a sweep; returns the run folder. Ctrl-C saves everything finished and re-raises.
+
+    ``executor`` is ``local`` (this process, or a fresh worker per case with ``isolate``) or ``ray``
+    (``harness.run.ray_executor``: cases spread over a Ray cluster at ``ray_address``, a local instance
+    when None); it is how the cases run, not which, so a run may be resumed with another executor.
+
+    ``options`` (and ``isolate``, a shorthand) set execution options (``EXECUTION_KEYS``). On resume,
+    ``config`` (if given) must describe the same cases; the run keeps its execution options except the
+    ones ``options`` changes, for the cases still to run.
+    """
+    options = {**(options or {}), **({"isolate": isolate} if isolate is not None else {})}
+    _check_executor(executor, ray_address, ray_cpus_per_case)
+    unknown = sorted(set(options) - set(EXECUTION_KEYS))
+    if unknown:
+        raise InputError(f"{unknown[0]!r} is not an execution option; valid: {', '.join(EXECUTION_KEYS)}")
     if resume is not None:
         run_dir = Path(resume)
+        if out is not None and Path(out).resolve() != run_dir.resolve():
+            raise InputError(f"--resume {run_dir} finishes the run in its own folder, so --out {out} cannot apply; "
+                             f"hint: drop --out, or start a new run with --out {out}")
         meta = _check_resumable(run_dir, config)
-        config = build_config(meta["sweep"])
+        config = _resumed_config(run_dir, meta, options, quiet)
     else:
         assert config is not None
-        if isolate is not None:
-            config = SweepConfig(**{**config.__dict__, "isolate": isolate})
+        if options:
+            config = build_config({**config.to_dict(), **options})
         run_id = new_run_id(config.name)
         run_dir = Path(out) if out is not None else RESULTS_ROOT / run_id
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -79,45 +110,89 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
                 "started_at": time.time(), "finished_at": None, "provenance": provenance(config.device),
                 "sweep": config.to_dict(), "calibration": [], "ceilings_flops_per_s": {}}
     cases = expand(config)
+    ids = {c.id for c in cases}
     journal = Journal(run_dir / JOURNAL)
     rows = journal.read(repair=True)
+    rows = [rows[i] for i in select_rows(rows, meta["run_id"], lambda r: r["case_id"] in ids, str(journal.path))]
     done = {r["case_id"] for r in rows}
     todo = [c for c in cases if c.id not in done]
     _log(quiet, f"run {run_dir}: {len(cases)} cases, {len(done)} already done, {len(todo)} to run"
                 f"{' (isolated)' if config.isolate else ''}")
-    if not meta["ceilings_flops_per_s"]:
-        meta["ceilings_flops_per_s"] = measure_ceilings(config, quiet)
-    if todo:
-        meta["calibration"].append(calibrate(config.device, "resume" if resume else "start"))
-    meta["status"] = "running"
-    write_json(run_dir / RUN_JSON, meta)
+    ray_exec = None
+    if executor == "ray" and todo:  # connects and checks the cluster before any case is sent
+        from harness.run.ray_executor import RayExecutor
 
-    runner = (Isolated if config.isolate else InProcess)(config, meta["ceilings_flops_per_s"])
-    progress = Progress(len(cases), len(done), quiet)
+        ray_exec = RayExecutor(config, ray_address, ray_cpus_per_case, quiet)
+    kept = {k: v for k, v in (meta.get("execution") or {}).items() if k != "executor" and not k.startswith("ray_")}
+    meta["execution"] = {**kept, **(ray_exec.execution() if ray_exec else {"executor": executor})}
+    marker = InProgress(run_dir)
+    crashed = marker.get()
+    if crashed is not None and crashed not in done:
+        then = ("it runs again now, isolated" if config.isolate else
+                f"hint: attnbench sweep --resume {run_dir} --isolate (each case in a subprocess, so a crash "
+                "becomes a row)")
+        _log(False, f"warning: case {crashed} was in progress when the run stopped (a crash?); {then}")
     try:
-        for case in todo:
+        if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
+            ray_exec.measure_nodes(meta, "resume" if resume else "start")
+        elif not meta["ceilings_flops_per_s"]:
+            meta["ceilings_flops_per_s"] = measure_ceilings(config, quiet)
+        if todo and not ray_exec:
+            meta["calibration"].append(calibrate(config.device, "resume" if resume else "start"))
+        meta["status"] = "running"
+        write_json(run_dir / RUN_JSON, meta)
+        return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet)
+    finally:
+        if ray_exec:
+            ray_exec.close()
+
+
+def _check_executor(executor: str, ray_address: str | None, ray_cpus_per_case: int | None) -> None:
+    if executor not in ("local", "ray"):
+        raise InputError(f"unknown executor {executor!r}; valid executors: local, ray")
+    if executor != "ray" and (ray_address is not None or ray_cpus_per_case is not None):
+        flag = "--ray-address" if ray_address is not None else "--ray-cpus-per-case"
+        raise InputError(f"{flag} applies to the Ray executor only; hint: add --executor ray")
+
+
+def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet) -> Path:
+    def record(case: Case, metrics: dict, wall_s: float) -> None:
+        row = make_row(meta["run_id"], case, metrics, config.isolate, wall_s)
+        journal.append(row)
+        rows.append(row)
+
+    done = len(cases) - len(todo)
+    runner = (Isolated if config.isolate else InProcess)(config, meta["ceilings_flops_per_s"])
+    progress = Progress(len(cases), done, quiet or ray_exec is not None)  # Ray: plain lines of its own
+    try:
+        if ray_exec:  # rows arrive as tasks finish; this process stays the only writer of the journal
+            ray_exec.run(todo, meta, record, len(cases), done)
+        for case in todo if not ray_exec else ():
             progress.show(case)
+            marker.set(case.id)
             t0 = time.perf_counter()
-            metrics = runner.metrics(case)
-            row = make_row(meta["run_id"], case, metrics, config.isolate, time.perf_counter() - t0)
-            journal.append(row)
-            rows.append(row)
+            record(case, runner.metrics(case), time.perf_counter() - t0)
             progress.advance()
     except KeyboardInterrupt:
         progress.close()
         journal.close()
+        marker.clear()  # interrupted, not crashed
         _finish(run_dir, meta, rows, "interrupted", config, quiet)
         _log(False, f"interrupted: {len(rows)} of {len(cases)} cases saved in {run_dir}; "
                     f"finish with: attnbench sweep --resume {run_dir}")
         raise
     progress.close()
     journal.close()
-    _finish(run_dir, meta, rows, "complete", config, quiet)
+    marker.clear()
+    _finish(run_dir, meta, rows, "complete", config, quiet, ray_exec)
     return run_dir
 
 
-def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool) -> None:
-    if status == "complete":
+def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool,
+            ray_exec=None) -> None:
+    if status == "complete" and ray_exec:
+        ray_exec.measure_nodes(meta, "end")
+    elif status == "complete":
         meta["calibration"].append(calibrate(config.device, "end"))
     write_tables(run_dir, rows)
     counts = Counter(r["status"] for r in rows)
@@ -128,23 +203,43 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: Sw
             _log(quiet, f"{s:>12}: {counts[s]}")
 
 
+def _resumed_config(run_dir: Path, meta: dict, options: dict, quiet: bool) -> SweepConfig:
+    """The run's stored sweep with the execution options changed by ``options``; each change is logged
+    and recorded in run.json's ``resumes``."""
+    stored = meta["sweep"]
+    try:
+        config = build_config({**stored, **options})
+    except InputError as exc:
+        raise InputError(f"cannot resume {run_dir}: {exc}") from None
+    now = json.loads(json.dumps(config.to_dict()))
+    changed = {k: [stored.get(k), now[k]] for k in EXECUTION_KEYS if stored.get(k) != now[k]}
+    if changed:
+        meta["sweep"] = now
+        meta.setdefault("resumes", []).append({"at": time.time(), "changed": changed})
+        _log(quiet, "resuming with " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return config
+
+
 def _check_resumable(run_dir: Path, config: SweepConfig | None) -> dict:
-    meta_path = run_dir / RUN_JSON
-    if not meta_path.exists():
-        raise InputError(f"cannot resume {run_dir}: it has no {RUN_JSON}; hint: pass a folder made by "
-                         "`attnbench sweep`")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(run_dir, "cannot resume")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"cannot resume {run_dir}: schema_version {meta.get('schema_version')!r}, "
-                         f"this attnbench writes {SCHEMA_VERSION}")
-    given = json.loads(json.dumps(config.to_dict())) if config is not None else None
-    if given is not None and given != meta["sweep"]:
-        stored = meta["sweep"]
-        diff = [k for k in stored if stored.get(k) != given.get(k)]
-        raise InputError(f"cannot resume {run_dir}: its sweep differs from the one given ({', '.join(diff)}); "
-                         "hint: resume with --resume DIR alone, or start a new run")
+                         f"this attnbench writes {SCHEMA_VERSION}; hint: start a new run")
+    damaged = [k for k, kind in (("run_id", str), ("calibration", list), ("ceilings_flops_per_s", dict))
+               if not isinstance(meta.get(k), kind)]
+    if damaged:
+        raise InputError(f"cannot resume {run_dir}: its {RUN_JSON} lacks a valid {', '.join(damaged)}; the run "
+                         "folder is damaged. Hint: start a new run")
+    if config is not None:
+        given, stored = json.loads(json.dumps(config.to_dict())), meta["sweep"]
+        skip = (*EXECUTION_KEYS, *IGNORED_ON_RESUME)
+        diff = [k for k in dict.fromkeys([*stored, *given]) if k not in skip and stored.get(k) != given.get(k)]
+        if diff:
+            raise InputError(f"cannot resume {run_dir}: its sweep differs from the one given ({', '.join(diff)}); "
+                             "hint: resume with --resume DIR alone (execution options such as --isolate, "
+                             "--timeout-s and --budget-s may change), or start a new run")
     stored_env = environment_fingerprint(meta["provenance"])
-    here = environment_fingerprint(provenance(meta["provenance"]["device"]))
+    here = environment_fingerprint(provenance(meta["provenance"].get("device") or meta["sweep"].get("device", "cpu")))
     diff = {k: (stored_env[k], here[k]) for k in stored_env if stored_env[k] != here[k]}
     if diff:
         detail = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())

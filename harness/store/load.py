@@ -1,10 +1,16 @@
 """The one run loader (run.json, then the Parquet table or, for an unfinished run, the journal), and
 the writer of a run's tidy tables (Parquet with raw samples as a list column, CSV).
+
+A damaged run folder loads what can be trusted and says what it left out: a Parquet table that
+cannot be read is rebuilt from the journal; rows of another run, of cases outside the run's sweep, or
+repeating a case already read are dropped with a warning that says how many.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +18,7 @@ import pandas as pd
 from harness.core.errors import InputError
 from harness.store.journal import Journal
 from harness.store.schema import (
+    CASE_COLUMNS,
     CSV,
     JOURNAL,
     PARQUET,
@@ -20,6 +27,8 @@ from harness.store.schema import (
     conform,
     rows_to_frame,
 )
+
+log = logging.getLogger(__name__)
 
 
 def write_tables(run_dir: Path, rows: list[dict]) -> None:
@@ -31,28 +40,142 @@ def write_tables(run_dir: Path, rows: list[dict]) -> None:
     csv.to_csv(run_dir / CSV, index=False)
 
 
+def read_meta(run_dir: Path, doing: str) -> dict:
+    """A run folder's run.json as a dict, or a one-line InputError saying what is wrong with it."""
+    meta_path = run_dir / RUN_JSON
+    if not meta_path.exists():
+        raise InputError(f"{doing} {run_dir}: it is not an attnbench run (no {RUN_JSON} in it); hint: pass a "
+                         "folder made by `attnbench sweep`, e.g. results/<run-id>")
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise InputError(f"{doing} {run_dir}: {meta_path} is not valid JSON ({detail}); the run folder is "
+                         f"damaged. Hint: its rows are in {JOURNAL}; start a new run to measure them again") from None
+    except OSError as exc:
+        raise InputError(f"{doing} {run_dir}: cannot read {meta_path} ({exc.strerror})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sweep"), dict) \
+            or not isinstance(meta.get("provenance"), dict):
+        raise InputError(f"{doing} {run_dir}: {meta_path} is not a run description (no sweep or provenance "
+                         "object in it); the run folder is damaged. Hint: start a new run")
+    return meta
+
+
+# Case columns of a row and the sweep keys that list their allowed values.
+_SWEEP_AXES = {"variant": "variants", "pattern": "patterns", "causal": "causal", "dtype": "dtypes",
+               "batch": "batch", "heads": "heads", "head_dim": "head_dims", "pass": "passes"}
+
+
+def sweep_membership(sweep: Mapping) -> Callable[[Mapping], bool]:
+    """Whether a row's case lies in a stored sweep (run.json's ``sweep``), by its case columns.
+
+    Needs no variant registry: a run whose plug-in is gone, or made by an older attnbench, still loads.
+    """
+    allowed = {col: set(sweep[key]) for col, key in _SWEEP_AXES.items() if isinstance(sweep.get(key), list)}
+    device = sweep.get("device")
+    params = sweep.get("params") if isinstance(sweep.get("params"), dict) else {}
+    kv_lens = set(sweep.get("kv_lens") or sweep.get("seq_lens") or [])  # the key/value lengths (seq_len column)
+    q_lens = set(sweep.get("q_lens") or [])  # empty: square cases
+    kv_heads = set(sweep.get("kv_heads") or [])  # empty: as many as query heads
+
+    def belongs(row: Mapping) -> bool:
+        if device is not None and row.get("device") != device:
+            return False
+        if any(_scalar(row.get(col)) not in values for col, values in allowed.items()):
+            return False
+        n, q, kvh = (_scalar(row.get(c)) for c in ("seq_len", "q_len", "kv_heads"))
+        if kv_lens and n not in kv_lens:
+            return False
+        q = n if q is None else q  # rows before schema 3 are square
+        if (q not in q_lens) if q_lens else (q != n):
+            return False
+        if kvh not in (None, _scalar(row.get("heads"))) and kvh not in kv_heads:
+            return False
+        given = params.get(row.get("variant")) or {}
+        if given:
+            try:
+                row_params = json.loads(row.get("params") or "{}")
+            except (TypeError, ValueError):
+                return False
+            return all(row_params.get(k) == v for k, v in given.items())
+        return True
+
+    return belongs
+
+
+def _scalar(value):
+    """A numpy or pandas scalar as the Python value run.json holds (NA as None)."""
+    if value is pd.NA or value is None:
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def select_rows(rows: Iterable[Mapping], run_id: str | None, belongs: Callable[[Mapping], bool],
+                source: str) -> list[int]:
+    """Positions of the rows that make up the run: its ``run_id`` (when known), a case of its sweep,
+    and the first row of each case. The others are dropped with one warning saying how many and why."""
+    keep, seen = [], set()
+    other_run = outside = repeated = 0
+    for i, row in enumerate(rows):
+        if run_id is not None and row.get("run_id") != run_id:
+            other_run += 1
+        elif not belongs(row):
+            outside += 1
+        elif row.get("case_id") in seen:
+            repeated += 1
+        else:
+            seen.add(row.get("case_id"))
+            keep.append(i)
+    dropped = [f"{n} {what}" for n, what in ((other_run, "of another run (run_id is not "
+                                              f"{run_id!r})"), (outside, "of cases outside the run's sweep"),
+                                             (repeated, "repeating a case already read")) if n]
+    if dropped:
+        log.warning(f"{source}: dropped {sum((other_run, outside, repeated))} rows ({'; '.join(dropped)}); "
+                    f"kept {len(keep)}")
+    return keep
+
+
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A run as (tidy DataFrame, run.json metadata). Reads the journal when the run did not finish.
+    """A run as (tidy DataFrame, run.json metadata). Reads the journal when the run did not finish, or
+    when its Parquet table cannot be read.
 
     Missing values are pandas' NA (nullable dtypes): a case that did not run has a status and a
     reason, and no number standing in for its metrics.
     """
     run_dir = Path(run_dir)
+    meta = read_meta(run_dir, "cannot load")
     meta_path = run_dir / RUN_JSON
-    if not meta_path.exists():
-        raise InputError(f"{run_dir} is not an attnbench run: no {RUN_JSON} in it; hint: pass a folder "
-                         "made by `attnbench sweep`, e.g. results/<run-id>")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{meta_path} is not valid JSON ({exc}); the run folder is damaged") from None
     version = meta.get("schema_version")
     if version not in READABLE_VERSIONS:
         raise InputError(f"{meta_path} has schema_version {version!r}; this attnbench reads "
                          f"{', '.join(map(str, READABLE_VERSIONS))}; hint: use the attnbench that wrote it")
-    if (run_dir / PARQUET).exists() and meta.get("status") == "complete":
-        df = pd.read_parquet(run_dir / PARQUET, dtype_backend="numpy_nullable")
-        df["time_samples_s"] = df["time_samples_s"].map(lambda s: None if s is None else list(s))
-    else:
+    df = _read_parquet(run_dir) if meta.get("status") == "complete" else None
+    if df is None:
         df = rows_to_frame(Journal(run_dir / JOURNAL).read())
+        source = run_dir / JOURNAL
+    else:
+        source = run_dir / PARQUET
+    run_id = meta.get("run_id") if isinstance(meta.get("run_id"), str) else None
+    key_cols = [c for c in ("run_id", "case_id", *CASE_COLUMNS) if c in df.columns]
+    keep = select_rows(df[key_cols].to_dict("records"), run_id, sweep_membership(meta["sweep"]), str(source))
+    if len(keep) < len(df):
+        df = df.iloc[keep].reset_index(drop=True)
     return conform(df), meta
+
+
+def _read_parquet(run_dir: Path) -> pd.DataFrame | None:
+    """The finished run's table, or None (with a warning) when it is missing or damaged and the journal
+    can stand in for it."""
+    path, journal = run_dir / PARQUET, run_dir / JOURNAL
+    try:
+        df = pd.read_parquet(path, dtype_backend="numpy_nullable")
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError, a bad footer an OSError
+        reason = "it is missing" if not path.exists() else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if not journal.exists():
+            raise InputError(f"cannot load {run_dir}: {path} cannot be read ({reason}) and there is no {JOURNAL} "
+                             "to rebuild it from; hint: measure the run again") from None
+        log.warning(f"{path} cannot be read ({reason}); rebuilt the table from {journal}")
+        return None
+    if "time_samples_s" in df.columns:
+        df["time_samples_s"] = df["time_samples_s"].map(lambda s: None if s is None else list(s))
+    return df

@@ -6,14 +6,22 @@ Schema versions (``run.json``'s ``schema_version``):
 * 2: the engine times the prepared kernel alone; new columns ``mask_s`` (building per-shape
   constants: masks, block masks) and ``mask_mem_bytes`` (what they hold), and ``peak_mem_bytes``
   now counts those constants plus the call's own peak. Version-1 runs load with both new columns NA.
+  Later in version 2 (nullable additions, so no new version): ``node`` (hostname), ``node_id`` (the Ray
+  node id, NA for the local executors) and ``device_name`` (GPU or CPU model) of the process that
+  measured the row; runs written before load with them NA.
+* 3: workloads beyond square multi-head attention: case columns ``kv_heads``, ``q_len``, ``kv_len``
+  (= ``seq_len``, the key/value length) and ``doc_lens`` (JSON text, the document pattern's lengths);
+  metric columns ``bytes`` (minimum memory traffic of the call), ``bytes_per_s``,
+  ``bandwidth_bytes_per_s`` (the bandwidth ceiling) and ``bandwidth_fraction``. Older rows are square
+  multi-head cases: they load with ``kv_heads`` = ``heads`` and ``q_len`` = ``kv_len`` = ``seq_len``.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # older runs are migrated on load: missing columns are NA
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # older runs are migrated on load: missing columns are NA
 JOURNAL = "journal.jsonl"
 RUN_JSON = "run.json"
 PARQUET = "results.parquet"
@@ -21,23 +29,26 @@ CSV = "results.csv"
 
 
 # Column order of the tidy table; metric columns are null (not NaN, not 0) when a case did not run.
-CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "device", "dtype", "batch", "heads", "seq_len",
-                "head_dim", "pass", "params"]
+CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "doc_lens", "device", "dtype", "batch", "heads",
+                "kv_heads", "seq_len", "q_len", "kv_len", "head_dim", "pass", "params"]
 
 
 METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
                   "time_n_samples", "time_number_per_sample", "time_noisy", "peak_mem_bytes", "mask_mem_bytes", "peak_mem_method",
-                  "flops", "flops_per_s", "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "error_seq_len",
-                  "error_batch", "error_heads", "error_on_twin", "isolated", "wall_s", "finished_at",
+                  "flops", "flops_per_s", "ceiling_flops_per_s", "ceiling_fraction", "bytes", "bytes_per_s",
+                  "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "error_seq_len",
+                  "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
+                  "finished_at",
                   "time_samples_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
 NULLABLE_DTYPES = {
-    **dict.fromkeys(("window", "segment", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
+    **dict.fromkeys(("window", "segment", "kv_heads", "q_len", "kv_len", "bytes", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
                      "mask_mem_bytes", "error_seq_len", "error_batch", "error_heads"), "Int64"),
     **dict.fromkeys(("setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
-                     "ceiling_flops_per_s", "ceiling_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
+                     "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
+                     "bandwidth_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated"), "boolean"),
 }
 
@@ -58,4 +69,7 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = pd.array([None] * len(df), dtype=NULLABLE_DTYPES.get(col, "object"))
+    # rows before version 3 are square multi-head cases
+    for col, source in (("kv_heads", "heads"), ("q_len", "seq_len"), ("kv_len", "seq_len")):
+        df[col] = df[col].fillna(pd.Series(pd.array(df[source].tolist(), dtype="Int64"), index=df.index))
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]

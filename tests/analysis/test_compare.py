@@ -51,7 +51,7 @@ def write_run(path, seed, factors=None, machine=1.0, cases=CASES, times=None, st
     path.mkdir(parents=True)
     write_tables(path, rows)
     write_json(path / RUN_JSON, {"schema_version": SCHEMA_VERSION, "run_id": path.name, "status": "complete",
-                                 "provenance": {"device": "cpu"}, "calibration": calibration})
+                                 "provenance": {"device": "cpu"}, "sweep": {"device": "cpu"}, "calibration": calibration})
     return path
 
 

@@ -61,6 +61,7 @@ def scaling_rows(ns=(256, 512, 1024, 2048), run_id="run-a", device="cpu", dtype=
 def write_fixture_run(run_dir: Path, rows: list[dict], run_id: str | None = None, device: str = "cpu",
                       status: str = "complete") -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{**r, "run_id": run_id or run_dir.name} for r in rows]  # a folder's rows belong to its run
     write_tables(run_dir, rows)
     variants = sorted({r["variant"] for r in rows})
     write_json(run_dir / RUN_JSON, {
@@ -68,7 +69,7 @@ def write_fixture_run(run_dir: Path, rows: list[dict], run_id: str | None = None
         "started_at": 1.8e9, "finished_at": 1.8e9 + 95, "counts": {},
         "provenance": {"git_commit": "0" * 40, "git_dirty": False, "torch_version": "2.13.0+cpu",
                        "device": device, "device_name": "Fixture CPU", "python_version": "3.11.7"},
-        "sweep": {"device": device, "variants": variants, "patterns": ["global", "local"],
+        "sweep": {"device": device, "variants": variants, "patterns": sorted({r["pattern"] for r in rows}),
                   "seq_lens": sorted({r["seq_len"] for r in rows}), "window": 64, "name": "fixture"},
         "calibration": [{"when": "start", "kernel": "matmul_f32_512", "device": device, "time_s_median": 1e-3,
                          "time_s_iqr": 1e-5, "samples_s": [1e-3], "at": 1.8e9},
