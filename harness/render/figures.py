@@ -104,7 +104,7 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                 if len(ns) == 1:
                     ax.set_xlim(ns[0] / 1.5, ns[0] * 1.5)
                 ax.set_title(f"{c} | {r}")
-                ax.set_xlabel("sequence length N" if i == len(rows) - 1 else "")
+                ax.set_xlabel("sequence length N (kv_len)" if i == len(rows) - 1 else "")
                 ax.set_ylabel(ylabel if j == 0 else "")
         handles = [Line2D([], [], color=palette[v], marker="o", label=v.replace("$", r"\$"))
                    for v in sorted(ok["variant"].unique())]
