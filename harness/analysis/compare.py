@@ -75,6 +75,13 @@ def calibration_s(meta: dict) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def node_calibration_s(meta: dict, node) -> float | None:
+    """The machine-speed figure of the node that measured a row: its own calibration in run.json's
+    ``nodes`` (a run spread over several nodes by the Ray executor), else the run's."""
+    entry = (meta.get("nodes") or {}).get(node) if isinstance(node, str) else None
+    return (calibration_s(entry) if isinstance(entry, dict) else None) or calibration_s(meta)
+
+
 def calibration_spread(meta: dict) -> float | None:
     """max / min of a run's calibration medians (start, end, resume): how much machine speed moved."""
     values = [c.get("time_s_median") for c in meta.get("calibration") or [] if isinstance(c, dict)]
@@ -141,14 +148,16 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             out.append(rec)
             continue
         raw = median_ratio_ci(bs, ns, confidence, n_boot, case_seed(case_id, seed))
-        norm = raw.scaled(cal_ratio) if cal_ratio else raw
+        row_b, row_n = node_calibration_s(base_meta, b.get("node")), node_calibration_s(new_meta, n.get("node"))
+        row_ratio = row_n / row_b if row_b and row_n else None  # each row by its own node's machine speed
+        norm = raw.scaled(row_ratio) if row_ratio else raw
         if drift > 1.0 and not math.isnan(norm.lo):
             norm = RatioCI(norm.ratio, norm.lo / drift, norm.hi * drift, norm.n_base, norm.n_new)
         bm, nm = _num(b.get("peak_mem_bytes")), _num(n.get("peak_mem_bytes"))
         rec.update(verdict=time_verdict(norm, threshold), base_time_s_median=float(np.median(bs)),
                    new_time_s_median=float(np.median(ns)), base_n_samples=len(bs), new_n_samples=len(ns),
                    time_ratio_raw=raw.ratio, time_ratio_raw_lo=raw.lo, time_ratio_raw_hi=raw.hi,
-                   calibration_ratio=cal_ratio, time_ratio=norm.ratio, time_ratio_lo=norm.lo,
+                   calibration_ratio=row_ratio, time_ratio=norm.ratio, time_ratio_lo=norm.lo,
                    time_ratio_hi=norm.hi, base_peak_mem_bytes=bm, new_peak_mem_bytes=nm,
                    mem_ratio=nm / bm if bm and nm is not None else None)
         if len(bs) < 2 or len(ns) < 2:

@@ -62,7 +62,7 @@ def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of a tidy frame (one or several runs) with the columns the report needs.
 
-    ``series``: what one line stands for: the parts of (run_id, device, dtype) that vary, joined by
+    ``series``: what one line stands for: the parts of (run_id, device, device_name, dtype) that vary, joined by
     " / " (the run id alone when nothing varies). ``shape``: ``B=1 H=8 D=64``. ``pattern_label``:
     the pattern with its window or segment. Metrics in report units (``time_ms``, ``time_iqr_ms``,
     ``peak_mem_mib``, ``gflop_per_s``, ``ceiling_pct``, ``rel_error_f``) are NaN unless status is ok.
@@ -80,7 +80,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
                            ("ceiling_gflop_per_s", "ceiling_flops_per_s", to_giga)):
         values = _floats(out[src])
         out[col] = np.where(ok, unit(values) if unit else values, np.nan)
-    varying = [k for k in ("run_id", "device", "dtype") if out[k].nunique() > 1]
+    if "device_name" in out.columns:  # a run over several kinds of device: one series per kind
+        out["device_name"] = out["device_name"].astype(object).where(out["device_name"].notna(), "").astype(str)
+    varying = [k for k in ("run_id", "device", "device_name", "dtype") if k in out.columns and out[k].nunique() > 1]
     out["series"] = (out[varying].agg(" / ".join, axis=1) if varying else out["run_id"]).astype(str) \
         if len(out) else pd.Series(dtype=str)
     kv_heads = _ints_or(out, "kv_heads", out["heads"])
