@@ -28,7 +28,7 @@ class Allocation:
 
 
 @contextlib.contextmanager
-def _quiet_stderr_fd():
+def quiet_stderr_fd():
     """Silence C-level writes to fd 2 (kineto prints profiler start/stop lines there)."""
     try:
         saved = os.dup(2)
@@ -57,7 +57,7 @@ def track_allocations(fn: Callable[[], Any], device: str, keep_result: bool = Tr
             result = None
         net = torch.cuda.memory_allocated() - before
         return Allocation(result, int(peak), int(net), CUDA_METHOD)
-    with _quiet_stderr_fd():
+    with quiet_stderr_fd():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             result = fn()
             if not keep_result:

@@ -7,8 +7,8 @@ import contextlib
 import os
 import socket
 import sys
-import tempfile
 
+from harness.bench.memory import quiet_stderr_fd
 from harness.core.errors import InputError
 
 INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray>=2.40')"
@@ -53,14 +53,10 @@ def _bounded_connect():
     old_wait = os.environ.get("RAY_gcs_server_port_wait_time_s")
     os.environ["RAY_gcs_server_port_wait_time_s"] = str(int(CONNECT_TIMEOUT_S))
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    with quiet_stderr_fd():
         try:
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
             if old_wait is None:
                 os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
             else:
