@@ -23,6 +23,7 @@ that is what the threshold is for, and why ``attnbench ci`` measures several fre
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from harness.core.errors import InputError
 from harness.store.load import load_run
 
 # Verdicts. slower and broken fail the comparison (exit 1); the others do not.
-VERDICTS = ("slower", "broken", "accepted", "faster", "same", "fixed", "not run", "new", "missing")
+VERDICTS = ("slower", "broken", "accepted", "untrusted", "faster", "same", "fixed", "not run", "new", "missing")
 
 
 FAILING = ("slower", "broken")
@@ -52,6 +53,7 @@ FAILING = ("slower", "broken")
 VERDICT_HELP = {
     "slower": "normalized time ratio's confidence interval lies above the threshold",
     "broken": "ok in BASE, not ok in NEW (its status and reason are shown)",
+    "untrusted": "a side's time is flagged (time_trusted false: noisy, host busy, slow machine...): no time verdict",
     "accepted": "slower, but accepted by an [accept-regression: ...] commit marker (attnbench ci only)",
     "faster": "normalized time ratio's confidence interval lies below 1 / threshold",
     "same": "no confident change beyond the threshold",
@@ -162,6 +164,11 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
                    mem_ratio=nm / bm if bm and nm is not None else None)
         if len(bs) < 2 or len(ns) < 2:
             rec["reason"] = "fewer than 2 samples on a side: no interval, no confident verdict"
+        flagged = [(side, r.get("time_flags")) for side, r in (("BASE", b), ("NEW", n)) if r.get("time_trusted") is False]
+        if flagged:  # an untrusted time never yields slower, faster or same
+            rec["verdict"] = "untrusted"
+            rec["reason"] = "; ".join(f"{side}: {', '.join(json.loads(f)) if isinstance(f, str) and f else 'flagged'}"
+                                      for side, f in flagged)
         out.append(rec)
     frame = pd.DataFrame(out, columns=COLUMNS)
     noisy = [bool(r.get("time_noisy")) if not pd.isna(r.get("time_noisy")) else False

@@ -4,12 +4,19 @@
 in report units picked by ``harness.render.units``, NaN unless the cell ran ok); the other functions
 derive scaling exponents, crossovers, speedups over a baseline, worst errors, ceiling fractions and
 status counts from it. Pure: no printing, no files, no figures.
+
+Trust (issue 9): ``prepare`` carries each row's ``time_trusted`` (True, False, or None for "not
+assessed": rows written before trust flags, cells that did not run) and its ``time_flags`` as a
+list. Exponent fits and crossovers leave out untrusted time cells (``time_trusted`` False) and say
+so; cells not assessed are used as before. ``trust_summary`` and ``untrusted_cells`` feed the
+report's banner and flagged-cells table.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from itertools import combinations
 
 import numpy as np
@@ -59,6 +66,60 @@ def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
     return pattern
 
 
+def _trusted_value(v) -> bool | None:
+    """One ``time_trusted`` cell as True, False or None (not assessed): nullable booleans, NumPy
+    bools, NaN and the text a CSV round trip leaves all read the same."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, str):
+        low = v.strip().lower()
+        return True if low in ("true", "1", "yes") else False if low in ("false", "0", "no") else None
+    return bool(v)
+
+
+def parse_flags(v) -> list[str]:
+    """One ``time_flags`` cell as a list of reasons: a JSON list as text (the stored form), a list,
+    or "" / NA for none. Text that is not a JSON list is one reason."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return []
+    if isinstance(v, str):
+        if not v.strip():
+            return []
+        try:
+            parsed = json.loads(v)
+        except ValueError:
+            return [v.strip()]
+        v = parsed if isinstance(parsed, list) else [parsed]
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x).strip() for x in v if x is not None and str(x).strip()]
+    return [str(v)]
+
+
+# "host busy 0.61 > 0.25": a reason with no ":" ends where its measured value and comparison begin.
+_VALUE_COMPARISON = re.compile(r"\s+[-+]?(?:\d|\.\d)[^\s]*\s*(?:[<>]=?|\u2264|\u2265)")
+
+
+def flag_reason(flag: str) -> str:
+    """The kind of a flag, for counting: the text before its first ":" ("noisy: IQR/median 0.23 > 0.1"
+    -> "noisy"), or, without one, the words before a "value > threshold" comparison ("host busy 0.61 >
+    0.25" -> "host busy"), or else the whole flag."""
+    head = flag.split(":", 1)[0].strip() if ":" in flag else flag.strip()
+    if ":" not in flag:
+        m = _VALUE_COMPARISON.search(head)
+        if m and m.start() > 0:
+            head = head[:m.start()].strip()
+    return head or flag.strip()
+
+
+def untrusted_mask(prep: pd.DataFrame) -> np.ndarray:
+    """True for ok cells whose time was assessed and not trusted; False for every other cell
+    (trusted, not assessed, not ok). A frame without ``time_trusted`` has no untrusted cell."""
+    if "time_trusted" not in prep.columns:
+        return np.zeros(len(prep), dtype=bool)
+    ok = (prep["status"] == "ok").to_numpy()
+    return np.array([_trusted_value(v) is False for v in prep["time_trusted"]], dtype=bool) & ok
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of a tidy frame (one or several runs) with the columns the report needs.
 
@@ -66,11 +127,22 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     " / " (the run id alone when nothing varies). ``shape``: ``B=1 H=8 D=64``. ``pattern_label``:
     the pattern with its window or segment. Metrics in report units (``time_ms``, ``time_iqr_ms``,
     ``peak_mem_mib``, ``gflop_per_s``, ``ceiling_pct``, ``rel_error_f``) are NaN unless status is ok.
+    ``time_trusted``: True, False or None (not assessed: a run written before trust flags, which has
+    no such column, or a cell that did not run); ``flags``: the cell's ``time_flags`` as a list and
+    ``flags_text`` the same joined by "; ".
     """
     out = df.copy().reset_index(drop=True)
     for col in ("run_id", "variant", "pattern", "device", "dtype", "pass", "status", "reason"):
         out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
     out["causal"] = [bool(c) if pd.notna(c) else False for c in out["causal"]]
+    ran = (out["status"] == "ok").to_list()
+    trusted = out["time_trusted"] if "time_trusted" in out.columns else [None] * len(out)
+    out["time_trusted"] = pd.Series([_trusted_value(t) if r else None for t, r in zip(trusted, ran)],
+                                    index=out.index, dtype=object)
+    raw_flags = out["time_flags"] if "time_flags" in out.columns else [None] * len(out)
+    out["flags"] = pd.Series([parse_flags(f) if r else [] for f, r in zip(raw_flags, ran)], index=out.index,
+                             dtype=object)
+    out["flags_text"] = ["; ".join(f) for f in out["flags"]]
     for col in ("seq_len", "batch", "heads", "head_dim"):
         out[col] = pd.to_numeric(out[col]).astype("int64")
     ok = (out["status"] == "ok").to_numpy()
@@ -118,9 +190,12 @@ def facet_layout(prep: pd.DataFrame) -> tuple[list[str], list[str]]:
 def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
     """Scaling exponent per (series, shape, variant, pattern, causal, pass): the least-squares slope of
     log(time) and of log(peak memory) against log(N) over the ok cells. Fewer than two distinct
-    sequence lengths give NaN and a note, never an error."""
+    sequence lengths give NaN and a note, never an error. Untrusted cells (``time_trusted`` False)
+    are left out of the time fit, counted in ``untrusted`` and named in the note; peak memory does not
+    depend on how busy the machine was, so the memory fit keeps them. Cells not assessed are used."""
     keys = ["series", "shape", "variant", "pattern", "pattern_label", "causal", "pass"]
-    cols = [*keys, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "range", "note"]
+    cols = [*keys, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "range", "untrusted", "note"]
+    prep = prep.assign(_untrusted=untrusted_mask(prep))
     rows = []
     for key, g in prep.groupby(keys, sort=True):
         okg = g[g["status"] == "ok"]
@@ -129,7 +204,8 @@ def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
         rec = dict(zip(keys, key))
         notes = []
         for name, col in (("time", "time_ms"), ("mem", "peak_mem_mib")):
-            pts = okg[np.isfinite(okg[col]) & (okg[col] > 0)].groupby("seq_len")[col].median()
+            fit = okg[~okg["_untrusted"]] if name == "time" else okg
+            pts = fit[np.isfinite(fit[col]) & (fit[col] > 0)].groupby("seq_len")[col].median()
             if len(pts) >= 2:
                 slope = float(np.polyfit(np.log(pts.index.to_numpy(dtype=float)), np.log(pts.to_numpy()), 1)[0])
             else:
@@ -144,6 +220,13 @@ def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
                    range=f"N = {ns[0]}..{ns[-1]} ({len(ns)} points)" if len(ns) > 1 else f"N = {ns[0]} only")
         if len(ns) < 2:
             notes.append("n/a: one sequence length, no slope")
+        untrusted = sorted(int(n) for n in okg.loc[okg["_untrusted"], "seq_len"])
+        rec["untrusted"] = len(untrusted)
+        if untrusted:
+            left = len(set(ns) - set(untrusted))
+            notes.append(f"{_cells(len(untrusted), 'untrusted cell')} (N = {', '.join(map(str, untrusted))}) left "
+                         "out of the time fit" + ("; too few trusted sizes for a time slope" if left < 2 <= len(ns)
+                                                  else ""))
         if failed:
             notes.append("not ok at N = " + ", ".join(map(str, failed)))
         rec["note"] = "; ".join(notes)
@@ -151,12 +234,20 @@ def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _cells(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def crossovers(prep: pd.DataFrame) -> pd.DataFrame:
     """Where the faster of two variants changes with N: for each pair measured at two or more common
     sequence lengths whose order flips, the winner at the largest N and the smallest N from which it
-    is faster at every larger measured N."""
-    cols = [*GROUP_KEYS, "faster", "slower", "from_n", "slower_at_n", "flips", "text"]
+    is faster at every larger measured N. Untrusted cells (``time_trusted`` False) are left out
+    before the comparison; ``untrusted`` counts those of the pair in the panel and ``text`` says so."""
+    cols = [*GROUP_KEYS, "faster", "slower", "from_n", "slower_at_n", "flips", "untrusted", "text"]
     ok = prep[(prep["status"] == "ok") & np.isfinite(prep["time_ms"])]
+    bad = untrusted_mask(ok)
+    left_out = ok[bad].groupby([*GROUP_KEYS, "variant"]).size().to_dict() if bad.any() else {}
+    ok = ok[~bad]
     rows = []
     for key, g in ok.groupby(GROUP_KEYS, sort=True):
         piv = g.pivot_table(index="seq_len", columns="variant", values="time_ms", aggfunc="median").sort_index()
@@ -177,8 +268,11 @@ def crossovers(prep: pd.DataFrame) -> pd.DataFrame:
             text = f"{win} is faster than {lose} from N = {ns[start]} (slower at N = {ns[start - 1]})"
             if flips > 1:
                 text += f"; the order changes {flips} times over the measured range"
+            untrusted = sum(left_out.get((*key, v), 0) for v in (a, b))
+            if untrusted:
+                text += f"; {_cells(untrusted, 'untrusted cell')} left out"
             rows.append({**dict(zip(GROUP_KEYS, key)), "faster": win, "slower": lose, "from_n": int(ns[start]),
-                         "slower_at_n": int(ns[start - 1]), "flips": flips, "text": text})
+                         "slower_at_n": int(ns[start - 1]), "flips": flips, "untrusted": untrusted, "text": text})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -279,3 +373,30 @@ def failures(prep: pd.DataFrame) -> pd.DataFrame:
     bad = prep[prep["status"] != "ok"]
     return bad[cols].sort_values(["series", "status", "variant", "pattern_label", "causal", "pass", "seq_len"],
                                  kind="stable").reset_index(drop=True)
+
+
+def trust_summary(prep: pd.DataFrame) -> dict:
+    """How far the ok cells of a prepared frame can be trusted: ``measured`` (ok cells),
+    ``trusted``, ``untrusted``, ``not_assessed`` and ``reasons``, a list of (reason, untrusted cells
+    with it) by count then name, where a reason is ``flag_reason`` of each flag. An untrusted cell
+    with no flag counts as "no reason recorded"."""
+    ok = prep[prep["status"] == "ok"]
+    values = [_trusted_value(v) for v in ok["time_trusted"]] if "time_trusted" in ok.columns else [None] * len(ok)
+    flags = ok["flags"] if "flags" in ok.columns else [[] for _ in range(len(ok))]
+    counts: dict[str, int] = {}
+    for t, fl in zip(values, flags):
+        if t is False:
+            for reason in sorted({flag_reason(f) for f in fl}) or ["no reason recorded"]:
+                counts[reason] = counts.get(reason, 0) + 1
+    return {"measured": len(values), "trusted": sum(t is True for t in values),
+            "untrusted": sum(t is False for t in values), "not_assessed": sum(t is None for t in values),
+            "reasons": sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def untrusted_cells(prep: pd.DataFrame) -> pd.DataFrame:
+    """Every ok cell whose time is not trusted, with its measurement and its flags (``flags_text``)."""
+    cols = ["series", "shape", "variant", "pattern_label", "causal", "pass", "seq_len", "time_ms", "time_iqr_ms",
+            "time_n_samples", "flags_text"]
+    bad = prep[untrusted_mask(prep)]
+    return bad.reindex(columns=cols).sort_values(["series", "shape", "variant", "pattern_label", "causal", "pass",
+                                                  "seq_len"], kind="stable").reset_index(drop=True)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from harness.bench.host import gpu_state, host_busy, snapshot
 from harness.bench.memory import peak_memory
 from harness.bench.prepare import Prepared, prepare
-from harness.bench.timing import time_callable
+from harness.bench.timing import calibrate, time_callable
 from harness.core.case import Case
 from harness.core.patterns import make_doc_lens
 from harness.core.reference import reference, relative_error
 from harness.core.registry import Variant
 
+CALIBRATION_BUDGET_S = 0.05  # the calibration kernel timed right before each case
 ERROR_MAX_ELEMENTS = 2**26  # largest B*H*N*M score matrix the float64 reference is run on (512 MiB)
 
 
@@ -77,12 +79,21 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
             bandwidth: float | None = None) -> dict:
-    """Measure one supported case. Returns the metric fields of its row (status ``ok``)."""
+    """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
+    evidence of how quiet the machine was: the calibration kernel timed right before the case, how
+    busy the rest of the host was while it was timed, torch's threads, and on CUDA the GPU's clock,
+    temperature and throttle reasons."""
     prepared = prepare(variant, case)
+    evidence = {"calibration_s": calibrate(case.device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"],
+                "threads": torch.get_num_threads()}
     with prepared.context():
+        before = snapshot()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples)
+        evidence["host_busy"] = host_busy(before, snapshot())
+        if case.device == "cuda":
+            evidence.update(gpu_state(torch.cuda.current_device()))
         call_peak, method = peak_memory(prepared.fn, case.device)
-    rec = {"status": "ok", "reason": "", "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),
+    rec = {"status": "ok", "reason": "", **evidence, "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),
            "peak_mem_bytes": call_peak + prepared.mask_mem_bytes, "mask_mem_bytes": prepared.mask_mem_bytes,
            "peak_mem_method": method}
     rec["flops_per_s"] = case.flops / timing.median if timing.median > 0 else None

@@ -27,11 +27,16 @@ CLOCKS: dict[str, Callable[[], float]] = {
 
 @dataclass
 class Timing:
-    """Raw per-call samples in seconds; statistics are derived on read, never stored rounded."""
+    """Raw per-call samples in seconds; statistics are derived on read, never stored rounded.
+
+    ``cpu_samples_s``: for each sample, the CPU time this process spent per call over the same block
+    (all its threads): next to the wall time, the evidence of time spent preempted by other processes.
+    """
 
     samples_s: list[float]
     number_per_sample: int = 1
     warmup_calls: int = 0
+    cpu_samples_s: list[float] | None = None
 
     @property
     def median(self) -> float:
@@ -52,7 +57,28 @@ class Timing:
         return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(self.samples_s),
                 "time_s_max": max(self.samples_s), "time_n_samples": len(self.samples_s),
                 "time_number_per_sample": self.number_per_sample, "time_noisy": self.noisy,
-                "time_samples_s": list(self.samples_s)}
+                "time_samples_s": list(self.samples_s),
+                "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None}
+
+
+class _DualClock:
+    """A timer for timeit that returns wall time and notes the process's CPU time at every reading.
+
+    timeit reads its timer exactly twice per block (before and after the loop), so consecutive
+    readings pair up into (wall, CPU) per block."""
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self.wall, self.readings = wall, []
+
+    def __call__(self) -> float:
+        cpu, now = time.process_time(), self.wall()
+        self.readings.append(cpu)
+        return now
+
+    def last_blocks_cpu(self, count: int, number: int) -> list[float]:
+        """Per-call CPU time of the last ``count`` blocks of ``number`` calls each."""
+        pairs = list(zip(self.readings[0::2], self.readings[1::2]))[-count:] if count else []
+        return [(end - start) / number for start, end in pairs]
 
 
 def sync(device: str) -> None:
@@ -71,13 +97,15 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     for _ in range(warmup):
         fn()
     sync(device)
-    kwargs = {"timer": timer} if timer is not None else {}
-    t = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), **kwargs)
+    clock = _DualClock(timer or time.perf_counter)
+    t = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), timer=clock)
     m = t.blocked_autorange(min_run_time=budget_s)
     samples = list(m.times)
-    while len(samples) < min_samples:
+    cpu = clock.last_blocks_cpu(len(samples), m.number_per_run)
+    while len(samples) < min_samples:  # Timer.timeit runs one warm-up block, then the measured one
         samples += t.timeit(m.number_per_run).times
-    return Timing(samples_s=samples, number_per_sample=m.number_per_run, warmup_calls=warmup)
+        cpu += clock.last_blocks_cpu(1, m.number_per_run)
+    return Timing(samples_s=samples, number_per_sample=m.number_per_run, warmup_calls=warmup, cpu_samples_s=cpu)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

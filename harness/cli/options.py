@@ -97,8 +97,8 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", "budget_s", "timeout_s"):
-        value = getattr(args, key)
+    for key in ("device", "window", "budget_s", "timeout_s", "retries"):
+        value = getattr(args, key, None)
         if value is not None:
             data[key] = value
     if args.segment is not None:
@@ -141,6 +141,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--timeout-s", dest="timeout_s", type=float,
                    help="upper bound on one case, in seconds (finite; no 'inf': give a long bound such as 86400)")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
+    p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
+                                               "host busy, slow calibration, above ceiling); default 2, 0 for none")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
 

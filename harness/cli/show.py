@@ -24,6 +24,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     table = pd.crosstab(df["variant"], df["status"])
     print(table.to_string())
+    print(trust_line(meta.get("trust")))
     ok = df[df["status"] == "ok"]
     if len(ok):
         cols = ["variant", "pattern", "causal", "seq_len", "pass", "dtype"]
@@ -31,12 +32,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         view["median_ms"] = to_ms(ok["time_s_median"]).round(3)
         view["peak_MiB"] = to_mib(ok["peak_mem_bytes"]).round(1)
         view["rel_error"] = ok["rel_error"].map(lambda e: f"{e:.1e}" if pd.notna(e) else "")
+        view["trusted"] = ok["time_trusted"].map(lambda x: "n/a" if pd.isna(x) else ("yes" if x else "NO"))
         if args.all:
             print(view.to_string(index=False))
     bad = df[~df["status"].isin(["ok", "unsupported"])]
     for _, row in bad.iterrows():
         print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
     return 0
+
+
+def trust_line(trust: dict | None) -> str:
+    """run.json's trust summary in one line (runs written before trust flags: not assessed)."""
+    if not trust or not trust.get("measured"):
+        return "trust: not assessed (a run written before trust flags, or nothing measured)"
+    flags = ", ".join(f"{k} {v}" for k, v in sorted(trust.get("flags", {}).items(), key=lambda kv: -kv[1]))
+    return (f"trust: {trust['trusted']} of {trust['measured']} measured cells trusted, {trust['flagged']} flagged"
+            + (f" ({flags})" if flags else "") + (f", {trust['not_assessed']} not assessed" if trust.get("not_assessed")
+                                                  else ""))
 
 
 def register_cli(subparsers) -> None:

@@ -20,10 +20,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.resume:
         # Execution flags change how the remaining cases run; any other flag must agree with the run's sweep.
-        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s") if getattr(args, k) is not None}
+        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s", "retries") if getattr(args, k) is not None}
         if args.isolate:
             options["isolate"] = True
-        bare = argparse.Namespace(**{**vars(args), "isolate": False, "timeout_s": None, "budget_s": None})
+        bare = argparse.Namespace(**{**vars(args), "isolate": False, "timeout_s": None, "budget_s": None,
+                                     "retries": None})
         config = sweep_config_from_args(args) if _sweep_has_overrides(bare) else None
         run_dir = run_sweep(config, out=args.out, resume=args.resume, quiet=args.quiet, options=options,
                             **executor_args(args))

@@ -2,8 +2,9 @@
 
 ``build_context`` runs the derived tables of ``harness.analysis.derived``, draws the figures of
 ``harness.render.figures`` and lays both out as escaped HTML fragments, per shape, next to the
-environment, sweep, calibration and ceiling tables of each run and the notes a reader must see first
-(an unfinished run, a busy machine, a dirty tree, noisy timings).
+environment, sweep, calibration and ceiling tables of each run and the notes a reader must see first:
+how far each run's timings can be trusted (``trust_banner``), an unfinished run, a busy machine, a
+dirty tree, noisy timings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from harness.analysis.derived import (
     prepare,
     relative_to_baseline,
     status_counts,
+    trust_summary,
+    untrusted_cells,
+    untrusted_mask,
     worst_errors,
 )
 from harness.bench.machine import BANDWIDTH_KEY
@@ -139,9 +143,39 @@ def _notes(runs: list[tuple], prep: pd.DataFrame) -> list[str]:
             notes.append(f"run {run_id} was made from a working tree with uncommitted changes")
     ok = prep["status"] == "ok"
     noisy = int(pd.array(prep.loc[ok, "time_noisy"], dtype="boolean").fillna(False).sum()) if len(prep) else 0
-    if noisy:
+    assessed = bool(prep.loc[ok, "time_trusted"].notna().any()) if "time_trusted" in prep.columns else False
+    if noisy and not assessed:  # with trust flags, noisy cells are among the flagged ones of the banner
         notes.append(f"{noisy} ok cells have noisy timings (wide IQR): see the 'noisy' column of the tidy table")
     return notes
+
+
+def trust_banner(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
+    """The report's first lines: for each run, how many of its measured (ok) cells are trusted, how many
+    are flagged and for what (each flag counted by the text before its first ":"), or that trust was
+    not assessed. Each line is {"text", "level"} with level ok (nothing flagged), warn or na."""
+    lines, start = [], 0
+    for df, m, p in runs:
+        run_id = str(m.get("run_id") or p.name)
+        t = trust_summary(prep.iloc[start:start + len(df)])  # prep keeps the runs' rows in order
+        start += len(df)
+        head = f"Trust, run {run_id}: " if len(runs) > 1 else "Trust: "
+        if not t["measured"]:
+            lines.append({"text": head + "no measured cells (no cell ran ok)", "level": "na"})
+            continue
+        if t["not_assessed"] == t["measured"]:
+            lines.append({"text": head + "not assessed (run written before trust flags); every measured cell is "
+                          "drawn and fitted as measured", "level": "na"})
+            continue
+        text = f"{t['trusted']} of {t['measured']} measured cells trusted"
+        if t["untrusted"]:
+            text += f"; {t['untrusted']} flagged ({', '.join(f'{r} {n}' for r, n in t['reasons'])})"
+        if t["not_assessed"]:
+            text += f"; {t['not_assessed']} not assessed"
+        if t["untrusted"]:
+            text += (" \u2014 flagged cells are drawn hollow and left out of the time exponent fits and crossovers; "
+                     "see Flagged cells")
+        lines.append({"text": head + text, "level": "warn" if t["untrusted"] else "ok"})
+    return lines
 
 
 def twin_note(row: dict) -> str:
@@ -180,6 +214,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                     Col("causal", "causal", fmt_bool), Col("pass", "pass")]
         sections.append({
             "id": f"shape{k}", "shape": shape, "single_n": sub["seq_len"].nunique() < 2,
+            "n_untrusted": int(untrusted_mask(sub).sum()),
             "time_img": figure_img(plot_vs_n(sub, "time_ms", "time (ms, median)",
                                                          f"Time vs sequence length, {shape}"),
                                          f"time vs sequence length, {shape}"),
@@ -189,12 +224,15 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
             "exponents": html_table(exps, [*key_cols,
                                                  Col("time_exponent", "time exponent", fmt_exp, True),
                                                  Col("mem_exponent", "memory exponent", fmt_exp, True),
-                                                 Col("range", "measured range"), Col("note", "note")]),
+                                                 Col("range", "measured range"),
+                                                 Col("untrusted", "untrusted left out", fmt_text, True),
+                                                 Col("note", "note")]),
             "crossovers": html_table(cross, [*series_col, Col("pattern_label", "pattern"),
                                                    Col("causal", "causal", fmt_bool), Col("pass", "pass"),
                                                    Col("faster", "faster"), Col("slower", "than"),
                                                    Col("from_n", "from N", fmt_text, True),
                                                    Col("slower_at_n", "slower at N", fmt_text, True),
+                                                   Col("untrusted", "untrusted left out", fmt_text, True),
                                                    Col("text", "reading")]),
             "n_crossovers": len(cross),
             "baseline_crossovers": [
@@ -230,6 +268,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                        zip(errors["causal"], errors["pass"], errors["seq_len"])]
     errors["twin_note"] = [twin_note(r) for r in errors.to_dict("records")]
     fails = failures(prep)
+    flagged = untrusted_cells(prep)
     counts = status_counts(prep)
     tidy_cols = [*series_col, *shape_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
                  Col("causal", "causal", fmt_bool), Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
@@ -237,6 +276,8 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                  Col("time_ms", "time median (ms)", fmt_num, True),
                  Col("time_iqr_ms", "time IQR (ms)", fmt_num, True),
                  Col("time_noisy", "noisy", fmt_bool),
+                 Col("time_trusted", "trusted", fmt_bool),
+                 Col("flags_text", "flags"),
                  Col("time_n_samples", "samples", fmt_text, True),
                  Col("peak_mem_mib", "peak memory (MiB)", fmt_num, True),
                  Col("gflop_per_s", "GFLOP/s", fmt_num, True),
@@ -252,6 +293,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "variants": variants,
         "baseline": baseline,
         "baseline_note": baseline_note,
+        "trust": trust_banner(runs, prep),
         "notes": _notes(runs, prep),
         "multi": len(runs) > 1,
         "runs": _run_tables(runs),
@@ -269,6 +311,15 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                                              Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
                                              Col("status", "status"), Col("reason", "reason")]),
         "n_failures": len(fails),
+        "flagged": html_table(flagged, [*series_col, *shape_col, Col("variant", "variant"),
+                                        Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool),
+                                        Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
+                                        Col("time_ms", "time median (ms)", fmt_num, True),
+                                        Col("time_iqr_ms", "time IQR (ms)", fmt_num, True),
+                                        Col("time_n_samples", "samples", fmt_text, True),
+                                        Col("flags_text", "flags")]),
+        "n_flagged": len(flagged),
+        "trust_assessed": bool(prep.loc[prep["status"] == "ok", "time_trusted"].notna().any()),
         "failure_reasons": html_table(failure_reasons(prep), [
             *series_col, Col("variant", "variant"), Col("status", "status"), Col("reason", "reason"),
             Col("cells", "cells", fmt_text, True), Col("patterns", "patterns"), Col("passes", "passes"),

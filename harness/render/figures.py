@@ -16,13 +16,21 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from harness.analysis.derived import facet_layout
+from harness.analysis.derived import facet_layout, untrusted_mask
 
 # ---- figures ----------------------------------------------------------------------------------
 SERIES_DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2)]
 
 
 SERIES_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+# Values measured from a cell's time: its untrusted cells (time_trusted False) are drawn hollow.
+# Peak memory does not depend on how busy the machine was, so its plot draws every cell filled.
+TIME_VALUES = frozenset({"time_ms", "time_iqr_ms", "gflop_per_s", "ceiling_pct"})
+
+
+UNTRUSTED_LABEL = "hollow: untrusted time (flagged)"
 
 
 def variant_palette(variants) -> dict:
@@ -64,13 +72,16 @@ def _style():
 
 
 def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: bool = True):
-    """Metric against sequence length per variant (colour) and series (line style), log-log, one panel
-    per pattern (columns) and pass/causal (rows). Only ok cells are drawn."""
+    """Metric against sequence length per variant (colour) and series (line style and marker), log-log,
+    one panel per pattern (columns) and pass/causal (rows). Only ok cells are drawn. For a value
+    measured from time (``TIME_VALUES``), untrusted cells (``time_trusted`` False) are drawn as hollow
+    markers of the same colour, and the legend says so."""
     import matplotlib  # lazy: start-up
     import matplotlib.ticker
     import seaborn as sns  # lazy: start-up
     from matplotlib.lines import Line2D
 
+    prep = prep.assign(_untrusted=untrusted_mask(prep) if value in TIME_VALUES else False)
     ok = prep[(prep["status"] == "ok") & np.isfinite(prep[value]) & (prep[value] > 0 if logy else True)]
     if ok.empty:
         return _empty_figure(f"{title}: no ok cells to plot")
@@ -78,6 +89,7 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
     palette = variant_palette(prep["variant"])
     plot_palette = {v.replace("$", r"\$"): c for v, c in palette.items()}
     series = sorted(prep["series"].unique())
+    markers = dict(zip(series, SERIES_MARKERS * 9))
     multi = len(series) > 1
     with matplotlib.rc_context(_style()):
         fig, axes = _new_figure(len(rows), len(cols), 3.6, 2.7, extra_w=2.2)
@@ -89,10 +101,16 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                 if sub.empty:
                     ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes, color="0.4")
                 else:
-                    kwargs = dict(style="series", style_order=series, markers=dict(zip(series, SERIES_MARKERS * 9)),
-                                  dashes=dict(zip(series, SERIES_DASHES * 9))) if multi else dict(marker="o")
+                    # lines through every ok cell; markers drawn apart, so untrusted ones can be hollow
+                    kwargs = dict(style="series", style_order=series, markers=False,
+                                  dashes=dict(zip(series, SERIES_DASHES * 9))) if multi else {}
                     sns.lineplot(data=sub, x="seq_len", y=value, hue="variant_plot", palette=plot_palette,
                                  errorbar=None, legend=False, ax=ax, **kwargs)
+                    for (variant, s, hollow), pts in sub.groupby(["variant", "series", "_untrusted"], sort=True):
+                        color = palette[variant]
+                        ax.plot(pts["seq_len"], pts[value], linestyle="none", marker=markers[s], color=color,
+                                markeredgecolor=color, markerfacecolor="none" if hollow else color,
+                                markeredgewidth=1.3 if hollow else 1.0, zorder=3)
                     if logy:
                         ax.set_yscale("log")
                         ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -114,6 +132,10 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                 dash = SERIES_DASHES[k % len(SERIES_DASHES)]
                 handles.append(Line2D([], [], color="0.3", marker=SERIES_MARKERS[k % len(SERIES_MARKERS)],
                                       linestyle=(0, dash) if dash else "-", label=s.replace("$", r"\$")))
+        if ok["_untrusted"].any():
+            handles.append(Line2D([], [], linestyle="none", label=""))
+            handles.append(Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor="none",
+                                  markeredgecolor="0.3", markeredgewidth=1.3, label=UNTRUSTED_LABEL))
         fig.legend(handles=handles, loc="outside right upper", title="variant", frameon=False)
         fig.suptitle(title)
     return fig

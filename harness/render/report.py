@@ -40,7 +40,7 @@ def load_runs(run_dirs) -> list[tuple]:
             raise InputError(f"run {run_id!r} is given twice ({seen[run_id]} and {path}); hint: give each run "
                              "folder once")
         seen[run_id] = path
-        df = df.drop(columns=["time_samples_s"], errors="ignore")
+        df = df.drop(columns=["time_samples_s", "time_cpu_samples_s"], errors="ignore")
         df["run_id"] = run_id  # rows of one folder belong to that folder's run
         runs.append((df, meta, path))
     return runs

@@ -42,6 +42,7 @@ class SweepConfig:
     budget_s: float = 0.2
     timeout_s: float = 300.0
     isolate: bool = False
+    retries: int = 2  # re-measurements of a cell whose own evidence flags it (harness.analysis.trust)
     max_error_elements: int = 2**26
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"
@@ -235,6 +236,9 @@ def build_config(data: dict) -> SweepConfig:
     for key in ("budget_s", "timeout_s"):
         if key in values:
             values[key] = _seconds(key, values[key])
+    retries = values.get("retries", 2)
+    if not _is_int(retries) or retries < 0:
+        raise _bad("retries", retries, "an integer >= 0", "retries = 2 (--retries 2; 0: measure each cell once)")
     if "isolate" in values and not isinstance(values["isolate"], bool):
         raise _bad("isolate", values["isolate"], "true or false", "isolate = true (--isolate)")
     mee = values.get("max_error_elements", 1)

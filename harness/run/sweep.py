@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from harness.analysis.trust import assess
+from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
@@ -28,7 +30,7 @@ from harness.store.provenance import environment_fingerprint, new_run_id, proven
 from harness.store.schema import JOURNAL, RUN_JSON, SCHEMA_VERSION
 
 RESULTS_ROOT = Path("results")
-EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s")  # how cases run, not which: may change on resume
+EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries")  # how cases run, not which: may change on resume
 IGNORED_ON_RESUME = ("name",)  # a label: the resumed run keeps its own
 
 
@@ -135,8 +137,8 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
     try:
         if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
             ray_exec.measure_nodes(meta, "resume" if resume else "start")
-        elif not meta["ceilings_flops_per_s"]:
-            meta["ceilings_flops_per_s"] = measure_ceilings(config, quiet)
+        elif not meta["ceilings_flops_per_s"] or (resume and todo):  # at the start, and again on resume
+            _keep_best_ceilings(meta, measure_ceilings(config, quiet), "resume" if resume else "start")
         if todo and not ray_exec:
             meta["calibration"].append(calibrate(config.device, "resume" if resume else "start"))
         meta["status"] = "running"
@@ -194,13 +196,38 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: Sw
         ray_exec.measure_nodes(meta, "end")
     elif status == "complete":
         meta["calibration"].append(calibrate(config.device, "end"))
+        _keep_best_ceilings(meta, measure_ceilings(config, quiet), "end")
+        rows = [_against(row, meta["ceilings_flops_per_s"]) for row in rows]
+    rows = assess(rows, meta)  # time_trusted and time_flags, from the evidence beside each row
     write_tables(run_dir, rows)
     counts = Counter(r["status"] for r in rows)
-    meta.update(status=status, finished_at=time.time(), counts=dict(counts))
+    meta.update(status=status, finished_at=time.time(), counts=dict(counts), trust=trust_summary(rows))
     write_json(run_dir / RUN_JSON, meta)
     for s in STATUSES:
         if counts.get(s):
             _log(quiet, f"{s:>12}: {counts[s]}")
+
+
+def _keep_best_ceilings(meta: dict, measured: dict, when: str) -> None:
+    """Record a measurement of the ceilings and keep the best of all (a busy machine only lowers them)."""
+    meta.setdefault("ceilings_measured", []).append({"when": when, "at": time.time(), **measured})
+    best = dict(meta.get("ceilings_flops_per_s") or {})
+    for key, value in measured.items():
+        if value and value > (best.get(key) or 0):
+            best[key] = value
+    meta["ceilings_flops_per_s"] = best
+
+
+def _against(row: dict, ceilings: dict) -> dict:
+    """A row's ceiling fractions recomputed against the run's best ceilings (start, resume, end)."""
+    out = dict(row)
+    flops = ceilings.get(row.get("dtype"))
+    if flops and row.get("flops_per_s"):
+        out.update(ceiling_flops_per_s=flops, ceiling_fraction=row["flops_per_s"] / flops)
+    bandwidth = ceilings.get(BANDWIDTH_KEY)
+    if bandwidth and row.get("bytes_per_s"):
+        out.update(bandwidth_bytes_per_s=bandwidth, bandwidth_fraction=row["bytes_per_s"] / bandwidth)
+    return out
 
 
 def _resumed_config(run_dir: Path, meta: dict, options: dict, quiet: bool) -> SweepConfig:

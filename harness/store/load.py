@@ -21,6 +21,7 @@ from harness.store.schema import (
     CASE_COLUMNS,
     CSV,
     JOURNAL,
+    LIST_COLUMNS,
     PARQUET,
     READABLE_VERSIONS,
     RUN_JSON,
@@ -36,7 +37,8 @@ def write_tables(run_dir: Path, rows: list[dict]) -> None:
     df = rows_to_frame(rows)
     df.to_parquet(run_dir / PARQUET, index=False)
     csv = df.copy()
-    csv["time_samples_s"] = csv["time_samples_s"].map(lambda s: json.dumps(list(s)) if s is not None else "")
+    for col in LIST_COLUMNS:
+        csv[col] = csv[col].map(lambda s: json.dumps(list(s)) if s is not None else "")
     csv.to_csv(run_dir / CSV, index=False)
 
 
@@ -176,6 +178,7 @@ def _read_parquet(run_dir: Path) -> pd.DataFrame | None:
                              "to rebuild it from; hint: measure the run again") from None
         log.warning(f"{path} cannot be read ({reason}); rebuilt the table from {journal}")
         return None
-    if "time_samples_s" in df.columns:
-        df["time_samples_s"] = df["time_samples_s"].map(lambda s: None if s is None else list(s))
+    for col in LIST_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].map(lambda s: None if s is None else list(s))
     return df

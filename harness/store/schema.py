@@ -14,6 +14,12 @@ Schema versions (``run.json``'s ``schema_version``):
   metric columns ``bytes`` (minimum memory traffic of the call), ``bytes_per_s``,
   ``bandwidth_bytes_per_s`` (the bandwidth ceiling) and ``bandwidth_fraction``. Older rows are square
   multi-head cases: they load with ``kv_heads`` = ``heads`` and ``q_len`` = ``kv_len`` = ``seq_len``.
+  Also in version 3, the evidence of contention beside each time: ``time_cpu_samples_s`` (CPU time
+  per call of each sample), ``calibration_s`` (the calibration kernel timed right before the row),
+  ``host_busy`` (other processes' CPU use over the timing, as a fraction of the cores), ``threads``,
+  ``attempts`` (measurements of the cell), ``gpu_sm_clock_mhz``, ``gpu_temp_c``, ``gpu_throttle``; and
+  the verdict on it: ``time_trusted`` (NA: not assessed, as in older runs) and ``time_flags`` (JSON
+  text, the reasons; harness.analysis.trust).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
-                  "time_samples_s"]
+                  "calibration_s", "host_busy", "threads", "attempts", "gpu_sm_clock_mhz", "gpu_temp_c",
+                  "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
@@ -49,7 +56,9 @@ NULLABLE_DTYPES = {
     **dict.fromkeys(("setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
                      "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
                      "bandwidth_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
-    **dict.fromkeys(("time_noisy", "error_on_twin", "isolated"), "boolean"),
+    **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
+    **dict.fromkeys(("calibration_s", "host_busy", "gpu_temp_c"), "Float64"),
+    **dict.fromkeys(("threads", "attempts", "gpu_sm_clock_mhz"), "Int64"),
 }
 
 
@@ -73,3 +82,6 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     for col, source in (("kv_heads", "heads"), ("q_len", "seq_len"), ("kv_len", "seq_len")):
         df[col] = df[col].fillna(pd.Series(pd.array(df[source].tolist(), dtype="Int64"), index=df.index))
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s")  # raw samples: a list per row (JSON text in the CSV)

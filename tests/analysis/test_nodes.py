@@ -44,3 +44,14 @@ def test_report_series_tell_device_kinds_apart():
     df = frame({64: 1e-3, 128: 2e-3}, {64: "a", 128: "b"}, "r", device_names={64: "H200", 128: "A100"})
     prep = prepare(df)
     assert sorted(prep["series"]) == ["A100", "H200"]
+
+
+def test_an_untrusted_time_never_gets_a_time_verdict():
+    base = frame({64: 1e-3}, {64: "a"}, "base")
+    new = frame({64: 3e-3}, {64: "a"}, "new")  # 3x slower, but measured while the host was busy
+    new["time_trusted"] = pd.array([False], dtype="boolean")
+    new["time_flags"] = ['["host busy: 0.61 of the cores used by other processes > 0.25"]']
+    result = compare_runs(base, meta({"a": 1e-3}), new, meta({"a": 1e-3}))
+    assert result["verdict"].tolist() == ["untrusted"] and "NEW: host busy" in result["reason"].iloc[0]
+    new["time_trusted"] = pd.array([True], dtype="boolean")
+    assert compare_runs(base, meta({"a": 1e-3}), new, meta({"a": 1e-3}))["verdict"].tolist() == ["slower"]

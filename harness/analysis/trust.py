@@ -1,0 +1,154 @@
+"""How far each timing can be trusted: flags from the evidence kept beside it (issue 9).
+
+A row's flags (short reasons) come from its own evidence and from its neighbours:
+
+* fewer than ``MIN_CALLS`` timed calls (one sample is never "not noisy");
+* IQR / median above ``NOISE`` (the samples disagree);
+* bimodal samples (two clusters: e.g. thread wake-ups), which a median would silently average;
+* the rest of the host busy above ``HOST_BUSY`` of its cores while the row was timed;
+* its calibration kernel (timed right before it) more than ``SLOW_CALIBRATION`` slower than the
+  run's best: the machine was slow then;
+* a fraction of the matmul ceiling above ``CEILING``;
+* a fwd_bwd faster than its own fwd;
+* a time that falls by more than ``DROP`` from one sequence length to the next larger one.
+
+A row is trusted when it has no flag. Rows of runs written before the evidence existed are "not
+assessed" (``time_trusted`` NA), never silently trusted. Pure functions of rows and run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pandas as pd
+
+MIN_CALLS = 5
+NOISE = 0.10
+HOST_BUSY = 0.25
+SLOW_CALIBRATION = 1.15
+CEILING = 1.05
+DROP = 2.0
+BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the median...
+BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
+
+
+def _num(value) -> float | None:
+    if value is None or value is pd.NA:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def best_calibration(meta: dict, rows: list[dict]) -> float | None:
+    """The run's best (fastest) calibration: run-level entries and every row's own."""
+    values = [_num(c.get("time_s_median")) for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    values += [_num(r.get("calibration_s")) for r in rows]
+    values = [v for v in values if v and v > 0]
+    return min(values) if values else None
+
+
+def bimodal(samples: list[float]) -> bool:
+    """Two clusters of samples separated by a gap of ``BIMODAL_GAP`` x the median, each holding at least
+    ``BIMODAL_SHARE`` of them."""
+    xs = sorted(s for s in samples if s is not None)
+    if len(xs) < 5:
+        return False
+    med = statistics.median(xs)
+    gaps = [(xs[i + 1] - xs[i], i + 1) for i in range(len(xs) - 1)]
+    gap, split = max(gaps)
+    share = min(split, len(xs) - split) / len(xs)
+    return med > 0 and gap > BIMODAL_GAP * med and share >= BIMODAL_SHARE
+
+
+def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
+    """Flags from a row's own evidence; None when the row carries none (a run from before the evidence)."""
+    if row.get("status") != "ok":
+        return []
+    if _num(row.get("calibration_s")) is None and _num(row.get("host_busy")) is None:
+        return None
+    flags = []
+    samples = [float(s) for s in (row.get("time_samples_s") or []) if s is not None]
+    calls = int(_num(row.get("time_n_samples")) or 0) * int(_num(row.get("time_number_per_sample")) or 1)
+    if calls < MIN_CALLS:
+        flags.append(f"few calls: {calls} timed, fewer than {MIN_CALLS}")
+    med, iqr = _num(row.get("time_s_median")), _num(row.get("time_s_iqr"))
+    if med and iqr is not None and iqr / med > NOISE:
+        flags.append(f"noisy: IQR/median {iqr / med:.2f} > {NOISE:g}")
+    if bimodal(samples):
+        flags.append("bimodal: the samples form two clusters")
+    busy = _num(row.get("host_busy"))
+    if busy is not None and busy > HOST_BUSY:
+        flags.append(f"host busy: {busy:.2f} of the cores used by other processes > {HOST_BUSY:g}")
+    cal = _num(row.get("calibration_s"))
+    if cal and best_cal and cal > SLOW_CALIBRATION * best_cal:
+        flags.append(f"slow machine: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
+    frac = _num(row.get("ceiling_fraction"))
+    if frac is not None and frac > CEILING:
+        flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
+    if row.get("gpu_throttle"):
+        flags.append(f"throttled: {row['gpu_throttle']}")
+    return flags
+
+
+def _series_key(row: dict) -> tuple:
+    """What stays fixed along a line of time against N: the case without its length (q_len kept for
+    decoding, where it is fixed while kv_len grows; the number of documents, not their lengths)."""
+    square = row.get("q_len") in (None, row.get("seq_len"))
+    docs = len(json.loads(row["doc_lens"])) if isinstance(row.get("doc_lens"), str) and row["doc_lens"] else None
+    return (*(row.get(k) for k in ("variant", "pattern", "causal", "window", "device", "dtype", "batch", "heads",
+                                   "kv_heads", "head_dim", "params", "pass")), None if square else row.get("q_len"), docs)
+
+
+def cross_flags(rows: list[dict]) -> dict[int, list[str]]:
+    """Flags that need two rows: a fwd_bwd faster than its own fwd; a time that falls by more than
+    ``DROP`` from one sequence length to the next larger one (same variant, pattern, shape and pass)."""
+    out: dict[int, list[str]] = {}
+    ok = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and _num(r.get("time_s_median"))]
+    by_case = {(str(r.get("case_id")).replace("/fwd_bwd", "/fwd")): (i, r) for i, r in ok if r.get("pass") == "fwd"}
+    for i, r in ok:
+        if r.get("pass") == "fwd_bwd":
+            twin = by_case.get(str(r.get("case_id")).replace("/fwd_bwd", "/fwd"))
+            if twin and _num(r["time_s_median"]) < _num(twin[1]["time_s_median"]):
+                out.setdefault(i, []).append("fwd_bwd faster than its own fwd")
+                out.setdefault(twin[0], []).append("fwd slower than its own fwd_bwd")
+    series: dict[tuple, list[tuple[int, int, float]]] = {}
+    for i, r in ok:
+        if _num(r.get("seq_len")) is not None:
+            series.setdefault(_series_key(r), []).append((int(r["seq_len"]), i, _num(r["time_s_median"])))
+    for points in series.values():
+        points.sort()
+        for (n0, i0, t0), (n1, i1, t1) in zip(points, points[1:]):
+            if n1 > n0 and t1 * DROP < t0:
+                out.setdefault(i0, []).append(f"drop: {t0 / t1:.1f}x slower than at the next length N={n1}")
+    return out
+
+
+def assess(rows: list[dict], meta: dict) -> list[dict]:
+    """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
+    best = best_calibration(meta, rows)
+    cross = cross_flags(rows)
+    out = []
+    for i, row in enumerate(rows):
+        own = row_flags(row, best)
+        flags = None if own is None else own + cross.get(i, [])
+        trusted = None if flags is None or row.get("status") != "ok" else not flags
+        out.append({**row, "time_trusted": trusted, "time_flags": json.dumps(flags) if flags else ""})
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    """Run-level trust: cells trusted, flagged, not assessed, and flags counted by reason."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    reasons: dict[str, int] = {}
+    for r in ok:
+        for flag in json.loads(r.get("time_flags") or "[]"):
+            key = flag.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    return {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
+            "flagged": sum(r.get("time_trusted") is False for r in ok),
+            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}

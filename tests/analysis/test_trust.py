@@ -1,0 +1,84 @@
+"""Trust flags from the evidence beside each time, cross-cell checks, retries, and bad input."""
+
+import json
+
+import pytest
+
+from harness.analysis.trust import assess, bimodal, cross_flags, row_flags, summary
+from harness.cli.main import main
+from harness.core.case import Case
+from harness.run import executors
+from harness.run.config import build_config
+
+
+def ok_row(**changes):
+    row = {"status": "ok", "time_s_median": 1e-3, "time_s_iqr": 1e-5, "time_n_samples": 10,
+           "time_number_per_sample": 1, "time_samples_s": [1e-3] * 10, "calibration_s": 1e-3, "host_busy": 0.0,
+           "ceiling_fraction": 0.3}
+    return {**row, **changes}
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"time_n_samples": 1}, "few calls"),
+    ({"time_s_iqr": 3e-4}, "noisy"),
+    ({"time_samples_s": [1e-3] * 6 + [3e-3] * 4}, "bimodal"),
+    ({"host_busy": 0.6}, "host busy"),
+    ({"calibration_s": 1.3e-3}, "slow machine"),
+    ({"ceiling_fraction": 2.57}, "above ceiling"),
+])
+def test_each_piece_of_evidence_raises_its_flag(changes, reason):
+    assert row_flags(ok_row(), 1e-3) == []
+    flags = row_flags(ok_row(**changes), 1e-3)
+    assert [f.split(":")[0] for f in flags] == [reason]
+
+
+def test_a_row_without_evidence_is_not_assessed():
+    old = ok_row()
+    del old["calibration_s"], old["host_busy"]
+    assert row_flags(old, 1e-3) is None
+    assert assess([old], {})[0]["time_trusted"] is None
+
+
+def test_bimodal_needs_two_real_clusters():
+    assert bimodal([80e-6] * 6 + [220e-6] * 6)  # thread wake-ups: two speeds in one process
+    assert not bimodal([80e-6] * 11 + [220e-6])  # one outlier is noise, not a mode
+    assert not bimodal([1.0, 1.01, 0.99, 1.02, 0.98])
+
+
+def test_cross_cell_checks():
+    def row(n, pass_, t):
+        case = Case("naive", seq_len=n, pass_=pass_)
+        return ok_row(case_id=case.id, **case.to_record(), time_s_median=t)
+    rows = [row(256, "fwd", 1.0), row(256, "fwd_bwd", 0.01), row(512, "fwd", 0.1)]
+    flags = cross_flags(rows)
+    assert flags[1] == ["fwd_bwd faster than its own fwd"]
+    assert "fwd slower than its own fwd_bwd" in flags[0] and any(f.startswith("drop") for f in flags[0])
+    assessed = assess(rows, {"calibration": [{"time_s_median": 1e-3}]})
+    assert [r["time_trusted"] for r in assessed] == [False, False, True]
+    assert summary(assessed) == {"measured": 3, "trusted": 1, "flagged": 2, "not_assessed": 0,
+                                 "flags": {"fwd slower than its own fwd_bwd": 1, "drop": 1,
+                                           "fwd_bwd faster than its own fwd": 1}}
+    assert json.loads(assessed[1]["time_flags"]) == ["fwd_bwd faster than its own fwd"]
+
+
+def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch):
+    results = iter([ok_row(time_s_iqr=5e-4), ok_row(host_busy=0.9), ok_row()])
+    monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(next(results)))
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2}), {})
+    rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
+    assert rec["attempts"] == 3 and rec["time_s_iqr"] == 1e-5 and rec["host_busy"] == 0.0
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
+    results = iter([ok_row(time_s_iqr=5e-4)])
+    assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))["attempts"] == 1
+
+
+@pytest.mark.parametrize("value", ["-1", "x"])
+def test_bad_retries_is_one_line(value, capsys, tmp_path):
+    try:
+        code = main(["sweep", "--variants", "naive", "--retries", value, "--out", str(tmp_path / "r")])
+    except SystemExit as exc:  # argparse's own refusal, as one line
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "retries" in err and len(err.strip().splitlines()) == 1
