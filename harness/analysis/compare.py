@@ -41,6 +41,7 @@ from harness.analysis.stats import (
     time_verdict,
 )
 from harness.core.errors import InputError
+from harness.core.tolerances import TOLERANCES
 from harness.store.load import load_run
 
 # Verdicts. slower and broken fail the comparison (exit 1); the others do not.
@@ -67,7 +68,9 @@ VERDICT_HELP = {
 COLUMNS = ["case_id", "verdict", "base_status", "new_status", "reason", "base_time_s_median", "new_time_s_median",
            "base_n_samples", "new_n_samples", "time_ratio_raw", "time_ratio_raw_lo", "time_ratio_raw_hi",
            "calibration_ratio", "time_ratio", "time_ratio_lo", "time_ratio_hi", "base_peak_mem_bytes",
-           "new_peak_mem_bytes", "mem_ratio"]
+           "new_peak_mem_bytes", "mem_ratio", "mem_verdict", "base_rel_error", "new_rel_error", "error_verdict"]
+MEM_TOLERANCE = (1.05, 2**20)  # more memory: above 5% and above 1 MiB (CPU allocator events are exact)
+ERROR_FACTOR = 10.0  # less accurate: above the dtype's tolerance, or 10x the base's (and above 1% of it)
 
 
 def calibration_s(meta: dict) -> float | None:
@@ -150,10 +153,13 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             out.append(rec)
             continue
         raw = median_ratio_ci(bs, ns, confidence, n_boot, case_seed(case_id, seed))
-        row_b, row_n = node_calibration_s(base_meta, b.get("node")), node_calibration_s(new_meta, n.get("node"))
-        row_ratio = row_n / row_b if row_b and row_n else None  # each row by its own node's machine speed
+        own_b, own_n = _num(b.get("calibration_s")), _num(n.get("calibration_s"))
+        beside = bool(own_b and own_n)  # each row carries the calibration timed right before it
+        row_b = own_b if beside else node_calibration_s(base_meta, b.get("node"))
+        row_n = own_n if beside else node_calibration_s(new_meta, n.get("node"))
+        row_ratio = row_n / row_b if row_b and row_n else None  # each row by its own machine speed
         norm = raw.scaled(row_ratio) if row_ratio else raw
-        if drift > 1.0 and not math.isnan(norm.lo):
+        if drift > 1.0 and not beside and not math.isnan(norm.lo):  # run-level figures: widen by the drift
             norm = RatioCI(norm.ratio, norm.lo / drift, norm.hi * drift, norm.n_base, norm.n_new)
         bm, nm = _num(b.get("peak_mem_bytes")), _num(n.get("peak_mem_bytes"))
         rec.update(verdict=time_verdict(norm, threshold), base_time_s_median=float(np.median(bs)),
@@ -161,7 +167,9 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
                    time_ratio_raw=raw.ratio, time_ratio_raw_lo=raw.lo, time_ratio_raw_hi=raw.hi,
                    calibration_ratio=row_ratio, time_ratio=norm.ratio, time_ratio_lo=norm.lo,
                    time_ratio_hi=norm.hi, base_peak_mem_bytes=bm, new_peak_mem_bytes=nm,
-                   mem_ratio=nm / bm if bm and nm is not None else None)
+                   mem_ratio=nm / bm if bm and nm is not None else None, mem_verdict=mem_verdict(bm, nm),
+                   base_rel_error=_num(b.get("rel_error")), new_rel_error=_num(n.get("rel_error")),
+                   error_verdict=error_verdict(_num(b.get("rel_error")), _num(n.get("rel_error")), n.get("dtype")))
         if len(bs) < 2 or len(ns) < 2:
             rec["reason"] = "fewer than 2 samples on a side: no interval, no confident verdict"
         flagged = [(side, r.get("time_flags")) for side, r in (("BASE", b), ("NEW", n)) if r.get("time_trusted") is False]
@@ -181,14 +189,41 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
     return frame
 
 
+def mem_verdict(base: float | None, new: float | None) -> str | None:
+    """Peak memory is deterministic on CPU and nearly so on CUDA: a change beyond ``MEM_TOLERANCE`` is
+    a verdict without statistics."""
+    if base is None or new is None:
+        return None
+    factor, floor = MEM_TOLERANCE
+    if new > base * factor and new - base > floor:
+        return "more"
+    if base > new * factor and base - new > floor:
+        return "less"
+    return "same"
+
+
+def error_verdict(base: float | None, new: float | None, dtype) -> str | None:
+    """``worse`` when the new error is above the dtype's forward tolerance (``attnbench check``'s), or
+    ``ERROR_FACTOR`` x the base's while above 1% of that tolerance."""
+    if new is None:
+        return None
+    tol = TOLERANCES.get(str(dtype), TOLERANCES["float32"])[0]
+    if new > tol or (base is not None and new > ERROR_FACTOR * base and new > tol / 100):
+        return "worse"
+    return "same"
+
+
 def summarize(result: pd.DataFrame) -> dict:
-    """Counts per verdict, the compared count, and the exit status the comparison implies."""
+    """Counts per verdict, the compared count, and the exit status the comparison implies: 1 when a
+    case is slower or broken, or uses more memory, or is less accurate; 2 when nothing was compared."""
     counts = {v: int((result["verdict"] == v).sum()) for v in VERDICTS}
-    compared = counts["slower"] + counts["accepted"] + counts["faster"] + counts["same"]
-    failing = counts["slower"] + counts["broken"]
+    compared = counts["slower"] + counts["accepted"] + counts["faster"] + counts["same"] + counts["untrusted"]
+    worse = result["verdict"].isin(FAILING)
+    if "mem_verdict" in result.columns:
+        worse |= (result["mem_verdict"] == "more") | (result["error_verdict"] == "worse")
+    failing = result.loc[worse, "case_id"].tolist()
     exit_code = 2 if compared + counts["broken"] + counts["fixed"] == 0 else (1 if failing else 0)
-    return {"counts": counts, "compared": compared, "exit_code": exit_code,
-            "failing": result.loc[result["verdict"].isin(FAILING), "case_id"].tolist()}
+    return {"counts": counts, "compared": compared, "exit_code": exit_code, "failing": failing}
 
 
 # ---- loading and the command ------------------------------------------------------------------

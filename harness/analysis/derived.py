@@ -22,7 +22,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from harness.core.case import STATUSES
+from harness.core.names import STATUSES
 from harness.render.units import to_giga, to_mib, to_ms, to_pct
 
 PATTERN_ORDER = ("global", "local", "hierarchical")

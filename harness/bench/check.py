@@ -13,10 +13,7 @@ from harness.core.case import DTYPES, Case
 from harness.core.patterns import Pattern
 from harness.core.reference import reference, reference_with_grads, relative_error
 from harness.core.registry import Variant, discover
-
-# Relative error bounds ||out - ref|| / ||ref||: (forward, gradients) per dtype.
-TOLERANCES = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-9), "float16": (2e-2, 2e-2), "bfloat16": (2e-2, 2e-2)}
-
+from harness.core.tolerances import TOLERANCES
 
 # Small block and chunk sizes so that lengths below are not multiples of them.
 CHECK_PARAMS = {"chunked": {"chunk_q": 32, "chunk_k": 16}, "local": {"block": 16}}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.bench.timing import time_callable
-
-BANDWIDTH_KEY = "bandwidth_bytes_per_s"  # beside the per-dtype matmul ceilings in run.json's ceilings
+from harness.core.names import BANDWIDTH_KEY  # noqa: F401  (re-exported)
 
 
 def matmul_flops_per_s(device: str, dtype: torch.dtype, budget_s: float = 0.5) -> float:

@@ -155,6 +155,10 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if summary_path:
         with open(summary_path, "a", encoding="utf-8") as fh:
             fh.write(text + "\n")
+    if s["compared"] == 0:  # nothing could be compared: not a pass
+        print("attnbench ci: error: no case could be compared (every case erred, did not run or is new); "
+              "hint: `attnbench list` says why a variant cannot run here", file=sys.stderr)
+        return 2
     return 1 if failing else 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from harness.core.errors import InputError
+from harness.core.names import STATUSES  # noqa: F401  (re-exported: a case's row statuses)
 from harness.core.patterns import Pattern
 
 DTYPES: dict[str, torch.dtype] = {
@@ -212,4 +213,3 @@ class Case:
                    kv_heads=kv_heads, q_len=q_len, doc_lens=pattern.doc_lens)
 
 
-STATUSES = ("ok", "unsupported", "oom", "timeout", "error")

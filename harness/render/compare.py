@@ -35,6 +35,14 @@ def _table(result: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             verdict += f" ({r['reason']})"
         elif verdict in ("broken", "fixed", "not run") and r["reason"]:
             verdict += f" ({r['base_status'] or '-'} -> {r['new_status'] or '-'}: {r['reason']})"
+        elif verdict == "untrusted" and r["reason"]:
+            verdict += f" ({r['reason']})"
+        if r.get("mem_verdict") == "more":
+            verdict += "; MORE MEMORY"
+        if r.get("error_verdict") == "worse":
+            new_err = r.get("new_rel_error")
+            verdict += f"; LESS ACCURATE (error {new_err:.1e})" if new_err == new_err and new_err is not None \
+                else "; LESS ACCURATE"
         rows.append([r["case_id"], fmt_time(r["base_time_s_median"]), fmt_time(r["new_time_s_median"]),
                      fmt_ratio(r["time_ratio_raw"]), fmt_ratio(r["time_ratio"]),
                      fmt_ci(r["time_ratio_lo"], r["time_ratio_hi"]), fmt_ratio(r["mem_ratio"]), verdict])

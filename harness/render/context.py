@@ -27,8 +27,8 @@ from harness.analysis.derived import (
     untrusted_mask,
     worst_errors,
 )
-from harness.bench.machine import BANDWIDTH_KEY
 from harness.core.errors import InputError
+from harness.core.names import BANDWIDTH_KEY
 from harness.render.figures import (
     figure_img,
     plot_baseline_heatmap,
