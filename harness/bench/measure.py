@@ -85,7 +85,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     temperature and throttle reasons."""
     prepared = prepare(variant, case)
     evidence = {"calibration_s": calibrate(case.device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"],
-                "threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads()}
     with prepared.context():
         before = snapshot()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples)

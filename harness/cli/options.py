@@ -49,7 +49,7 @@ def check_out_dir(out: str | None) -> None:
 
 
 _INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "kv_heads": "--kv-heads", "q_lens": "--q-lens",
-             "kv_lens": "--kv-lens", "docs": "--docs", "batch": "--batch", "head_dims": "--head-dims"}
+             "kv_lens": "--kv-lens", "docs": "--docs", "threads": "--threads", "batch": "--batch", "head_dims": "--head-dims"}
 
 
 _STR_AXES = {"variants": "--variants", "patterns": "--patterns", "dtypes": "--dtypes", "passes": "--passes"}
@@ -126,6 +126,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                                      "a decode sweep: --q-lens 1 --kv-lens 1024,4096,16384")
     p.add_argument("--kv-heads", dest="kv_heads", help="comma-separated key/value heads (grouped-query; default: "
                                                        "as many as --heads), e.g. --heads 32 --kv-heads 8")
+    p.add_argument("--threads", help="comma-separated torch intra-op thread counts on CPU, one axis (default: all "
+                                     "cores); --threads 1,2 measures each case both ways")
     p.add_argument("--docs", help="comma-separated documents per sequence for the document pattern (lengths from a "
                                   "fixed seed, recorded in each row), e.g. 4,16")
     p.add_argument("--heads", help="comma-separated head counts")

@@ -75,12 +75,16 @@ class Case:
     kv_heads: int | None = None
     q_len: int | None = None
     doc_lens: tuple[int, ...] | None = None
+    threads: int | None = None  # torch's intra-op threads on CPU; None: the process's default (all cores)
 
     def __post_init__(self) -> None:
         if self.kv_heads is None:
             object.__setattr__(self, "kv_heads", self.heads)
         if self.q_len is None:
             object.__setattr__(self, "q_len", self.seq_len)
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise InputError(f"threads must be an integer >= 1, got {self.threads!r}; hint: threads=1")
         for name in ("batch", "heads", "kv_heads", "seq_len", "q_len", "head_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -146,7 +150,7 @@ class Case:
         q = f"q{self.q_len}" if self.q_len != self.seq_len else ""
         return (f"{self.variant}/{self.pattern_obj.label}/{self.device}/{self.dtype}/"
                 f"b{self.batch}h{self.heads}{kv}n{self.seq_len}{q}d{self.head_dim}/{self.pass_}"
-                + (f"/{params}" if params else ""))
+                + (f"/t{self.threads}" if self.threads is not None else "") + (f"/{params}" if params else ""))
 
     @property
     def pairs(self) -> int:
@@ -192,7 +196,7 @@ class Case:
         """The case of a row, from any schema version (rows before version 3 have no kv_heads, q_len, doc_lens)."""
         values = {f.name: rec.get(f.name if f.name != "pass_" else "pass") for f in fields(cls)}
         values["params"] = tuple(json.loads(values["params"] or "{}").items())
-        for name in ("window", "segment", "kv_heads", "q_len"):
+        for name in ("window", "segment", "kv_heads", "q_len", "threads"):
             v = values[name]
             values[name] = None if _is_missing(v) else int(v)  # NaN / NA from pandas -> None
         for name in ("batch", "heads", "seq_len", "head_dim"):

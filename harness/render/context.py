@@ -37,6 +37,7 @@ from harness.render.figures import (
 )
 from harness.render.roofline import plot_roofline
 from harness.render.tables import Col, html_table, key_value_table
+from harness.render.timeline import ceilings_text, plot_timeline
 from harness.render.units import (
     fmt_bool,
     fmt_duration,
@@ -191,6 +192,18 @@ def twin_note(row: dict) -> str:
     return f"on a smaller twin ({', '.join(smaller)})" if smaller else "on a smaller twin"
 
 
+def timelines(runs: list[tuple]) -> list[dict]:
+    """One figure per run: calibration and host load of each cell over the run (harness.render.timeline),
+    with the ceilings measured during it as text."""
+    out = []
+    for df, m, p in runs:
+        run_id = str(m.get("run_id") or p.name)
+        out.append({"run_id": run_id, "ceilings": ceilings_text(m),
+                    "img": figure_img(plot_timeline(df, {**m, "run_id": run_id}),
+                                      f"calibration and host load over run {run_id}")})
+    return out
+
+
 def build_context(runs: list[tuple], baseline: str | None = None, generated_at: str | None = None) -> dict:
     """Everything the template shows, from loaded runs. Pure apart from the clock when not given."""
     frames = [df for df, _, _ in runs]
@@ -297,6 +310,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "notes": _notes(runs, prep),
         "multi": len(runs) > 1,
         "runs": _run_tables(runs),
+        "timelines": timelines(runs),
         "counts": html_table(counts, [*series_col, Col("variant", "variant"), *[
             Col(s, s, fmt_text, True) for s in counts.columns if s not in ("series", "variant")]]),
         "sections": sections,

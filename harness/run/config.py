@@ -5,6 +5,7 @@ runner that measures every case into one tidy row, whatever happens.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import tomllib
@@ -33,6 +34,7 @@ class SweepConfig:
     q_lens: tuple[int, ...] = ()  # query lengths (decoding: 1); empty: square cases, q_len = kv_len
     kv_lens: tuple[int, ...] = ()  # key/value lengths; empty: seq_lens
     docs: tuple[int, ...] = (4,)  # documents per sequence, for the document pattern
+    threads: tuple[int, ...] = ()  # torch's intra-op threads on CPU; empty: all cores
     batch: tuple[int, ...] = (1,)
     head_dims: tuple[int, ...] = (64,)
     dtypes: tuple[str, ...] = ("float32",)
@@ -59,8 +61,8 @@ class SweepConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 
 
-OPTIONAL_AXES = ("kv_heads", "q_lens", "kv_lens")  # empty: as many kv heads as heads; square cases; seq_lens
-LIST_KEYS = ("variants", "patterns", "causal", "seq_lens", "heads", "kv_heads", "q_lens", "kv_lens", "docs", "batch",
+OPTIONAL_AXES = ("kv_heads", "q_lens", "kv_lens", "threads")  # empty: as many kv heads as heads; square cases; seq_lens
+LIST_KEYS = ("variants", "patterns", "causal", "seq_lens", "heads", "kv_heads", "q_lens", "kv_lens", "docs", "threads", "batch",
              "head_dims", "dtypes", "passes")
 
 
@@ -127,6 +129,7 @@ _ITEM_TYPES = {
     "q_lens": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "q_lens = [1] (decoding)"),
     "kv_lens": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "kv_lens = [1024, 4096]"),
     "docs": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "docs = [4, 16]"),
+    "threads": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "threads = [1, 2] (--threads 1,2)"),
     "batch": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "batch = [1]"),
     "head_dims": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "head_dims = [64]"),
     "dtypes": (lambda v: isinstance(v, str), "dtype names (strings)", 'dtypes = ["float32"]'),
@@ -285,26 +288,18 @@ def expand(config: SweepConfig) -> list[Case]:
     """Axes to cases. Variants vary fastest, so the reference for one shape serves every variant."""
     registry = discover()
     cases = []
-    for dtype in config.dtypes:
-        for pass_ in config.passes:
-            for b in config.batch:
-                for h in config.heads:
-                    for kvh in config.kv_heads or (h,):
-                        for d in config.head_dims:
-                            for q_len, n in lengths(config):
-                                for kind in config.patterns:
-                                    for doc_lens in _doc_axis(config, kind, n):
-                                        for causal in config.causal:
-                                            for name in config.variants:
-                                                params = {**registry[name].default_params,
-                                                          **dict(dict(config.params).get(name, ()))}
-                                                cases.append(Case(
-                                                    variant=name, pattern=kind, causal=causal,
-                                                    window=config.window if kind == "local" else None,
-                                                    segment=config.segment_for(n) if kind == "hierarchical" else None,
-                                                    device=config.device, dtype=dtype, batch=b, heads=h, seq_len=n,
-                                                    head_dim=d, pass_=pass_, params=tuple(params.items()),
-                                                    kv_heads=kvh, q_len=q_len, doc_lens=doc_lens))
+    outer = itertools.product(config.dtypes, config.passes, config.threads or (None,), config.batch, config.heads)
+    for dtype, pass_, threads, b, h in outer:
+        for kvh, d, (q_len, n), kind in itertools.product(config.kv_heads or (h,), config.head_dims, lengths(config),
+                                                          config.patterns):
+            for doc_lens, causal, name in itertools.product(_doc_axis(config, kind, n), config.causal,
+                                                            config.variants):
+                params = {**registry[name].default_params, **dict(dict(config.params).get(name, ()))}
+                cases.append(Case(
+                    variant=name, pattern=kind, causal=causal, window=config.window if kind == "local" else None,
+                    segment=config.segment_for(n) if kind == "hierarchical" else None, device=config.device,
+                    dtype=dtype, batch=b, heads=h, seq_len=n, head_dim=d, pass_=pass_, params=tuple(params.items()),
+                    kv_heads=kvh, q_len=q_len, doc_lens=doc_lens, threads=threads))
     return cases
 
 

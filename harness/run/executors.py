@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import signal
@@ -28,6 +29,20 @@ from harness.store.provenance import cpu_model
 
 QUIET_WAIT_S = 5.0  # longest wait for the machine to calm down before re-measuring a flagged cell
 QUIET_POLL_S = 0.5
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch's intra-op threads set to the case's ``threads`` while it is measured (None: unchanged)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class CaseTimeout(Exception):
@@ -169,7 +184,7 @@ class InProcess:
             too_big = memory_shortfall(case)
             if too_big:  # known before allocating anything: say so at once
                 return {"status": "oom", "reason": too_big}
-            with _Alarm(self.config.timeout_s):
+            with _Alarm(self.config.timeout_s), _torch_threads(case.threads):
                 return self._measure_until_trusted(variant, case)
         except KeyboardInterrupt:
             raise

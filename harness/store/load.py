@@ -79,6 +79,7 @@ def sweep_membership(sweep: Mapping) -> Callable[[Mapping], bool]:
     kv_lens = set(sweep.get("kv_lens") or sweep.get("seq_lens") or [])  # the key/value lengths (seq_len column)
     q_lens = set(sweep.get("q_lens") or [])  # empty: square cases
     kv_heads = set(sweep.get("kv_heads") or [])  # empty: as many as query heads
+    threads = set(sweep.get("threads") or [])  # empty: torch's default, no threads column
 
     def belongs(row: Mapping) -> bool:
         if device is not None and row.get("device") != device:
@@ -92,6 +93,8 @@ def sweep_membership(sweep: Mapping) -> Callable[[Mapping], bool]:
         if (q not in q_lens) if q_lens else (q != n):
             return False
         if kvh not in (None, _scalar(row.get("heads"))) and kvh not in kv_heads:
+            return False
+        if (_scalar(row.get("threads")) not in threads) if threads else _scalar(row.get("threads")) is not None:
             return False
         given = params.get(row.get("variant")) or {}
         if given:

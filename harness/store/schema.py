@@ -16,7 +16,8 @@ Schema versions (``run.json``'s ``schema_version``):
   multi-head cases: they load with ``kv_heads`` = ``heads`` and ``q_len`` = ``kv_len`` = ``seq_len``.
   Also in version 3, the evidence of contention beside each time: ``time_cpu_samples_s`` (CPU time
   per call of each sample), ``calibration_s`` (the calibration kernel timed right before the row),
-  ``host_busy`` (other processes' CPU use over the timing, as a fraction of the cores), ``threads``,
+  ``host_busy`` (other processes' CPU use over the timing, as a fraction of the cores), ``torch_threads``
+  (torch's intra-op threads while timed; the case column ``threads`` is the swept value, NA: all cores),
   ``attempts`` (measurements of the cell), ``gpu_sm_clock_mhz``, ``gpu_temp_c``, ``gpu_throttle``; and
   the verdict on it: ``time_trusted`` (NA: not assessed, as in older runs) and ``time_flags`` (JSON
   text, the reasons; harness.analysis.trust).
@@ -36,7 +37,7 @@ CSV = "results.csv"
 
 # Column order of the tidy table; metric columns are null (not NaN, not 0) when a case did not run.
 CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "doc_lens", "device", "dtype", "batch", "heads",
-                "kv_heads", "seq_len", "q_len", "kv_len", "head_dim", "pass", "params"]
+                "kv_heads", "seq_len", "q_len", "kv_len", "head_dim", "pass", "threads", "params"]
 
 
 METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
@@ -45,7 +46,7 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
-                  "calibration_s", "host_busy", "threads", "attempts", "gpu_sm_clock_mhz", "gpu_temp_c",
+                  "calibration_s", "host_busy", "torch_threads", "attempts", "gpu_sm_clock_mhz", "gpu_temp_c",
                   "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s"]
 
 
@@ -58,7 +59,7 @@ NULLABLE_DTYPES = {
                      "bandwidth_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
     **dict.fromkeys(("calibration_s", "host_busy", "gpu_temp_c"), "Float64"),
-    **dict.fromkeys(("threads", "attempts", "gpu_sm_clock_mhz"), "Int64"),
+    **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz"), "Int64"),
 }
 
 

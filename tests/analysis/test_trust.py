@@ -82,3 +82,16 @@ def test_bad_retries_is_one_line(value, capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err
     assert "retries" in err and len(err.strip().splitlines()) == 1
+
+
+def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
+    from harness.run.sweep import run_sweep
+    from harness.store.load import load_run
+
+    config = build_config({"variants": ["naive"], "seq_lens": [32], "heads": [1], "head_dims": [8], "threads": [1, 2],
+                           "budget_s": 0.01, "retries": 0})
+    df, meta = load_run(run_sweep(config, out=tmp_path / "run", quiet=True))
+    assert sorted(df["case_id"].str.rsplit("/", n=1).str[-1]) == ["t1", "t2"]
+    assert df["threads"].tolist() == df["torch_threads"].tolist() == [1, 2]
+    assert meta["trust"]["measured"] == 2 and "ceilings_measured" in meta
+    assert [c["when"] for c in meta["ceilings_measured"]] == ["start", "end"]
