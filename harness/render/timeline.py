@@ -72,7 +72,7 @@ def plot_timeline(df: pd.DataFrame, meta: dict):
     cal = _floats(ok, "calibration_s")
     busy = _floats(ok, "host_busy")
     if not (np.isfinite(cal).any() or np.isfinite(busy).any()):
-        return _empty_figure(f"{title}: {NO_EVIDENCE}")
+        return _empty_figure(f"{title}:\n{NO_EVIDENCE}")
     finished = _floats(ok, "finished_at")
     run_cals = [(t, m, str(c.get("when") or "")) for c in meta.get("calibration") or [] if isinstance(c, dict)
                 if (t := _num(c.get("at"))) is not None and (m := _num(c.get("time_s_median"))) and m > 0]
@@ -81,7 +81,7 @@ def plot_timeline(df: pd.DataFrame, meta: dict):
         known = [*finished[np.isfinite(finished)].tolist(), *(t for t, _, _ in run_cals)]
         start = min(known) if known else None
     if start is None or not np.isfinite(finished).any():
-        return _empty_figure(f"{title}: no cell records when it finished")
+        return _empty_figure(f"{title}:\nno cell records when it finished")
     x = finished - start
     trusted = ok["time_trusted"] if "time_trusted" in ok.columns else pd.Series(pd.NA, index=ok.index)
     hollow = ~pd.array(trusted.tolist(), dtype="boolean").fillna(True).to_numpy(dtype=bool)
