@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 
 from harness.analysis.derived import (
-    crossovers,
-    fit_exponents,
     flag_reason,
     parse_flags,
     prepare,
     trust_summary,
     untrusted_cells,
 )
+from harness.analysis.scaling import crossovers, fit_exponents
 from harness.store.schema import rows_to_frame
 
 NS = (256, 512, 1024, 2048)

@@ -10,15 +10,13 @@ import pytest
 
 from harness.analysis.derived import (
     ceiling_summary,
-    crossovers,
     failure_reasons,
     failures,
-    fit_exponents,
     prepare,
-    relative_to_baseline,
     status_counts,
     worst_errors,
 )
+from harness.analysis.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.figures import (
     figure_png,
     plot_baseline_heatmap,

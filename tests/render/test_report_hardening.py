@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from harness.analysis.derived import prepare, relative_to_baseline, worst_errors
+from harness.analysis.derived import prepare, worst_errors
+from harness.analysis.scaling import relative_to_baseline
 from harness.render.figures import figure_png, plot_baseline_heatmap
 from harness.render.report import build_report
 from harness.store.schema import rows_to_frame
