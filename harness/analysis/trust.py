@@ -109,7 +109,7 @@ def cross_flags(rows: list[dict]) -> dict[int, list[str]]:
     ``DROP`` from one sequence length to the next larger one (same variant, pattern, shape and pass)."""
     out: dict[int, list[str]] = {}
     ok = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and _num(r.get("time_s_median"))]
-    by_case = {(str(r.get("case_id")).replace("/fwd_bwd", "/fwd")): (i, r) for i, r in ok if r.get("pass") == "fwd"}
+    by_case = {str(r.get("case_id")): (i, r) for i, r in ok if r.get("pass") == "fwd"}
     for i, r in ok:
         if r.get("pass") == "fwd_bwd":
             twin = by_case.get(str(r.get("case_id")).replace("/fwd_bwd", "/fwd"))

@@ -111,8 +111,6 @@ class Pattern:
         summaries in order. Positions are compared by broadcasting an (q_len, 1) column against a
         (1, kv_len) row straight into booleans: no q_len x kv_len integer temporary is ever made.
         """
-        if isinstance(kv_len, (str, torch.device)):  # mask(n, device): the square form's signature
-            kv_len, device = None, kv_len
         kv_len = q_len if kv_len is None else kv_len
         self.check_lengths(q_len, kv_len)
         p = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]  # (Q, 1) query positions
