@@ -33,7 +33,7 @@ from harness.core.registry import Variant, register
 @register
 class Misbehave(Variant):
     name = "test_misbehave"
-    description = "test plug-in: ok, raise, oom, sleep, hang or segfault"
+    description = "test plug-in: ok, raise, oom, sleep, hang, stuck or segfault"
     patterns = ("global",)
     default_params = {"mode": "ok"}
 
@@ -48,6 +48,9 @@ class Misbehave(Variant):
         if mode == "sleep":
             time.sleep(0.3)
         if mode == "hang":
+            time.sleep(3600)
+        if mode == "stuck":  # like a C kernel that never returns: no signal handler runs
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})
             time.sleep(3600)
         if mode == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)

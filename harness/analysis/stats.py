@@ -67,6 +67,31 @@ def median_ratio_ci(base, new, confidence: float = DEFAULT_CONFIDENCE, n_boot: i
     return RatioCI(ratio, float(lo), float(hi), int(b.size), int(n.size))
 
 
+def paired_ratio_ci(base, new, confidence: float = DEFAULT_CONFIDENCE, n_boot: int = N_BOOTSTRAP,
+                    seed: int = 0) -> RatioCI:
+    """Ratio new / base from paired values: exp of the median of the per-pair log ratios
+    log(new_i / base_i), with a percentile bootstrap over pairs (``n_boot`` resamples of whole pairs,
+    ``numpy.random.default_rng(seed)``). What the two sides of a pair share (the load while they ran,
+    side by side) cancels in each pair's ratio; the median keeps one disturbed pair from moving the
+    figure. With fewer than 2 pairs the interval is undefined (NaN bounds): no confident verdict.
+    """
+    b = np.asarray(base, dtype=float)
+    n = np.asarray(new, dtype=float)
+    if b.size == 0 or b.shape != n.shape:
+        raise ValueError("paired_ratio_ci needs one value per side for each pair, at least one pair")
+    if (b <= 0).any() or (n <= 0).any() or not (np.isfinite(b).all() and np.isfinite(n).all()):
+        raise ValueError("paired_ratio_ci needs positive, finite values")
+    d = np.log(n) - np.log(b)
+    ratio = float(np.exp(np.median(d)))
+    if d.size < 2:
+        return RatioCI(ratio, math.nan, math.nan, int(b.size), int(n.size))
+    rng = np.random.default_rng(seed)
+    boot = np.median(d[rng.integers(0, d.size, size=(n_boot, d.size))], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.exp(np.quantile(boot, [alpha, 1.0 - alpha]))
+    return RatioCI(ratio, float(lo), float(hi), int(b.size), int(n.size))
+
+
 def time_verdict(ci: RatioCI, threshold: float) -> str:
     """slower / faster only with confidence (the whole interval beyond the threshold), else same."""
     if math.isnan(ci.lo) or math.isnan(ci.hi):

@@ -15,13 +15,16 @@
    measuring thread's CPU time (``--clock cpu``), which leaves out time spent preempted by other
    processes; one torch thread per worker.
 3. Per process and case: the mean of its two block medians divided by the process's calibration figure
-   (the median of its calibrations: the speed of the machine as that process saw it). Per side: the
-   median over processes. The ratio new / base, its bootstrap interval (over processes, seed fixed
-   per case) and the verdict come from ``harness.analysis.stats`` (``median_ratio_ci``,
-   ``time_verdict``) by way of ``harness.analysis.gate.judge``: slower only when the whole interval
-   is above ``--threshold``.
-4. Flagged cases are measured again in ``--recheck-processes`` more pairs and judged on all pairs
-   together: a fluke is outvoted, a real slowdown stays.
+   (the median of its calibrations: the speed of the machine as that process saw it). Per pair: the
+   ratio new / base of those figures; load the two processes of a pair shared cancels in it. The
+   ratio is the median over pairs (of the log ratios), its interval a bootstrap over whole pairs
+   (seed fixed per case), the verdict ``harness.analysis.stats.time_verdict``'s: slower only when the
+   whole interval is above ``--threshold`` (``harness.analysis.gate.judge``). Each process also
+   measures, once per case, the peak memory of one call (allocator events) and the forward error
+   against its tree's float64 reference: more memory (5% and 1 MiB) or a less accurate result
+   (``attnbench compare``'s rules) fails the gate without statistics.
+4. Flagged cases are measured again in ``--recheck-processes`` fresh pairs and judged on those pairs
+   alone, not pooled with the pairs that raised the flag: a fluke is not confirmed, a real slowdown is.
 5. A slowdown is *accepted* (reported, exit 0) when a commit message in BASE_REF..HEAD of the tested
    tree carries ``[accept-regression: <case-id substring>[, ...]]`` or ``[accept-regression: all]``.
    The threshold is never loosened.
@@ -49,6 +52,7 @@ from harness.analysis.gate import (
     DEFAULT_THREADS,
     Measurements,
     judge,
+    merge_recheck,
 )
 from harness.analysis.stats import check_threshold
 from harness.core.errors import InputError
@@ -96,6 +100,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="attnbench-ci-"))
     worktree = tmp / "base"
     ids = [r["case_id"] for r in records]
+    dtypes = {r["case_id"]: r["dtype"] for r in records}
     timeout_s = args.timeout_s if args.timeout_s is not None else config.timeout_s + 60.0  # + start-up
     measure = dict(budget_s=config.budget_s, threads=args.threads, clock=args.clock, timeout_s=timeout_s, log=log)
     try:
@@ -106,15 +111,16 @@ def cmd_ci(args: argparse.Namespace) -> int:
             f"{tree} (HEAD {head}{', dirty' if dirty else ''}); {args.processes} process pairs")
         try:
             measure_pairs(trees, records, args.processes, m, **measure)
-            frame = judge(ids, m, args.threshold, args.confidence)
+            frame = judge(ids, m, args.threshold, args.confidence, accept, dtypes)
             flagged = frame.loc[frame["verdict"] == "slower", "case_id"].tolist()
             rechecked = []
             if flagged and args.recheck_processes:
-                log(f"re-measuring {len(flagged)} flagged case(s) in {args.recheck_processes} more process pairs: "
-                    f"{', '.join(flagged)}")
+                log(f"re-measuring {len(flagged)} flagged case(s) in {args.recheck_processes} fresh process pairs, "
+                    f"judged on those alone: {', '.join(flagged)}")
                 rechecked = [r for r in records if r["case_id"] in flagged]
-                measure_pairs(trees, rechecked, args.recheck_processes, m, **measure)
-            frame = judge(ids, m, args.threshold, args.confidence, accept)
+                fresh = Measurements()
+                measure_pairs(trees, rechecked, args.recheck_processes, fresh, **measure)
+                frame = merge_recheck(frame, judge(flagged, fresh, args.threshold, args.confidence, accept, dtypes))
         except WorkerError as exc:
             raise InputError(f"could not measure: {exc}") from None
     finally:
@@ -131,11 +137,13 @@ def cmd_ci(args: argparse.Namespace) -> int:
              f"{len(records)} cases; {args.processes} fresh processes per side, run in pairs, every case measured "
              f"in blocks A B B A (B A A B in odd pairs); {args.threads} thread(s), {args.clock} time; each process "
              "times the calibration kernel beside every case",
-             f"slower = {to_pct(args.confidence):g}% bootstrap CI lower bound of new/base (ratio of medians over "
-             f"processes of calibration-normalized per-process medians) above {args.threshold:g}"]
+             f"slower = {to_pct(args.confidence):g}% bootstrap CI (over pairs) lower bound of new/base above "
+             f"{args.threshold:g}, where new/base is the median over process pairs of the pair's ratio of "
+             "calibration-normalized medians; more memory = peak above base by 5% and 1 MiB; less accurate = error "
+             "above the dtype's tolerance or 10x base's"]
     if rechecked:
-        lines.append(f"re-measured {len(rechecked)} flagged case(s) in {args.recheck_processes} more process pairs, "
-                     "judged on all pairs together")
+        lines.append(f"re-measured {len(rechecked)} flagged case(s) in {args.recheck_processes} fresh process pairs, "
+                     "judged on those pairs alone (the first round's figures are in the reason)")
     if failing:
         lines.append(f"**regressed: {', '.join(f'`{c}`' for c in failing)}**; to accept an intentional slowdown, "
                      "put `[accept-regression: <case-id substring or all>]` in the commit message")

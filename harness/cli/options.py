@@ -141,7 +141,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--segment", help="one segment length s of the hierarchical pattern, or sqrt (round(sqrt(N)))")
     p.add_argument("--budget-s", dest="budget_s", type=float, help="seconds of timing per case (default from preset)")
     p.add_argument("--timeout-s", dest="timeout_s", type=float,
-                   help="upper bound on one case, in seconds (finite; no 'inf': give a long bound such as 86400)")
+                   help="upper bound on each attempt at measuring a case, in seconds (finite; no 'inf': give a "
+                        "long bound such as 86400)")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
     p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
                                                "host busy, slow calibration, above ceiling); default 2, 0 for none")

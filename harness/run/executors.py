@@ -29,6 +29,15 @@ from harness.store.provenance import cpu_model
 
 QUIET_WAIT_S = 5.0  # longest wait for the machine to calm down before re-measuring a flagged cell
 QUIET_POLL_S = 0.5
+WORKER_GRACE_S = 2.0  # an isolated worker's own alarm fires first, so it can answer with a timeout row
+
+
+def case_limit_s(config: SweepConfig) -> float:
+    """The longest one case may take, all its attempts together: ``--timeout-s`` bounds each attempt,
+    and each re-measurement may first wait ``QUIET_WAIT_S`` for quiet (an isolated worker is killed
+    past this, ``WORKER_GRACE_S`` after its own alarms could have fired; in process each attempt has
+    its own alarm)."""
+    return config.timeout_s * (config.retries + 1) + QUIET_WAIT_S * config.retries + WORKER_GRACE_S
 
 
 @contextlib.contextmanager
@@ -139,13 +148,21 @@ class InProcess:
         self.best_calibration_s: float | None = None
 
     def _measure_until_trusted(self, variant, case: Case) -> dict:
+        """Each attempt is bounded by ``--timeout-s`` on its own (waits for quiet are not counted): the
+        first overrun is the case's timeout; a re-measurement that overruns keeps the earlier attempts."""
         attempts = []
         for attempt in range(self.config.retries + 1):
             if attempt:
                 self._wait_for_quiet(case.device)
-            rec = measure(variant, case, self.config.budget_s, self.ceilings.get(case.dtype),
-                          max_error_elements=self.config.max_error_elements, ref_cache=self.ref_cache,
-                          bandwidth=self.ceilings.get(BANDWIDTH_KEY), min_samples=MIN_CALLS)
+            try:
+                with _Alarm(self.config.timeout_s):
+                    rec = measure(variant, case, self.config.budget_s, self.ceilings.get(case.dtype),
+                                  max_error_elements=self.config.max_error_elements, ref_cache=self.ref_cache,
+                                  bandwidth=self.ceilings.get(BANDWIDTH_KEY), min_samples=MIN_CALLS)
+            except CaseTimeout:
+                if not attempts:
+                    raise
+                break
             cal = rec.get("calibration_s")
             if cal:
                 self.best_calibration_s = min(self.best_calibration_s or cal, cal)
@@ -184,7 +201,7 @@ class InProcess:
             too_big = memory_shortfall(case)
             if too_big:  # known before allocating anything: say so at once
                 return {"status": "oom", "reason": too_big}
-            with _Alarm(self.config.timeout_s), _torch_threads(case.threads):
+            with _torch_threads(case.threads):
                 return self._measure_until_trusted(variant, case)
         except KeyboardInterrupt:
             raise
@@ -207,7 +224,7 @@ class Isolated:
         worker = None
         try:
             worker = WorkerProcess(HARNESS_ROOT, job)
-            return {**node_fields(case.device), **worker.ask({"case": case.to_record()}, self.config.timeout_s)}
+            return {**node_fields(case.device), **worker.ask({"case": case.to_record()}, case_limit_s(self.config))}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}
         finally:

@@ -92,8 +92,6 @@ def measure_pairs(trees: dict[str, Path], cases: list[dict], n_pairs: int, m: Me
         finally:
             for worker in workers.values():
                 worker.close()
-        for side in trees:
-            m.add_process(side, blocks[side])
-        m.pairs += 1
+        m.add_pair(blocks)
         log(f"  process pair {j + 1}/{n_pairs} ({''.join(s[0].upper() for s in order)}): {len(cases)} cases in "
             f"{time.perf_counter() - t0:.1f} s")

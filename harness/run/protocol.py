@@ -98,7 +98,8 @@ class WorkerProcess:
         self.stderr.seek(0)
         tail = (self.stderr.read().strip().splitlines() or ["no output"])[-1]
         if self._killed_after is not None:
-            return WorkerDied("timeout", f"worker process exceeded --timeout-s {self._killed_after:g} s and was killed")
+            return WorkerDied("timeout", (f"worker process gave no answer within {self._killed_after:g} s and was killed "
+                                          f"(--timeout-s bounds each attempt at measuring a case)"))
         if code < 0:
             sig = signal.Signals(-code).name
             if sig == "SIGKILL":

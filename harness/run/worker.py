@@ -59,6 +59,7 @@ def sweep_mode(job: dict) -> None:
 def _tree_builder():
     """(discover, build(record) -> (fn, context) or a status dict) from the tree under test."""
     import contextlib
+    import functools
     import types
 
     import torch
@@ -67,7 +68,9 @@ def _tree_builder():
 
     # Decide by the tree's files, not by trying imports: an editable install of another attnbench
     # would answer for a submodule this tree lacks.
+    measure_module = None
     if (Path(harness.__file__).parent / "bench" / "prepare.py").is_file():
+        from harness.bench import measure as measure_module
         from harness.bench.prepare import prepare
         from harness.core.case import Case
         from harness.core.registry import discover, get_variant
@@ -92,7 +95,14 @@ def _tree_builder():
             return {"status": "unsupported", "reason": "; ".join(reasons)}
         torch.manual_seed(0)
         prepared = prepare(variant, case)
-        return prepared.fn, prepared.context
+        return prepared.fn, prepared.context, functools.partial(error_of, variant, case)
+
+    def error_of(variant, case) -> float | None:
+        """The forward output's relative error against this tree's float64 reference (None for a tree
+        from before the engine, which has no ``output_error``)."""
+        if measure_module is None:
+            return None
+        return measure_module.output_error(variant, case)["rel_error"]
 
     return discover, build
 
@@ -102,6 +112,7 @@ def gate_mode(job: dict) -> None:
     import torch
 
     timing = _own_module("bench/timing.py", "_attnbench_gate_timing")
+    memory = _own_module("bench/memory.py", "_attnbench_gate_memory")
     torch.set_num_threads(job["threads"])
     # one torch thread: the measuring thread's CPU time; more: the process's
     clock = time.thread_time if job["clock"] == "cpu" and job["threads"] == 1 else timing.CLOCKS[job["clock"]]
@@ -120,16 +131,20 @@ def gate_mode(job: dict) -> None:
             if isinstance(built[i], dict):
                 _reply(built[i])
                 continue
-            fn, context = built[i]
-            cal = None
-            if cmd.get("calibrate"):
-                cal = timing.calibrate(job["cases"][i]["device"], job["calibration_budget_s"], timer=clock, warmup=1,
-                                       min_samples=5)["time_s_median"]
+            fn, context, error_of = built[i]
+            device = job["cases"][i]["device"]
+            extra = {}
+            if cmd.get("calibrate"):  # the process's first block of this case: calibration, memory, error
+                extra["calibration_s"] = timing.calibrate(device, job["calibration_budget_s"], timer=clock, warmup=1,
+                                                          min_samples=5)["time_s_median"]
+                with context():
+                    extra["peak_mem_bytes"] = memory.peak_memory(fn, device)[0]
+                extra["rel_error"] = error_of()
             with context():
-                t = timing.time_callable(fn, job["cases"][i]["device"], job["budget_s"], timer=clock,
+                t = timing.time_callable(fn, device, job["budget_s"], timer=clock,
                                          warmup=0 if i in warm else 2, min_samples=5)
             warm.add(i)
-            _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), "calibration_s": cal})
+            _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), **extra})
         except Exception as exc:  # a failing case is an answer; the worker goes on
             built[i] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}
             _reply(built[i])

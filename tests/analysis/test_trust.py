@@ -73,6 +73,25 @@ def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch
     assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))["attempts"] == 1
 
 
+def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkeypatch):
+    def measure(*a, **k):
+        if not calls:
+            calls.append(1)
+            return ok_row(host_busy=0.9)
+        raise executors.CaseTimeout("case exceeded --timeout-s 1 s")
+
+    calls = []
+    monkeypatch.setattr(executors, "measure", measure)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "timeout_s": 1}), {})
+    rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
+    assert rec["status"] == "ok" and rec["attempts"] == 1 and rec["host_busy"] == 0.9
+    calls.append(1)  # now the first attempt overruns too: the case is a timeout row
+    rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
+    assert rec["status"] == "timeout" and "timeout-s" in rec["reason"]
+    assert executors.case_limit_s(build_config({"timeout_s": 10, "retries": 2})) == 10 * 3 + 2 * executors.QUIET_WAIT_S + executors.WORKER_GRACE_S
+
+
 @pytest.mark.parametrize("value", ["-1", "x"])
 def test_bad_retries_is_one_line(value, capsys, tmp_path):
     try:

@@ -14,6 +14,7 @@ from harness.analysis.gate import (
     accepted_by,
     block_order,
     judge,
+    merge_recheck,
     parse_accept_markers,
 )
 from harness.cli.main import main
@@ -45,12 +46,15 @@ def test_block_order_alternates():
 
 
 # ---- verdicts on synthetic per-process values --------------------------------------------------
-def fake(pairs=5, slow=None, noise=0.05, seed=0, machine_new=1.0, broken=(), absent_new=()):
+def fake(pairs=5, slow=None, noise=0.05, seed=0, machine_new=1.0, broken=(), absent_new=(), mem_new=1.0,
+         error_new=1.0):
     """Measurements as measure_pairs would leave them: two blocks per side per case per pair, with
-    per-process machine speed (seen by cases and calibration alike) and ~2% noise per figure."""
+    per-process machine speed (seen by cases and calibration alike) and ~2% noise per figure; the
+    first block of each case carries the calibration, the peak memory and the error."""
     rng = np.random.default_rng(seed)
     m = Measurements()
     for _ in range(pairs):
+        blocks = {}
         for side in ("base", "new"):
             speed = (machine_new if side == "new" else 1.0) * (1 + noise * abs(rng.standard_normal()))
             blocks_by_case = {}
@@ -62,12 +66,15 @@ def fake(pairs=5, slow=None, noise=0.05, seed=0, machine_new=1.0, broken=(), abs
                     blocks_by_case[cid] = [{"status": "error", "reason": "RuntimeError: boom"}] * 2
                     continue
                 factor = (slow or {}).get(cid, 1.0) if side == "new" else 1.0
+                first = {"calibration_s": 2e-3 * speed * (1 + 0.02 * rng.standard_normal()),
+                         "peak_mem_bytes": 2**22 * (i + 1) * (mem_new if side == "new" else 1.0),
+                         "rel_error": 1e-7 * (error_new if side == "new" else 1.0)}
                 blocks_by_case[cid] = [
                     {"status": "ok", "median_s": 1e-3 * (i + 1) * factor * speed * (1 + 0.02 * rng.standard_normal()),
-                     "calibration_s": 2e-3 * speed * (1 + 0.02 * rng.standard_normal()) if j == 0 else None}
+                     **(first if j == 0 else {})}
                     for j in range(2)]
-            m.add_process(side, blocks_by_case)
-        m.pairs += 1
+            blocks[side] = blocks_by_case
+        m.add_pair(blocks)
     return m
 
 
@@ -108,6 +115,51 @@ def test_broken_and_absent_cases():
     v = verdicts(frame)
     assert v[IDS[3]] == "broken" and v[IDS[2]] == "missing"
     assert frame.set_index("case_id").loc[IDS[3], "reason"] == "RuntimeError: boom"
+
+
+def test_memory_and_error_verdicts_need_no_statistics():
+    from harness.analysis.compare import summarize
+    same = judge(IDS, fake(), 1.10, 0.95)
+    assert set(same["mem_verdict"]) == {"same"} and set(same["error_verdict"]) == {"same"}
+    more = judge(IDS, fake(mem_new=1.3), 1.10, 0.95)
+    assert set(more["mem_verdict"]) == {"more"} and set(more["verdict"]) == {"same"}
+    assert more["mem_ratio"].between(1.29, 1.31).all() and summarize(more)["exit_code"] == 1
+    assert set(judge(IDS, fake(mem_new=1.3), 1.10, 0.95, accept=["all"])["mem_verdict"]) == {"more (accepted)"}
+    worse = judge(IDS, fake(error_new=100), 1.10, 0.95)
+    assert set(worse["error_verdict"]) == {"worse"} and summarize(worse)["exit_code"] == 1
+
+
+def test_time_is_judged_on_per_pair_ratios():
+    """Load that hits both processes of one pair cancels in the pair's ratio; one pair where only the
+    new side was slowed 3x moves the median of five pairs little and raises no verdict."""
+    m = fake(noise=0.0)
+    cid = IDS[0]
+    b, n = m.pairs_norm[cid][2]
+    m.pairs_norm[cid][2] = (b, 3 * n)
+    row = judge(IDS, m, 1.10, 0.95).set_index("case_id").loc[cid]
+    assert row["verdict"] == "same" and 0.95 < row["time_ratio"] < 1.05 and row["base_n_samples"] == 5
+
+
+def test_paired_ratio_ci():
+    from harness.analysis.stats import paired_ratio_ci
+    ci = paired_ratio_ci([1.0, 2.0, 4.0, 8.0], [1.5, 3.0, 6.0, 12.0])  # every pair 1.5x, machines 8x apart
+    assert ci.ratio == pytest.approx(1.5) and ci.lo == pytest.approx(1.5) and ci.hi == pytest.approx(1.5)
+    one = paired_ratio_ci([1.0], [2.0])
+    assert one.ratio == 2.0 and np.isnan(one.lo)
+    with pytest.raises(ValueError):
+        paired_ratio_ci([1.0, 2.0], [1.0])
+
+
+def test_recheck_is_judged_on_fresh_pairs_only():
+    first = judge(IDS, fake(slow={IDS[1]: 1.5}), 1.10, 0.95)
+    assert verdicts(first)[IDS[1]] == "slower"
+    cleared = merge_recheck(first, judge([IDS[1]], fake(seed=3), 1.10, 0.95))
+    row = cleared.set_index("case_id").loc[IDS[1]]
+    assert row["verdict"] == "same" and "first round 1." in row["reason"] and "fresh pairs" in row["reason"]
+    assert list(cleared["case_id"]) == IDS and verdicts(cleared)[IDS[0]] == "same"
+    confirmed = merge_recheck(first, judge([IDS[1]], fake(pairs=8, seed=4, slow={IDS[1]: 1.5}), 1.10, 0.95))
+    row = confirmed.set_index("case_id").loc[IDS[1]]
+    assert row["verdict"] == "slower" and row["base_n_samples"] == 8
 
 
 # ---- git plumbing ------------------------------------------------------------------------------
