@@ -21,7 +21,7 @@
    (seed fixed per case), the verdict ``harness.analysis.stats.time_verdict``'s: slower only when the
    whole interval is above ``--threshold`` (``harness.analysis.gate.judge``). Each process also
    measures, once per case, the peak memory of one call (allocator events) and the forward error
-   against its tree's float64 reference: more memory (5% and 1 MiB) or a less accurate result
+   against its tree's float64 reference: more memory (5% and 64 KiB) or a less accurate result
    (``attnbench compare``'s rules) fails the gate without statistics.
 4. Flagged cases are measured again in ``--recheck-processes`` fresh pairs and judged on those pairs
    alone, not pooled with the pairs that raised the flag: a fluke is not confirmed, a real slowdown is.
@@ -139,7 +139,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
              "times the calibration kernel beside every case",
              f"slower = {to_pct(args.confidence):g}% bootstrap CI (over pairs) lower bound of new/base above "
              f"{args.threshold:g}, where new/base is the median over process pairs of the pair's ratio of "
-             "calibration-normalized medians; more memory = peak above base by 5% and 1 MiB; less accurate = error "
+             "calibration-normalized medians; more memory = peak above base by 5% and 64 KiB; less accurate = error "
              "above the dtype's tolerance or 10x base's"]
     if rechecked:
         lines.append(f"re-measured {len(rechecked)} flagged case(s) in {args.recheck_processes} fresh process pairs, "
