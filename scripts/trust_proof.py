@@ -4,8 +4,12 @@ by more than 25% from the quiet run may be left trusted, and at least 80% of cel
 and within 15% of quiet. Prints the distribution of loaded/quiet ratios for trusted and untrusted
 cells and how much longer the loaded run took.
 
-Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0]
-(about 10 minutes on 2 cores; run it on an otherwise quiet machine: your own jobs are load too)
+The quiet run is repeated after the loaded one (``--quiet-runs 2``, the default): the reference of a
+cell is the mean of its two quiet medians, and cells whose two quiet runs disagree by more than 15%
+are counted apart (no flag in the loaded run can be judged against a reference that moved by itself).
+
+Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N]
+(about 15 minutes on 2 cores; run it on an otherwise quiet machine: your own jobs are load too)
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ def _burn(stop, burst_s: float) -> None:
         stop.wait(burst_s)
 
 
-def _sweep(out: Path) -> tuple[float, dict]:
+def _sweep(out: Path, threads: int | None) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    df, meta = load_run(run_sweep(build_config(SWEEP), out=out, quiet=True))
+    df, _ = load_run(run_sweep(build_config({**SWEEP, **({"threads": [threads]} if threads else {})}), out=out,
+                                  quiet=True))
     ok = df[df["status"] == "ok"]
     return time.perf_counter() - t0, {r["case_id"]: r for r in ok.to_dict("records")}
 
@@ -48,41 +53,60 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/trust-proof")
     ap.add_argument("--burst-s", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, help="torch threads for every cell (default: the sweep's, all cores)")
+    ap.add_argument("--quiet-runs", dest="quiet_runs", type=int, choices=[1, 2], default=2,
+                    help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
     args = ap.parse_args()
     out = Path(args.out)
-    quiet_s, quiet = _sweep(out / "quiet")
+    quiet_s, quiet = _sweep(out / "quiet", args.threads)
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop, args.burst_s), daemon=True) for _ in range(os.cpu_count() or 1)]
     for p in burners:
         p.start()
     try:
-        loaded_s, loaded = _sweep(out / "loaded")
+        loaded_s, loaded = _sweep(out / "loaded", args.threads)
     finally:
         stop.set()
         for p in burners:
             p.join(5)
-    cells = sorted(set(quiet) & set(loaded))
-    ratio = {c: loaded[c]["time_s_median"] / quiet[c]["time_s_median"] for c in cells}
-    trusted = [c for c in cells if loaded[c]["time_trusted"] is True]
-    untrusted = [c for c in cells if loaded[c]["time_trusted"] is not True]
-    off_trusted = [c for c in trusted if abs(ratio[c] - 1) > 0.25]
-    good = [c for c in trusted if abs(ratio[c] - 1) <= 0.15]
-    quiet_trusted = sum(quiet[c]["time_trusted"] is True for c in cells)
+    quiet2 = _sweep(out / "quiet-after", args.threads)[1] if args.quiet_runs == 2 else quiet
+    cells = sorted(set(quiet) & set(loaded) & set(quiet2))
+    ref = {c: (quiet[c]["time_s_median"] + quiet2[c]["time_s_median"]) / 2 for c in cells}
+    drift = {c: quiet2[c]["time_s_median"] / quiet[c]["time_s_median"] for c in cells}
+    stable = [c for c in cells if abs(drift[c] - 1) <= 0.15]
+    ratio = {c: loaded[c]["time_s_median"] / ref[c] for c in cells}
 
-    def dist(ids):
-        if not ids:
+    def dist(values):
+        if not values:
             return "none"
-        r = np.array([ratio[c] for c in ids])
+        r = np.array(values)
         return (f"n={len(r)}, median {np.median(r):.2f}, 5-95% [{np.percentile(r, 5):.2f}, {np.percentile(r, 95):.2f}], "
-                f"max {r.max():.2f}")
+                f"min {r.min():.2f}, max {r.max():.2f}")
 
-    print(f"quiet run: {quiet_s:.0f} s, {len(quiet)} ok cells, {quiet_trusted} trusted")
-    print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells")
-    print(f"loaded/quiet, trusted cells:   {dist(trusted)}")
-    print(f"loaded/quiet, untrusted cells: {dist(untrusted)}")
-    print(f"trusted and off by more than 25%: {len(off_trusted)} (goal 0) {off_trusted[:5]}")
-    print(f"trusted and within 15%: {len(good)} of {len(cells)} = {len(good) / max(len(cells), 1):.0%} (goal >= 80%)")
-    return 0 if not off_trusted and len(good) >= 0.8 * len(cells) else 1
+    def judge(ids, label):
+        trusted = [c for c in ids if loaded[c]["time_trusted"] is True]
+        untrusted = [c for c in ids if loaded[c]["time_trusted"] is not True]
+        off = [c for c in trusted if abs(ratio[c] - 1) > 0.25]
+        good = [c for c in trusted if abs(ratio[c] - 1) <= 0.15]
+        print(f"{label}: {len(ids)} cells")
+        print(f"  loaded/quiet, trusted cells:   {dist([ratio[c] for c in trusted])}")
+        print(f"  loaded/quiet, untrusted cells: {dist([ratio[c] for c in untrusted])}")
+        print(f"  trusted and off by more than 25%: {len(off)} (goal 0) "
+              + ", ".join(f"{c} {ratio[c]:.2f}" for c in off[:6]))
+        print(f"  trusted and within 15%: {len(good)} of {len(ids)} = {len(good) / max(len(ids), 1):.0%} (goal >= 80%)")
+        return not off and len(good) >= 0.8 * len(ids)
+
+    print(f"threads: {args.threads or 'the default (all cores)'}; quiet runs: {args.quiet_runs}")
+    print(f"quiet run: {quiet_s:.0f} s, {len(quiet)} ok cells, {sum(quiet[c]['time_trusted'] is True for c in cells)} "
+          f"trusted")
+    print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
+          f"{sum(loaded[c]['time_trusted'] is True for c in cells)} trusted")
+    if args.quiet_runs == 2:
+        print(f"quiet after / quiet before: {dist(list(drift.values()))}; {len(stable)} of {len(cells)} cells within 15%")
+    ok = judge(cells, "every cell (reference: the quiet runs' mean)")
+    if args.quiet_runs == 2:
+        judge(stable, "cells whose two quiet runs agree within 15%")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

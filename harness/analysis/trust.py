@@ -34,6 +34,26 @@ BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the media
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
 
 
+# The short names of the flags (a flag's text up to its first colon): what a filter may name.
+FLAG_NAMES = ("few calls", "noisy", "bimodal", "host busy", "slow machine", "above ceiling", "throttled",
+              "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
+
+
+def flag_name(flag: str) -> str:
+    return flag.split(":")[0]
+
+
+def parse_flag_filter(text: str) -> list[str]:
+    """Comma-separated flag names (``FLAG_NAMES``; empty: every flag), each checked."""
+    from harness.core.errors import InputError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in FLAG_NAMES:
+            raise InputError(f"unknown flag {name!r}; flags: {', '.join(FLAG_NAMES)}; hint: --flagged 'host busy,noisy'")
+    return names
+
+
 def _num(value) -> float | None:
     if value is None or value is pd.NA:
         return None
@@ -147,7 +167,7 @@ def summary(rows: list[dict]) -> dict:
     reasons: dict[str, int] = {}
     for r in ok:
         for flag in json.loads(r.get("time_flags") or "[]"):
-            key = flag.split(":")[0]
+            key = flag_name(flag)
             reasons[key] = reasons.get(key, 0) + 1
     return {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
             "flagged": sum(r.get("time_trusted") is False for r in ok),

@@ -1,5 +1,6 @@
 """`attnbench show RUN_DIR`: a run's provenance, a variant x status table, every cell that failed with
-its reason, and with ``--all`` every measured row in milliseconds and MiB.
+its reason, with ``--all`` every measured row in milliseconds and MiB, and with ``--flagged [FLAGS]``
+every untrusted cell with its flags (only those with one of FLAGS when given).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     # local: pandas is imported when the command runs, not at `attnbench --help`
     import pandas as pd  # lazy: start-up
 
+    from harness.analysis.trust import parse_flag_filter  # lazy: start-up
     from harness.store.load import load_run  # lazy: start-up
 
+    wanted = parse_flag_filter(args.flagged) if args.flagged is not None else None
     df, meta = load_run(args.run_dir)
     prov = meta["provenance"]
     print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
@@ -35,10 +38,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         view["trusted"] = ok["time_trusted"].map(lambda x: "n/a" if pd.isna(x) else ("yes" if x else "NO"))
         if args.all:
             print(view.to_string(index=False))
+        if wanted is not None:
+            print_flagged(ok, wanted)
     bad = df[~df["status"].isin(["ok", "unsupported"])]
     for _, row in bad.iterrows():
         print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
     return 0
+
+
+def print_flagged(ok, wanted: list[str]) -> None:
+    """Every flagged cell with its flags; with ``wanted``, only cells with one of those flags."""
+    import json
+
+    from harness.analysis.trust import flag_name  # lazy: start-up
+
+    shown = 0
+    for _, row in ok.iterrows():
+        flags = json.loads(row["time_flags"]) if isinstance(row.get("time_flags"), str) and row["time_flags"] else []
+        if flags and (not wanted or any(flag_name(f) in wanted for f in flags)):
+            print(f"flagged  {row['case_id']}: {'; '.join(flags)}")
+            shown += 1
+    print(f"{shown} flagged cell(s){' with ' + ' or '.join(wanted) if wanted else ''}")
 
 
 def trust_line(trust: dict | None) -> str:
@@ -57,4 +77,8 @@ def register_cli(subparsers) -> None:
                                    "timeout or error with its reason, and with --all every measured row.")
     p.add_argument("run_dir", help="a run folder, e.g. results/<run-id>")
     p.add_argument("--all", action="store_true", help="also print every ok row (median ms, peak MiB, error)")
+    p.add_argument("--flagged", nargs="?", const="", metavar="FLAGS",
+                   help="also print every flagged (untrusted) cell with its flags; FLAGS: comma-separated flag "
+                        "names to keep (few calls, noisy, bimodal, host busy, slow machine, above ceiling, "
+                        "throttled, drop, ...)")
     p.set_defaults(func=cmd_show)

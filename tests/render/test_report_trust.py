@@ -157,3 +157,23 @@ def test_memory_and_unassessed_frames_draw_every_marker_filled(scaling_rows):
     for fig in (plot_vs_n(prep, "peak_mem_mib", "MiB", "memory"), plot_vs_n(old, "time_ms", "ms", "time")):
         assert not [m for m in _markers(fig) if m.get_markerfacecolor() == "none"]
         assert UNTRUSTED_LABEL not in [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_show_flagged_lists_untrusted_cells_filtered_by_flag(flagged_run, capsys):
+    from harness.cli.main import main
+
+    assert main(["show", str(flagged_run), "--flagged"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("flagged  ") == 3 and "3 flagged cell(s)" in out and BUSY in out
+    assert main(["show", str(flagged_run), "--flagged", "host busy"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("flagged  ") == 1 and "naive/global" in out and "1 flagged cell(s) with host busy" in out
+
+
+@pytest.mark.parametrize("value", ["busy", "noisy,bogus"])
+def test_show_flagged_with_an_unknown_flag_is_one_line(flagged_run, capsys, value):
+    from harness.cli.main import main
+
+    assert main(["show", str(flagged_run), "--flagged", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown flag" in err and "host busy" in err
