@@ -148,6 +148,21 @@ def cross_flags(rows: list[dict]) -> dict[int, list[str]]:
     return out
 
 
+SUSPECT_FLAGS = ("fwd slower than its own fwd_bwd", "drop")  # the slow side of a cross-cell check
+
+
+def cross_suspects(rows: list[dict]) -> dict[int, str]:
+    """Rows a cross-cell check suspects of a slow measurement (a fwd slower than its own fwd_bwd; the
+    shorter length of a drop), with the check's flag: the ones to measure again. Rows already
+    re-measured (``remeasured_for`` set) are not suspected twice."""
+    out = {}
+    for i, flags in cross_flags(rows).items():
+        slow = [f for f in flags if flag_name(f) in SUSPECT_FLAGS]
+        if slow and not isinstance(rows[i].get("remeasured_for"), str):
+            out[i] = slow[0]
+    return out
+
+
 def assess(rows: list[dict], meta: dict) -> list[dict]:
     """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
     best = best_calibration(meta, rows)

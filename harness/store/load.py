@@ -118,18 +118,22 @@ def _scalar(value):
 def select_rows(rows: Iterable[Mapping], run_id: str | None, belongs: Callable[[Mapping], bool],
                 source: str) -> list[int]:
     """Positions of the rows that make up the run: its ``run_id`` (when known), a case of its sweep,
-    and the first row of each case. The others are dropped with one warning saying how many and why."""
-    keep, seen = [], set()
+    and the first row of each case, or the last re-measurement of it (``remeasured_for`` set: the
+    sweep measured it again after a cross-cell check). The others are dropped with one warning saying
+    how many and why."""
+    keep, seen = [], {}
     other_run = outside = repeated = 0
     for i, row in enumerate(rows):
         if run_id is not None and row.get("run_id") != run_id:
             other_run += 1
         elif not belongs(row):
             outside += 1
+        elif row.get("case_id") in seen and isinstance(row.get("remeasured_for"), str):  # a re-measurement
+            keep[seen[row.get("case_id")]] = i
         elif row.get("case_id") in seen:
             repeated += 1
         else:
-            seen.add(row.get("case_id"))
+            seen[row.get("case_id")] = len(keep)
             keep.append(i)
     dropped = [f"{n} {what}" for n, what in ((other_run, "of another run (run_id is not "
                                               f"{run_id!r})"), (outside, "of cases outside the run's sweep"),
@@ -161,7 +165,7 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     else:
         source = run_dir / PARQUET
     run_id = meta.get("run_id") if isinstance(meta.get("run_id"), str) else None
-    key_cols = [c for c in ("run_id", "case_id", *CASE_COLUMNS) if c in df.columns]
+    key_cols = [c for c in ("run_id", "case_id", *CASE_COLUMNS, "remeasured_for") if c in df.columns]
     keep = select_rows(df[key_cols].to_dict("records"), run_id, sweep_membership(meta["sweep"]), str(source))
     if len(keep) < len(df):
         df = df.iloc[keep].reset_index(drop=True)

@@ -20,7 +20,9 @@ Schema versions (``run.json``'s ``schema_version``):
   (torch's intra-op threads while timed; the case column ``threads`` is the swept value, NA: all cores),
   ``attempts`` (measurements of the cell), ``gpu_sm_clock_mhz``, ``gpu_temp_c``, ``gpu_throttle``; and
   the verdict on it: ``time_trusted`` (NA: not assessed, as in older runs) and ``time_flags`` (JSON
-  text, the reasons; harness.analysis.trust).
+  text, the reasons; harness.analysis.trust). Later in version 3 (nullable): ``remeasured_for``, the
+  cross-cell check that had the cell measured again at the end of the sweep (NA: it was not); such a
+  row supersedes the case's earlier row in the journal.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
-                  "calibration_s", "host_busy", "torch_threads", "attempts", "gpu_sm_clock_mhz", "gpu_temp_c",
-                  "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s"]
+                  "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
+                  "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.

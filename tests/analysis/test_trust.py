@@ -114,3 +114,40 @@ def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
     assert df["threads"].tolist() == df["torch_threads"].tolist() == [1, 2]
     assert meta["trust"]["measured"] == 2 and "ceilings_measured" in meta
     assert [c["when"] for c in meta["ceilings_measured"]] == ["start", "end"]
+
+
+def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement():
+    from harness.analysis.trust import cross_suspects
+    from harness.run.sweep import _remeasure_suspects
+
+    fwd = Case("naive", seq_len=64, heads=1, head_dim=8)
+    bwd = fwd.replace(pass_="fwd_bwd")
+    long = fwd.replace(seq_len=128)
+    rows = [{**ok_row(time_s_median=9e-3, attempts=1), "case_id": fwd.id, **fwd.to_record()},
+            {**ok_row(time_s_median=3e-3), "case_id": bwd.id, **bwd.to_record()},
+            {**ok_row(time_s_median=4e-3), "case_id": long.id, **long.to_record()}]
+    assert cross_suspects(rows) == {0: "fwd slower than its own fwd_bwd"}  # the drop 9 -> 4 ms is < 2x
+
+    class Runner:
+        def __init__(self, median):
+            self.median, self.calls = median, []
+
+        def metrics(self, case):
+            self.calls.append(case.id)
+            return ok_row(time_s_median=self.median, attempts=1)
+
+    def record(case, metrics, wall_s):
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    runner = Runner(1e-3)
+    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, runner, record, quiet=True)
+    assert runner.calls == [fwd.id] and len(rows) == 3 and rows[0]["case_id"] == fwd.id
+    assert rows[0]["time_s_median"] == 1e-3 and rows[0]["attempts"] == 2
+    assert rows[0]["remeasured_for"] == "fwd slower than its own fwd_bwd"
+    assert cross_suspects(rows) == {}  # resolved, and never suspected twice
+    rows[0].update(time_s_median=9e-3)  # still slow after its re-measurement: flagged, not measured again
+    assert cross_suspects(rows) == {} and "fwd slower than its own fwd_bwd" in assess(rows, {})[0]["time_flags"]
+    slower = Runner(20e-3)  # a re-measurement slower than the first keeps the first measurement
+    rows[0] = {**ok_row(time_s_median=9e-3, attempts=1), "case_id": fwd.id, **fwd.to_record()}
+    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, quiet=True)
+    assert rows[0]["time_s_median"] == 9e-3 and rows[0]["attempts"] == 2 and rows[0]["remeasured_for"]

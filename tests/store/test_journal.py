@@ -211,3 +211,16 @@ def test_an_intact_run_loads_without_warnings(run, caplog):
     with caplog.at_level(logging.WARNING):
         df, _ = load_run(run)
     assert len(df) == 12 and not _warnings(caplog)
+
+
+def test_a_remeasured_row_supersedes_the_first_row_of_its_case(run, caplog):
+    _set_status(run, "running")
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    again = json.loads(lines[1])
+    again.update(time_s_median=1.25e-3, remeasured_for="drop: 3.0x slower than at the next length N=64", attempts=2)
+    _write(run / "journal.jsonl", lines + [json.dumps(again)])
+    with caplog.at_level(logging.WARNING):
+        df, _ = load_run(run)
+    assert len(df) == 12 and df["case_id"].is_unique and not _warnings(caplog)
+    row = df.set_index("case_id").loc[again["case_id"]]
+    assert row["time_s_median"] == 1.25e-3 and row["remeasured_for"].startswith("drop") and row["attempts"] == 2
