@@ -17,19 +17,22 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from harness.run.config import build_config
-from harness.run.sweep import run_sweep
 from harness.store.load import load_run
 
-SWEEP = {"name": "trust-proof", "device": "cpu", "variants": ["naive", "chunked", "local", "sdpa_flash", "hierarchical"],
-         "patterns": ["global", "local", "hierarchical"], "causal": [False], "seq_lens": [256, 512, 1024, 2048],
-         "heads": [4], "batch": [1], "head_dims": [64], "dtypes": ["float32"], "passes": ["fwd", "fwd_bwd"],
-         "window": 64, "budget_s": 0.2, "timeout_s": 300}
+# The issue's small sweep, as `attnbench sweep` flags; each run is a fresh process, as a user runs it
+# (runs made in one process would share its allocator's and threads' history; a user's runs do not).
+SWEEP = ["--variants", "naive,chunked,local,sdpa_flash,hierarchical", "--patterns", "global,local,hierarchical",
+         "--causal", "no", "--seq-lens", "256,512,1024,2048", "--heads", "4", "--batch", "1", "--head-dims", "64",
+         "--dtypes", "float32", "--passes", "fwd,fwd_bwd", "--window", "64", "--budget-s", "0.2",
+         "--timeout-s", "300", "--device", "cpu"]
 
 
 def _burn(stop, burst_s: float) -> None:
@@ -42,11 +45,14 @@ def _burn(stop, burst_s: float) -> None:
 
 
 def _sweep(out: Path, threads: int | None) -> tuple[float, dict]:
+    cmd = [sys.executable, "-m", "harness", "sweep", *SWEEP, *(["--threads", str(threads)] if threads else []),
+           "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
-    df, _ = load_run(run_sweep(build_config({**SWEEP, **({"threads": [threads]} if threads else {})}), out=out,
-                                  quiet=True))
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    df, _ = load_run(out)
     ok = df[df["status"] == "ok"]
-    return time.perf_counter() - t0, {r["case_id"]: r for r in ok.to_dict("records")}
+    return wall, {r["case_id"]: r for r in ok.to_dict("records")}
 
 
 def main() -> int:
@@ -58,6 +64,8 @@ def main() -> int:
                     help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
     args = ap.parse_args()
     out = Path(args.out)
+    for sub in ("quiet", "loaded", "quiet-after"):
+        shutil.rmtree(out / sub, ignore_errors=True)
     quiet_s, quiet = _sweep(out / "quiet", args.threads)
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop, args.burst_s), daemon=True) for _ in range(os.cpu_count() or 1)]
