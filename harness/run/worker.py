@@ -108,7 +108,9 @@ def _tree_builder():
 
 
 def gate_mode(job: dict) -> None:
-    """Median times of cases (by index into the job's list), each with the calibration kernel's when asked."""
+    """Median times of cases (by index into the job's list); when asked (a process's first block of a
+    case), also the calibration kernel's time before it, and one warm call's peak memory and the
+    forward error after it."""
     import torch
 
     timing = _own_module("bench/timing.py", "_attnbench_gate_timing")
@@ -134,15 +136,17 @@ def gate_mode(job: dict) -> None:
             fn, context, error_of = built[i]
             device = job["cases"][i]["device"]
             extra = {}
-            if cmd.get("calibrate"):  # the process's first block of this case: calibration, memory, error
+            first = bool(cmd.get("calibrate"))  # the process's first block of this case
+            if first:
                 extra["calibration_s"] = timing.calibrate(device, job["calibration_budget_s"], timer=clock, warmup=1,
                                                           min_samples=5)["time_s_median"]
-                with context():
-                    extra["peak_mem_bytes"] = memory.peak_memory(fn, device)[0]
-                extra["rel_error"] = error_of()
             with context():
                 t = timing.time_callable(fn, device, job["budget_s"], timer=clock,
                                          warmup=0 if i in warm else 2, min_samples=5)
+                if first:  # warm, as in a sweep's row: one call's peak memory
+                    extra["peak_mem_bytes"] = memory.peak_memory(fn, device)[0]
+            if first:
+                extra["rel_error"] = error_of()
             warm.add(i)
             _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), **extra})
         except Exception as exc:  # a failing case is an answer; the worker goes on
