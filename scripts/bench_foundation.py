@@ -5,7 +5,7 @@ CPU, float32, B=1, H=8, D=64, forward:
   2. chunked at N=8192 with at most 1/10 of naive's peak memory, and no slower than naive at N=4096;
   3. hierarchical (s = round(sqrt(N))) growing no faster than N^1.6 from 4K to 16K.
 
-Time: harness.bench.timing.time_callable (warm-up, then torch.utils.benchmark blocked_autorange; median).
+Time: harness.bench.timing.time_callable (warm-up, then timeit blocks sized to the budget; median).
 Memory: harness.bench.memory.peak_memory: torch.profiler(profile_memory=True) records every allocation and
 free the call makes through torch's CPU allocator; the peak of their running sum (inputs excluded).
 

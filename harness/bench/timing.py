@@ -3,20 +3,20 @@
 This module imports nothing from attnbench (only the standard library and torch): the CI gate's
 worker loads this very file by path, so that both trees it compares are timed by the same code.
 
-``time_callable`` warms up, then runs torch.utils.benchmark's ``blocked_autorange`` (which
-synchronizes the accelerator around each block) for ``budget_s``, and takes more blocks until
-``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
+``time_callable`` warms up, sizes a block of calls, then times blocks with the standard library's
+``timeit`` (synchronizing the accelerator at every clock reading) for ``budget_s``, taking more
+blocks until ``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+import timeit
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.utils.benchmark as tbench
 
 NOISE_THRESHOLD = 0.1  # IQR / median above this flags a measurement as noisy
 CLOCKS: dict[str, Callable[[], float]] = {
@@ -62,7 +62,8 @@ class Timing:
 
 
 class _DualClock:
-    """A timer for timeit that returns wall time and notes the process's CPU time at every reading.
+    """A timer for timeit that returns wall time and notes the process's CPU time at every reading
+    (on CUDA, ``wall`` synchronizes the device first).
 
     timeit reads its timer exactly twice per block (before and after the loop), so consecutive
     readings pair up into (wall, CPU) per block."""
@@ -86,26 +87,52 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+MIN_BLOCK_S = 1e-3  # shortest timed block: the clock's reading (~1 us) stays below 0.1% of it
+
+
 def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
                   timer: Callable[[], float] | None = None, min_samples: int = 1) -> Timing:
-    """Warm up, then ``blocked_autorange`` for about ``budget_s`` seconds, then more blocks of the
-    same size until ``min_samples`` samples exist.
+    """Warm up, size a block (``number`` calls) so that twice ``min_samples`` blocks fit in
+    ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then time blocks with the
+    standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist.
 
-    ``timer`` (a clock returning seconds; see ``CLOCKS``) can be injected, as in
-    torch.utils.benchmark, so the CI gate can time CPU time and tests can use a fake clock.
+    One sample is a block's time divided by its calls. The sizing blocks are not kept (they warm up
+    further). On CUDA the clock synchronizes the device before every reading, so a block's time
+    covers its kernels, not their launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
+    be injected, so the CI gate can time CPU time and tests can use a fake clock.
+
+    torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
+    overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
     for _ in range(warmup):
         fn()
     sync(device)
-    clock = _DualClock(timer or time.perf_counter)
-    t = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), timer=clock)
-    m = t.blocked_autorange(min_run_time=budget_s)
-    samples = list(m.times)
-    cpu = clock.last_blocks_cpu(len(samples), m.number_per_run)
-    while len(samples) < min_samples:  # Timer.timeit runs one warm-up block, then the measured one
-        samples += t.timeit(m.number_per_run).times
-        cpu += clock.last_blocks_cpu(1, m.number_per_run)
-    return Timing(samples_s=samples, number_per_sample=m.number_per_run, warmup_calls=warmup, cpu_samples_s=cpu)
+    base = timer or time.perf_counter
+    if device == "cuda":
+        def wall() -> float:
+            torch.cuda.synchronize()
+            return base()
+    else:
+        wall = base
+    clock = _DualClock(wall)
+    block = timeit.Timer(stmt=fn, timer=clock)
+    target = max(budget_s / (2 * max(min_samples, 1)), MIN_BLOCK_S)
+    number, took = 1, block.timeit(1)
+    while took < target and number < MAX_NUMBER:
+        grow = target / took if took > 0 else 10.0
+        number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
+        took = block.timeit(number)
+    samples, spent = [took / number], took
+    cpu = clock.last_blocks_cpu(1, number)
+    while spent < budget_s or len(samples) < min_samples:
+        took = block.timeit(number)
+        samples.append(took / number)
+        cpu += clock.last_blocks_cpu(1, number)
+        spent += took
+    return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu)
+
+
+MAX_NUMBER = 10**6  # calls per block at most (a call that takes no measurable time)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

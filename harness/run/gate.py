@@ -47,10 +47,12 @@ class WorkerError(Exception):
     pass
 
 
-def start_worker(tree: Path, cases: list[dict], budget_s: float, threads: int, clock: str) -> WorkerProcess:
-    """A gate worker on ``tree``; refuses one that imported harness or variants from elsewhere."""
+def start_worker(tree: Path, cases: list[dict], budget_s: float, threads: int, clock: str,
+                 extras: bool = True) -> WorkerProcess:
+    """A gate worker on ``tree``; refuses one that imported harness or variants from elsewhere. With
+    ``extras`` it also measures each case's peak memory and error (deterministic: one pair suffices)."""
     job = {"mode": "gate", "cases": cases, "budget_s": budget_s, "calibration_budget_s": max(0.01, budget_s / 4),
-           "threads": threads, "clock": clock}
+           "threads": threads, "clock": clock, "extras": extras}
     env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     try:
         worker = WorkerProcess(tree, job, env)
@@ -75,7 +77,7 @@ def measure_pairs(trees: dict[str, Path], cases: list[dict], n_pairs: int, m: Me
         workers = {}
         try:
             for side in trees:
-                workers[side] = worker = start_worker(trees[side], cases, budget_s, threads, clock)
+                workers[side] = worker = start_worker(trees[side], cases, budget_s, threads, clock, extras=j == 0)
                 info = worker.info
                 if m.pairs == 0:
                     log(f"  {side}: the worker imported harness from {Path(info['harness_file']).parent} and "

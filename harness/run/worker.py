@@ -109,8 +109,8 @@ def _tree_builder():
 
 def gate_mode(job: dict) -> None:
     """Median times of cases (by index into the job's list); when asked (a process's first block of a
-    case), also the calibration kernel's time before it, and one warm call's peak memory and the
-    forward error after it."""
+    case), also the calibration kernel's time before it, and, in a process of the job's ``extras``
+    (deterministic figures: one pair measures them), one warm call's peak memory and the forward error."""
     import torch
 
     timing = _own_module("bench/timing.py", "_attnbench_gate_timing")
@@ -143,9 +143,9 @@ def gate_mode(job: dict) -> None:
             with context():
                 t = timing.time_callable(fn, device, job["budget_s"], timer=clock,
                                          warmup=0 if i in warm else 2, min_samples=5)
-                if first:  # warm, as in a sweep's row: one call's peak memory
+                if first and job.get("extras", True):  # warm, as in a sweep's row: one call's peak memory
                     extra["peak_mem_bytes"] = memory.peak_memory(fn, device)[0]
-            if first:
+            if first and job.get("extras", True):
                 extra["rel_error"] = error_of()
             warm.add(i)
             _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), **extra})

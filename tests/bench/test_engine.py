@@ -95,3 +95,28 @@ def test_flex_compiles_in_prepare_and_never_recompiles_while_timed():
     with prepared.context():
         time_callable(prepared.fn, "cpu", budget_s=0.05, warmup=2, min_samples=5)
     assert sum(counters["frames"].values()) == frames, dict(counters["frames"])
+
+
+def test_cuda_blocks_are_timed_to_the_end_of_their_kernels(monkeypatch):
+    """On CUDA the clock synchronizes before every reading (a custom timer bypasses torch's own sync):
+    here a fake synchronize that takes 3 ms of the fake clock must show up in every sample."""
+    now = [0.0]
+    syncs = []
+
+    def synchronize():
+        syncs.append(1)
+        now[0] += 0.003  # the kernels launched since the last reading finish
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    t = time_callable(lambda: None, "cuda", budget_s=0.05, warmup=1, timer=lambda: now[0], min_samples=5)
+    assert len(syncs) >= 2 * len(t.samples_s) and t.median > 0
+    assert all(s * t.number_per_sample == pytest.approx(0.003) for s in t.samples_s)
+
+
+def test_small_budgets_take_small_blocks():
+    """A small call within a 0.02 s budget: blocks sized so that twice min_samples fit the budget
+    (torch's blocked_autorange sized them for 1e-4 overhead: 50 ms blocks for a 50 us call)."""
+    x = torch.randn(64, 64)
+    t = time_callable(lambda: x @ x, "cpu", budget_s=0.02, min_samples=5)
+    assert len(t.samples_s) >= 5 and t.number_per_sample > 1
+    assert t.number_per_sample * min(t.samples_s) < 0.02  # a block is a fraction of the budget
