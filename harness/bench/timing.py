@@ -88,13 +88,15 @@ def sync(device: str) -> None:
 
 
 MIN_BLOCK_S = 1e-3  # shortest timed block: the clock's reading (~1 us) stays below 0.1% of it
+TARGET_SAMPLES = 10  # blocks are sized so that at least this many fit the budget: a median, not a mean of 2
 
 
 def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
                   timer: Callable[[], float] | None = None, min_samples: int = 1) -> Timing:
-    """Warm up, size a block (``number`` calls) so that twice ``min_samples`` blocks fit in
-    ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then time blocks with the
-    standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist.
+    """Warm up, size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
+    ``min_samples``, fit in ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then
+    time blocks with the standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples``
+    samples exist.
 
     One sample is a block's time divided by its calls. The sizing blocks are not kept (they warm up
     further). On CUDA the clock synchronizes the device before every reading, so a block's time
@@ -116,7 +118,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         wall = base
     clock = _DualClock(wall)
     block = timeit.Timer(stmt=fn, timer=clock)
-    target = max(budget_s / (2 * max(min_samples, 1)), MIN_BLOCK_S)
+    target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     number, took = 1, block.timeit(1)
     while took < target and number < MAX_NUMBER:
         grow = target / took if took > 0 else 10.0
