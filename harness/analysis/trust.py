@@ -24,6 +24,8 @@ import statistics
 
 import pandas as pd
 
+from harness.core.errors import InputError
+
 MIN_CALLS = 5
 NOISE = 0.10
 HOST_BUSY = 0.25
@@ -45,8 +47,6 @@ def flag_name(flag: str) -> str:
 
 def parse_flag_filter(text: str) -> list[str]:
     """Comma-separated flag names (``FLAG_NAMES``; empty: every flag), each checked."""
-    from harness.core.errors import InputError
-
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
         if name not in FLAG_NAMES:

@@ -88,6 +88,7 @@ def sync(device: str) -> None:
 
 
 MIN_BLOCK_S = 1e-3  # shortest timed block: the clock's reading (~1 us) stays below 0.1% of it
+MAX_NUMBER = 10**6  # calls per block at most (a call that takes no measurable time)
 TARGET_SAMPLES = 10  # blocks are sized so that at least this many fit the budget: a median, not a mean of 2
 
 
@@ -132,9 +133,6 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         cpu += clock.last_blocks_cpu(1, number)
         spent += took
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu)
-
-
-MAX_NUMBER = 10**6  # calls per block at most (a call that takes no measurable time)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

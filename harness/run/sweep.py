@@ -210,8 +210,7 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
             metrics = {k: v for k, v in old.items() if k not in ("run_id", "case_id", "isolated", "wall_s",
                                                                   "finished_at")}
         record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
-        rows.pop(i)
-        rows.insert(i, rows.pop())  # the new row takes the old one's place
+        rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
 
 
 def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool,
