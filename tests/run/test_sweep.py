@@ -158,7 +158,7 @@ def test_isolate_turns_crashes_into_rows(misbehave_plugin, tmp_path, mode, statu
 
 def _sweep_cmd(out, *extra):
     return [sys.executable, "-m", "harness", "sweep", "--variants", "test_misbehave,naive", "--patterns", "global",
-            "--seq-lens", "16,32,48,64", "--heads", "1", "--head-dims", "8", "--passes", "fwd",
+            "--seq-lens", "16,32,48,64,80,96", "--heads", "1", "--head-dims", "8", "--passes", "fwd",
             "--budget-s", "0.01", "--retries", "0", "--config", str(out.parent / "cfg.toml"), "--out", str(out),
             *extra]
 
@@ -179,7 +179,7 @@ def test_kill_and_interrupt_lose_nothing_and_resume_finishes(misbehave_plugin, t
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     rows_before = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
-    assert 3 <= len(rows_before) < 8
+    assert 3 <= len(rows_before) < 12
     meta = json.loads((out / "run.json").read_text())
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in err
@@ -192,7 +192,7 @@ def test_kill_and_interrupt_lose_nothing_and_resume_finishes(misbehave_plugin, t
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     df, meta = load_run(out)
-    assert meta["status"] == "complete" and len(df) == 8 and df["case_id"].is_unique
+    assert meta["status"] == "complete" and len(df) == 12 and df["case_id"].is_unique
     done_before = {r["case_id"]: r["finished_at"] for r in rows_before}
     kept = df[df.case_id.isin(list(done_before))]
     assert len(kept) == len(done_before)  # finished cases were not redone
