@@ -64,10 +64,15 @@ def _num(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def best_calibration(meta: dict, rows: list[dict]) -> float | None:
-    """The run's best (fastest) calibration: run-level entries and every row's own."""
-    values = [_num(c.get("time_s_median")) for c in meta.get("calibration") or [] if isinstance(c, dict)]
-    values += [_num(r.get("calibration_s")) for r in rows]
+def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -> float | None:
+    """The run's best (fastest) calibration: run-level entries and every row's own. With ``threads``,
+    only those timed with that many torch threads (a run-level entry that does not say counts): the
+    kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration."""
+    entries = [c for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    if threads is not None:
+        entries = [c for c in entries if _num(c.get("threads")) in (None, threads)]
+        rows = [r for r in rows if _num(r.get("torch_threads")) in (None, threads)]
+    values = [_num(c.get("time_s_median")) for c in entries] + [_num(r.get("calibration_s")) for r in rows]
     values = [v for v in values if v and v > 0]
     return min(values) if values else None
 
@@ -165,11 +170,11 @@ def cross_suspects(rows: list[dict]) -> dict[int, str]:
 
 def assess(rows: list[dict], meta: dict) -> list[dict]:
     """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
-    best = best_calibration(meta, rows)
+    best = {t: best_calibration(meta, rows, t) for t in {_num(r.get("torch_threads")) for r in rows}}
     cross = cross_flags(rows)
     out = []
     for i, row in enumerate(rows):
-        own = row_flags(row, best)
+        own = row_flags(row, best[_num(row.get("torch_threads"))])
         flags = None if own is None else own + cross.get(i, [])
         trusted = None if flags is None or row.get("status") != "ok" else not flags
         out.append({**row, "time_trusted": trusted, "time_flags": json.dumps(flags) if flags else ""})

@@ -148,8 +148,9 @@ def calibration_kernel(device: str) -> tuple[str, Callable[[], object]]:
 
 def calibrate(device: str, budget_s: float = 0.3, timer: Callable[[], float] | None = None,
               warmup: int = 3, min_samples: int = 1) -> dict:
-    """The calibration kernel timed like a case: its name, median, IQR, raw samples and when."""
+    """The calibration kernel timed like a case: its name, torch's threads (its time depends on them),
+    median, IQR, raw samples and when."""
     name, fn = calibration_kernel(device)
     timing = time_callable(fn, device, budget_s, warmup=warmup, timer=timer, min_samples=min_samples)
-    return {"kernel": name, "device": device, "time_s_median": timing.median, "time_s_iqr": timing.iqr,
-            "samples_s": timing.samples_s, "at": time.time()}
+    return {"kernel": name, "device": device, "threads": torch.get_num_threads(), "time_s_median": timing.median,
+            "time_s_iqr": timing.iqr, "samples_s": timing.samples_s, "at": time.time()}

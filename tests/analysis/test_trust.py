@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.analysis.trust import assess, bimodal, cross_flags, row_flags, summary
+from harness.analysis.trust import assess, best_calibration, bimodal, cross_flags, row_flags, summary
 from harness.cli.main import main
 from harness.core.case import Case
 from harness.run import executors
@@ -30,6 +30,17 @@ def test_each_piece_of_evidence_raises_its_flag(changes, reason):
     assert row_flags(ok_row(), 1e-3) == []
     flags = row_flags(ok_row(**changes), 1e-3)
     assert [f.split(":")[0] for f in flags] == [reason]
+
+
+def test_calibration_is_judged_against_the_best_with_the_same_threads():
+    # The kernel runs on all of torch's threads: 1-thread cells are not "slow" against a 2-thread best.
+    meta = {"calibration": [{"time_s_median": 1e-3, "threads": 2}]}
+    rows = [ok_row(torch_threads=2, calibration_s=1e-3), ok_row(torch_threads=1, calibration_s=1.9e-3),
+            ok_row(torch_threads=1, calibration_s=2.4e-3)]
+    assessed = assess(rows, meta)
+    assert [r["time_trusted"] for r in assessed] == [True, True, False]
+    assert "slow machine: calibration 1.26x" in assessed[2]["time_flags"]
+    assert best_calibration({"calibration": [{"time_s_median": 5e-4}]}, rows, 1) == 5e-4  # an entry that does not say counts
 
 
 def test_a_row_without_evidence_is_not_assessed():
