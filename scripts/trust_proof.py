@@ -44,9 +44,9 @@ def _burn(stop, burst_s: float) -> None:
         stop.wait(burst_s)
 
 
-def _sweep(out: Path, threads: int | None) -> tuple[float, dict]:
+def _sweep(out: Path, threads: int | None, rounds: int) -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "harness", "sweep", *SWEEP, *(["--threads", str(threads)] if threads else []),
-           "--out", str(out), "--quiet"]
+           "--rounds", str(rounds), "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
@@ -60,24 +60,26 @@ def main() -> int:
     ap.add_argument("--out", default="results/trust-proof")
     ap.add_argument("--burst-s", type=float, default=1.0)
     ap.add_argument("--threads", type=int, help="torch threads for every cell (default: the sweep's, all cores)")
+    ap.add_argument("--rounds", type=int, default=1, help="the sweep's --rounds: every cell measured this many "
+                                                         "times over the run, samples pooled (default 1)")
     ap.add_argument("--quiet-runs", dest="quiet_runs", type=int, choices=[1, 2], default=2,
                     help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
     args = ap.parse_args()
     out = Path(args.out)
     for sub in ("quiet", "loaded", "quiet-after"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    quiet_s, quiet = _sweep(out / "quiet", args.threads)
+    quiet_s, quiet = _sweep(out / "quiet", args.threads, args.rounds)
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop, args.burst_s), daemon=True) for _ in range(os.cpu_count() or 1)]
     for p in burners:
         p.start()
     try:
-        loaded_s, loaded = _sweep(out / "loaded", args.threads)
+        loaded_s, loaded = _sweep(out / "loaded", args.threads, args.rounds)
     finally:
         stop.set()
         for p in burners:
             p.join(5)
-    quiet2 = _sweep(out / "quiet-after", args.threads)[1] if args.quiet_runs == 2 else quiet
+    quiet2 = _sweep(out / "quiet-after", args.threads, args.rounds)[1] if args.quiet_runs == 2 else quiet
     cells = sorted(set(quiet) & set(loaded) & set(quiet2))
     ref = {c: (quiet[c]["time_s_median"] + quiet2[c]["time_s_median"]) / 2 for c in cells}
     drift = {c: quiet2[c]["time_s_median"] / quiet[c]["time_s_median"] for c in cells}
@@ -104,7 +106,7 @@ def main() -> int:
         print(f"  trusted and within 15%: {len(good)} of {len(ids)} = {len(good) / max(len(ids), 1):.0%} (goal >= 80%)")
         return not off and len(good) >= 0.8 * len(ids)
 
-    print(f"threads: {args.threads or 'the default (all cores)'}; quiet runs: {args.quiet_runs}")
+    print(f"threads: {args.threads or 'the default (all cores)'}; rounds: {args.rounds}; quiet runs: {args.quiet_runs}")
     print(f"quiet run: {quiet_s:.0f} s, {len(quiet)} ok cells, {sum(quiet[c]['time_trusted'] is True for c in cells)} "
           f"trusted")
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "

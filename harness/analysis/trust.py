@@ -34,6 +34,7 @@ CEILING = 1.05
 DROP = 2.0
 BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the median...
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
+ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds) whose slowest/fastest round is within this agrees
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
@@ -159,11 +160,12 @@ SUSPECT_FLAGS = ("fwd slower than its own fwd_bwd", "drop")  # the slow side of 
 def cross_suspects(rows: list[dict]) -> dict[int, str]:
     """Rows a cross-cell check suspects of a slow measurement (a fwd slower than its own fwd_bwd; the
     shorter length of a drop), with the check's flag: the ones to measure again. Rows already
-    re-measured (``remeasured_for`` set) are not suspected twice."""
+    re-measured for a check (``remeasured_for`` set, other than a round) are not suspected twice."""
     out = {}
     for i, flags in cross_flags(rows).items():
         slow = [f for f in flags if flag_name(f) in SUSPECT_FLAGS]
-        if slow and not isinstance(rows[i].get("remeasured_for"), str):
+        again = rows[i].get("remeasured_for")
+        if slow and not (isinstance(again, str) and not again.startswith("round ")):  # a round is no re-check
             out[i] = slow[0]
     return out
 
@@ -189,6 +191,21 @@ def summary(rows: list[dict]) -> dict:
         for flag in json.loads(r.get("time_flags") or "[]"):
             key = flag_name(flag)
             reasons[key] = reasons.get(key, 0) + 1
-    return {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
-            "flagged": sum(r.get("time_trusted") is False for r in ok),
-            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
+    out = {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
+           "flagged": sum(r.get("time_trusted") is False for r in ok),
+           "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
+    spreads = [max(m) / min(m) for m in (r.get("time_rounds_s") for r in ok)
+               if isinstance(m, list) and len(m) > 1 and min(m) > 0]
+    if spreads:  # measured in rounds (--rounds): how well the run agrees with itself over time
+        out["rounds"] = {"cells": len(spreads), "agree": sum(x <= ROUNDS_AGREE for x in spreads),
+                         "spread_median": statistics.median(spreads)}
+    return out
+
+
+def rounds_text(trust: dict) -> str:
+    """One clause on how well a run measured in rounds agrees with itself ('' without rounds)."""
+    r = trust.get("rounds")
+    if not r:
+        return ""
+    return (f"{r['agree']} of {r['cells']} cells measured in rounds agree across them within "
+            f"{ROUNDS_AGREE - 1:.0%} (median spread {r['spread_median']:.2f}x)")

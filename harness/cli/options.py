@@ -97,7 +97,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", "budget_s", "timeout_s", "retries"):
+    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds"):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -146,6 +146,9 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
     p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
                                                "host busy, slow calibration, above ceiling); default 2, 0 for none")
+    p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
+                                              "another, pooling the samples: a row's median and spread then cover "
+                                              "minutes of the machine's drift, not one moment (default 1)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
 

@@ -16,6 +16,7 @@ from harness.core.errors import InputError
 from harness.render.context import build_context
 from harness.render.index import INDEX, update_index
 from harness.store.load import load_run
+from harness.store.schema import LIST_COLUMNS
 
 REPORTS_ROOT = Path("reports")
 
@@ -40,7 +41,7 @@ def load_runs(run_dirs) -> list[tuple]:
             raise InputError(f"run {run_id!r} is given twice ({seen[run_id]} and {path}); hint: give each run "
                              "folder once")
         seen[run_id] = path
-        df = df.drop(columns=["time_samples_s", "time_cpu_samples_s"], errors="ignore")
+        df = df.drop(columns=list(LIST_COLUMNS), errors="ignore")
         df["run_id"] = run_id  # rows of one folder belong to that folder's run
         runs.append((df, meta, path))
     return runs

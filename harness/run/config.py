@@ -45,6 +45,7 @@ class SweepConfig:
     timeout_s: float = 300.0
     isolate: bool = False
     retries: int = 2  # re-measurements of a cell whose own evidence flags it (harness.analysis.trust)
+    rounds: int = 1  # times every cell is measured over the run, samples pooled (harness.analysis.rounds)
     max_error_elements: int = 2**26
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"
@@ -242,6 +243,10 @@ def build_config(data: dict) -> SweepConfig:
     retries = values.get("retries", 2)
     if not _is_int(retries) or retries < 0:
         raise _bad("retries", retries, "an integer >= 0", "retries = 2 (--retries 2; 0: measure each cell once)")
+    rounds = values.get("rounds", 1)
+    if not _is_int(rounds) or rounds < 1:
+        raise _bad("rounds", rounds, "an integer >= 1",
+                   "rounds = 3 (--rounds 3: every cell measured in 3 rounds over the run; 1: once)")
     if "isolate" in values and not isinstance(values["isolate"], bool):
         raise _bad("isolate", values["isolate"], "true or false", "isolate = true (--isolate)")
     mee = values.get("max_error_elements", 1)

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from harness.analysis.rounds import ROUND_PREFIX, merge_round, rounds_done
 from harness.analysis.trust import assess, cross_suspects
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
@@ -30,7 +31,7 @@ from harness.store.provenance import environment_fingerprint, new_run_id, proven
 from harness.store.schema import JOURNAL, RUN_JSON, SCHEMA_VERSION
 
 RESULTS_ROOT = Path("results")
-EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries")  # how cases run, not which: may change on resume
+EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries", "rounds")  # how cases run, not which: may change on resume
 IGNORED_ON_RESUME = ("name",)  # a label: the resumed run keeps its own
 
 
@@ -98,10 +99,12 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
                              f"hint: drop --out, or start a new run with --out {out}")
         meta = _check_resumable(run_dir, config)
         config = _resumed_config(run_dir, meta, options, quiet)
+        _check_rounds(executor, config)
     else:
         assert config is not None
         if options:
             config = build_config({**config.to_dict(), **options})
+        _check_rounds(executor, config)
         run_id = new_run_id(config.name)
         run_dir = Path(out) if out is not None else RESULTS_ROOT / run_id
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -157,6 +160,12 @@ def _check_executor(executor: str, ray_address: str | None, ray_cpus_per_case: i
         raise InputError(f"{flag} applies to the Ray executor only; hint: add --executor ray")
 
 
+def _check_rounds(executor: str, config: SweepConfig) -> None:
+    if executor == "ray" and config.rounds > 1:
+        raise InputError(f"--rounds {config.rounds} applies to the local executor only (a Ray run measures each cell "
+                         "once); hint: drop --rounds, or run without --executor ray")
+
+
 def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet) -> Path:
     def record(case: Case, metrics: dict, wall_s: float) -> None:
         row = make_row(meta["run_id"], case, metrics, config.isolate, wall_s)
@@ -175,8 +184,11 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
             t0 = time.perf_counter()
             record(case, runner.metrics(case), time.perf_counter() - t0)
             progress.advance()
+        progress.close()  # one live bar at a time: the rounds show their own
         if not ray_exec:
-            _remeasure_suspects(rows, {c.id: c for c in cases}, runner, record, quiet)
+            by_id = {c.id: c for c in cases}
+            _more_rounds(rows, by_id, runner, record, config.rounds, quiet)
+            _remeasure_suspects(rows, by_id, runner, record, quiet)
     except KeyboardInterrupt:
         progress.close()
         journal.close()
@@ -192,11 +204,33 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     return run_dir
 
 
+def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, quiet: bool) -> None:
+    """Rounds 2..``rounds``: every ok cell measured again, one round after another, its samples pooled
+    (harness.analysis.rounds). Each new row (``remeasured_for`` "round k") supersedes the cell's row in
+    the journal, so Ctrl-C keeps finished rounds and a resume measures only the cells still short."""
+    for k in range(2, rounds + 1):
+        due = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_done(r) < k]
+        if not due:
+            continue
+        _log(quiet, f"round {k} of {rounds}: measuring {len(due)} cell(s) again")
+        progress = Progress(len(due), 0, quiet)
+        for i in due:
+            case = by_id[rows[i]["case_id"]]
+            progress.show(case)
+            t0 = time.perf_counter()
+            metrics = merge_round(rows[i], runner.metrics(case))
+            record(case, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, time.perf_counter() - t0)
+            rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
+            progress.advance()
+        progress.close()
+
+
 def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bool) -> None:
     """Cross-cell checks once every cell exists: each cell suspected of a slow measurement (a fwd
     slower than its own fwd_bwd; a time that drops more than 2x at the next length) is measured
     again. The new row (``remeasured_for``: the check) supersedes the old one and keeps the faster of
-    the two measurements (load only ever adds time); ``assess`` then flags what is still suspect."""
+    the two measurements (load only ever adds time), or, for a cell measured in rounds, pools the new
+    measurement as one more round; ``assess`` then flags what is still suspect."""
     suspects = cross_suspects(rows)
     if suspects:
         _log(quiet, f"re-measuring {len(suspects)} cell(s) a cross-cell check suspects")
@@ -206,7 +240,9 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
         metrics = runner.metrics(case)
         wall_s = time.perf_counter() - t0
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
-        if metrics.get("status") != "ok" or metrics["time_s_median"] >= old["time_s_median"]:
+        if rounds_done(old) > 1:  # measured in rounds: one more round, pooled like the others
+            metrics = merge_round(old, metrics)
+        elif metrics.get("status") != "ok" or metrics["time_s_median"] >= old["time_s_median"]:
             metrics = {k: v for k, v in old.items() if k not in ("run_id", "case_id", "isolated", "wall_s",
                                                                   "finished_at")}
         record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
@@ -262,7 +298,9 @@ def _resumed_config(run_dir: Path, meta: dict, options: dict, quiet: bool) -> Sw
     except InputError as exc:
         raise InputError(f"cannot resume {run_dir}: {exc}") from None
     now = json.loads(json.dumps(config.to_dict()))
-    changed = {k: [stored.get(k), now[k]] for k in EXECUTION_KEYS if stored.get(k) != now[k]}
+    default = SweepConfig()  # a key a run from before it existed does not store had its default
+    changed = {k: [stored.get(k, getattr(default, k)), now[k]] for k in EXECUTION_KEYS
+               if stored.get(k, getattr(default, k)) != now[k]}
     if changed:
         meta["sweep"] = now
         meta.setdefault("resumes", []).append({"at": time.time(), "changed": changed})

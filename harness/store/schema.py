@@ -22,7 +22,9 @@ Schema versions (``run.json``'s ``schema_version``):
   the verdict on it: ``time_trusted`` (NA: not assessed, as in older runs) and ``time_flags`` (JSON
   text, the reasons; harness.analysis.trust). Later in version 3 (nullable): ``remeasured_for``, the
   cross-cell check that had the cell measured again at the end of the sweep (NA: it was not); such a
-  row supersedes the case's earlier row in the journal.
+  row supersedes the case's earlier row in the journal. Also nullable: ``time_rounds_s``, each round's
+  median when the sweep measured its cells in several rounds (``--rounds``; harness.analysis.rounds:
+  the samples are pooled, ``remeasured_for`` "round 2", ...); NA for a cell measured once.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
-                  "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s"]
+                  "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
+                  "time_rounds_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
@@ -87,4 +90,4 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
-LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s")  # raw samples: a list per row (JSON text in the CSV)
+LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s")  # raw samples: a list per row (JSON text in the CSV)

@@ -103,15 +103,16 @@ def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkey
     assert executors.case_limit_s(build_config({"timeout_s": 10, "retries": 2})) == 10 * 3 + 2 * executors.QUIET_WAIT_S + executors.WORKER_GRACE_S
 
 
-@pytest.mark.parametrize("value", ["-1", "x"])
-def test_bad_retries_is_one_line(value, capsys, tmp_path):
+@pytest.mark.parametrize("flag,value", [("retries", "-1"), ("retries", "x"), ("rounds", "0"), ("rounds", "-2"),
+                                        ("rounds", "x")])
+def test_bad_retries_or_rounds_is_one_line(flag, value, capsys, tmp_path):
     try:
-        code = main(["sweep", "--variants", "naive", "--retries", value, "--out", str(tmp_path / "r")])
+        code = main(["sweep", "--variants", "naive", f"--{flag}", value, "--out", str(tmp_path / "r")])
     except SystemExit as exc:  # argparse's own refusal, as one line
         code = exc.code
     assert code == 2
     err = capsys.readouterr().err
-    assert "retries" in err and len(err.strip().splitlines()) == 1
+    assert flag in err and len(err.strip().splitlines()) == 1
 
 
 def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
