@@ -8,8 +8,12 @@ The quiet run is repeated after the loaded one (``--quiet-runs 2``, the default)
 cell is the mean of its two quiet medians, and cells whose two quiet runs disagree by more than 15%
 are counted apart (no flag in the loaded run can be judged against a reference that moved by itself).
 
-Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N]
-(about 15 minutes on 2 cores; run it on an otherwise quiet machine: your own jobs are load too)
+With ``--rounds N`` each sweep measures every cell N times over its run, pooling the samples
+(harness.analysis.rounds): cells whose rounds disagree are flagged rather than trusted.
+
+Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
+(about 10 minutes on 2 cores, 50 with --rounds 3; run it on an otherwise quiet machine: your own
+jobs are load too)
 """
 
 from __future__ import annotations
