@@ -120,6 +120,9 @@ def main() -> int:
     ok = judge(cells, "every cell (reference: the quiet runs' mean)")
     if args.quiet_runs == 2:
         judge(stable, "cells whose two quiet runs agree within 15%")
+    from trust_drift import drift_lines  # this folder's: raw and calibration-normalized drift between the runs
+
+    print("\n".join(drift_lines(out)))
     return 0 if ok else 1
 
 
