@@ -17,8 +17,6 @@ import statistics
 
 from harness.analysis.trust import NOISE
 
-ROUND_PREFIX = "round "  # ``remeasured_for`` of a row that a round superseded: "round 2", "round 3", ...
-
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at")
 # Rates scale with 1 / median; the evidence of contention keeps the worst of the rounds.
@@ -30,10 +28,6 @@ def rounds_done(row: dict) -> int:
     """Rounds of measurement that a row holds (1 for a row measured once)."""
     medians = row.get("time_rounds_s")
     return len(medians) if isinstance(medians, list) and medians else 1
-
-
-def is_round(remeasured_for) -> bool:
-    return isinstance(remeasured_for, str) and remeasured_for.startswith(ROUND_PREFIX)
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float]:

@@ -34,6 +34,7 @@ CEILING = 1.05
 DROP = 2.0
 BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the median...
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
+ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("round 2", ...; harness.analysis.rounds)
 ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds) whose slowest/fastest round is within this agrees
 
 
@@ -165,7 +166,7 @@ def cross_suspects(rows: list[dict]) -> dict[int, str]:
     for i, flags in cross_flags(rows).items():
         slow = [f for f in flags if flag_name(f) in SUSPECT_FLAGS]
         again = rows[i].get("remeasured_for")
-        if slow and not (isinstance(again, str) and not again.startswith("round ")):  # a round is no re-check
+        if slow and not (isinstance(again, str) and not again.startswith(ROUND_PREFIX)):  # a round is no re-check
             out[i] = slow[0]
     return out
 

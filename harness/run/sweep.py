@@ -15,8 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.analysis.rounds import ROUND_PREFIX, merge_round, rounds_done
-from harness.analysis.trust import assess, cross_suspects
+from harness.analysis.rounds import merge_round, rounds_done
+from harness.analysis.trust import ROUND_PREFIX, assess, cross_suspects
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
