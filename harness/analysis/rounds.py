@@ -1,21 +1,19 @@
 """Rounds: a cell measured several times over a run, its samples pooled (``--rounds``).
 
 A machine's speed drifts over minutes (on this project's 2-core VM, one cell read 8, 12, 17 and 23 ms
-at different times on a quiet machine, while the calibration matmul moved less than 10%): a cell timed once,
+at different times on a quiet machine, while the calibration matmul timed beside it moved about 10%): a cell timed once,
 for a fraction of a second, reports whichever state the machine was in. With ``rounds`` > 1, the
 sweep measures every cell again after all cells have been measured once, round after round (asv's
 ``rounds``, pyperf's several processes); each round's samples join the row's, so the row's median and
 spread cover minutes, not a fraction of a second, and rounds that disagree show as a noisy (or bimodal)
 row instead of passing as quiet. ``time_rounds_s`` keeps each round's median.
 
-Pure functions of rows.
+Pure functions of rows (the pooled statistics are harness.bench.timing's ``Timing``).
 """
 
 from __future__ import annotations
 
-import statistics
-
-from harness.analysis.trust import NOISE
+from harness.bench.timing import Timing
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at")
@@ -28,13 +26,6 @@ def rounds_done(row: dict) -> int:
     """Rounds of measurement that a row holds (1 for a row measured once)."""
     medians = row.get("time_rounds_s")
     return len(medians) if isinstance(medians, list) and medians else 1
-
-
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[2]
 
 
 def merge_round(old: dict, new: dict) -> dict:
@@ -52,15 +43,10 @@ def merge_round(old: dict, new: dict) -> dict:
     samples = [float(s) for s in (old.get("time_samples_s") or []) + list(new["time_samples_s"])]
     old_cpu, new_cpu = old.get("time_cpu_samples_s"), new.get("time_cpu_samples_s")
     cpu = list(old_cpu) + list(new_cpu) if old_cpu is not None and new_cpu is not None else None
-    median = statistics.median(samples)
-    q1, q3 = _quartiles(samples)
-    scale = old["time_s_median"] / median if median > 0 else None
-    out = {**keep, "time_s_median": median, "time_s_iqr": q3 - q1, "time_s_min": min(samples),
-           "time_s_max": max(samples), "time_n_samples": len(samples),
-           "time_number_per_sample": min(int(old.get("time_number_per_sample") or 1),
-                                         int(new.get("time_number_per_sample") or 1)),
-           "time_noisy": median > 0 and (q3 - q1) / median > NOISE, "time_samples_s": samples,
-           "time_cpu_samples_s": cpu, "time_rounds_s": medians, "attempts": attempts}
+    number = min(int(old.get("time_number_per_sample") or 1), int(new.get("time_number_per_sample") or 1))
+    pooled = Timing(samples_s=samples, number_per_sample=number, cpu_samples_s=cpu)
+    scale = old["time_s_median"] / pooled.median if pooled.median > 0 else None
+    out = {**keep, **pooled.fields(), "time_rounds_s": medians, "attempts": attempts}
     for key in _RATES:
         if old.get(key) is not None and scale is not None:
             out[key] = old[key] * scale
