@@ -8,8 +8,8 @@ The quiet run is repeated after the loaded one (``--quiet-runs 2``, the default)
 cell is the mean of its two quiet medians, and cells whose two quiet runs disagree by more than 15%
 are counted apart (no flag in the loaded run can be judged against a reference that moved by itself).
 
-With ``--rounds N`` each sweep measures every cell N times over its run, pooling the samples
-(harness.analysis.rounds): cells whose rounds disagree are flagged rather than trusted.
+With ``--rounds N`` each sweep measures every cell N times over its run and keeps the fastest round
+(harness.analysis.rounds): a cell whose fastest round no other round reproduces is flagged.
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
 (about 10 minutes on 2 cores, 50 with --rounds 3; run it on an otherwise quiet machine: your own
@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--burst-s", type=float, default=1.0)
     ap.add_argument("--threads", type=int, help="torch threads for every cell (default: the sweep's, all cores)")
     ap.add_argument("--rounds", type=int, default=1, help="the sweep's --rounds: every cell measured this many "
-                                                         "times over the run, samples pooled (default 1)")
+                                                         "times over the run, the fastest round kept (default 1)")
     ap.add_argument("--quiet-runs", dest="quiet_runs", type=int, choices=[1, 2], default=2,
                     help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
     args = ap.parse_args()

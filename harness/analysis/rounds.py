@@ -1,25 +1,23 @@
-"""Rounds: a cell measured several times over a run, its samples pooled (``--rounds``).
+"""Rounds: a cell measured several times over a run, the fastest round kept (``--rounds``).
 
 A machine's speed drifts over minutes (on this project's 2-core VM, one cell read 8, 12, 17 and 23 ms
-at different times on a quiet machine, while the calibration matmul timed beside it moved about 10%): a cell timed once,
-for a fraction of a second, reports whichever state the machine was in. With ``rounds`` > 1, the
-sweep measures every cell again after all cells have been measured once, round after round (asv's
-``rounds``, pyperf's several processes); each round's samples join the row's, so the row's median and
-spread cover minutes, not a fraction of a second, and rounds that disagree show as a noisy (or bimodal)
-row instead of passing as quiet. ``time_rounds_s`` keeps each round's median.
+at different times on a quiet machine, while the calibration matmul timed beside it moved about 10%): a
+cell timed once, for a fraction of a second, reports whichever state the machine was in. With
+``rounds`` > 1, the sweep measures every cell again after all cells have been measured once, round
+after round (asv's ``rounds``, pyperf's several processes). Load and drift only ever add time, so the
+row keeps its fastest round's whole measurement (samples, spread, rates and the evidence beside it:
+calibration and host load), as a cross-cell re-measure keeps the faster of two
+(timeit's and BenchmarkTools' minimum, applied to rounds rather than samples). ``time_rounds_s``
+keeps every round's median, so the trust flags can ask whether the fastest round was reproduced
+(harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted.
 
-Pure functions of rows (the pooled statistics are harness.bench.timing's ``Timing``).
+Pure functions of rows.
 """
 
 from __future__ import annotations
 
-from harness.bench.timing import Timing
-
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
-_ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at")
-# Rates scale with 1 / median; the evidence of contention keeps the worst of the rounds.
-_RATES = ("flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_fraction")
-_WORST = ("calibration_s", "host_busy")
+_ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
 
 
 def rounds_done(row: dict) -> int:
@@ -29,32 +27,16 @@ def rounds_done(row: dict) -> int:
 
 
 def merge_round(old: dict, new: dict) -> dict:
-    """The metrics of ``old`` (an ok row) with the measurement ``new`` pooled in as one more round.
+    """The metrics of ``old`` (an ok row) with the measurement ``new`` as one more round.
 
-    Samples (wall and CPU) are pooled; median, IQR, min, max and noisiness are recomputed from them;
-    rates are rescaled to the pooled median; calibration and host load keep the worst round's; calls
-    per sample the smallest (so "few calls" stays conservative); attempts add up. A failed round (not
-    ok) leaves the measurement as it was, its attempts counted."""
+    The faster round's measurement is kept whole (its median, samples, rates, calibration and host
+    load belong together); ``time_rounds_s`` gains the new round's median and attempts add up. A failed
+    round (not ok) leaves the measurement as it was, its attempts counted."""
     keep = {k: v for k, v in old.items() if k not in _ROW_FIELDS}
     attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
     if new.get("status") != "ok" or not new.get("time_samples_s"):
         return {**keep, "attempts": attempts}
     medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
-    samples = [float(s) for s in (old.get("time_samples_s") or []) + list(new["time_samples_s"])]
-    old_cpu, new_cpu = old.get("time_cpu_samples_s"), new.get("time_cpu_samples_s")
-    cpu = list(old_cpu) + list(new_cpu) if old_cpu is not None and new_cpu is not None else None
-    number = min(int(old.get("time_number_per_sample") or 1), int(new.get("time_number_per_sample") or 1))
-    pooled = Timing(samples_s=samples, number_per_sample=number, cpu_samples_s=cpu)
-    scale = old["time_s_median"] / pooled.median if pooled.median > 0 else None
-    out = {**keep, **pooled.fields(), "time_rounds_s": medians, "attempts": attempts}
-    for key in _RATES:
-        if old.get(key) is not None and scale is not None:
-            out[key] = old[key] * scale
-    for key in _WORST:
-        values = [v for v in (old.get(key), new.get(key)) if isinstance(v, (int, float))]
-        if values:
-            out[key] = max(values)
-    for key in ("gpu_sm_clock_mhz", "gpu_temp_c", "gpu_throttle"):  # the latest round's device state
-        if new.get(key) is not None:
-            out[key] = new[key]
-    return out
+    if new["time_s_median"] < old["time_s_median"]:
+        keep = {k: v for k, v in new.items() if k not in _ROW_FIELDS}
+    return {**keep, "time_rounds_s": medians, "attempts": attempts}

@@ -9,6 +9,8 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * its calibration kernel (timed right before it) more than ``SLOW_CALIBRATION`` slower than the
   run's best: the machine was slow then;
 * a fraction of the matmul ceiling above ``CEILING``;
+* measured in rounds (``--rounds``), its fastest round (the one kept) not reproduced within
+  ``ROUNDS_AGREE`` by another round: a lone fast round may be a lucky moment, not the cell's speed;
 * a fwd_bwd faster than its own fwd;
 * a time that falls by more than ``DROP`` from one sequence length to the next larger one.
 
@@ -35,7 +37,7 @@ DROP = 2.0
 BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the median...
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
 ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("round 2", ...; harness.analysis.rounds)
-ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds) whose slowest/fastest round is within this agrees
+ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the fastest reproduces it
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
@@ -119,7 +121,18 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
     if row.get("gpu_throttle"):
         flags.append(f"throttled: {row['gpu_throttle']}")
+    spread = reproduction(row.get("time_rounds_s"))
+    if spread is not None and spread > ROUNDS_AGREE:
+        flags.append(f"unreproduced: the next fastest round is {spread:.2f}x the fastest > {ROUNDS_AGREE:g}")
     return flags
+
+
+def reproduction(medians) -> float | None:
+    """Next fastest round's median over the fastest (None unless measured in two rounds or more)."""
+    if not isinstance(medians, list) or len(medians) < 2:
+        return None
+    fastest, second = sorted(float(m) for m in medians)[:2]
+    return second / fastest if fastest > 0 else None
 
 
 def _series_key(row: dict) -> tuple:
@@ -195,11 +208,10 @@ def summary(rows: list[dict]) -> dict:
     out = {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
            "flagged": sum(r.get("time_trusted") is False for r in ok),
            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
-    spreads = [max(m) / min(m) for m in (r.get("time_rounds_s") for r in ok)
-               if isinstance(m, list) and len(m) > 1 and min(m) > 0]
-    if spreads:  # measured in rounds (--rounds): how well the run agrees with itself over time
-        out["rounds"] = {"cells": len(spreads), "agree": sum(x <= ROUNDS_AGREE for x in spreads),
-                         "spread_median": statistics.median(spreads)}
+    rounds = [m for m in (r.get("time_rounds_s") for r in ok) if reproduction(m) is not None]
+    if rounds:  # measured in rounds (--rounds): how well the run agrees with itself over time
+        out["rounds"] = {"cells": len(rounds), "agree": sum(reproduction(m) <= ROUNDS_AGREE for m in rounds),
+                         "spread_median": statistics.median(max(m) / min(m) for m in rounds)}
     return out
 
 
@@ -208,5 +220,5 @@ def rounds_text(trust: dict) -> str:
     r = trust.get("rounds")
     if not r:
         return ""
-    return (f"{r['agree']} of {r['cells']} cells measured in rounds agree across them within "
-            f"{ROUNDS_AGREE - 1:.0%} (median spread {r['spread_median']:.2f}x)")
+    return (f"{r['agree']} of {r['cells']} cells measured in rounds had their fastest round reproduced "
+            f"within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")

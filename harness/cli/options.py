@@ -147,8 +147,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
                                                "host busy, slow calibration, above ceiling); default 2, 0 for none")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
-                                              "another, pooling the samples: a row's median and spread then cover "
-                                              "minutes of the machine's drift, not one moment (default 1)")
+                                              "another, and keep each cell's fastest round; a fastest round no other "
+                                              "reproduces within 15%% is flagged 'unreproduced' (default 1)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
 

@@ -83,5 +83,5 @@ def register_cli(subparsers) -> None:
     p.add_argument("--flagged", nargs="?", const="", metavar="FLAGS",
                    help="also print every flagged (untrusted) cell with its flags; FLAGS: comma-separated flag "
                         "names to keep (few calls, noisy, bimodal, host busy, slow machine, above ceiling, "
-                        "throttled, drop, ...)")
+                        "throttled, unreproduced, drop, ...)")
     p.set_defaults(func=cmd_show)

@@ -45,7 +45,7 @@ class SweepConfig:
     timeout_s: float = 300.0
     isolate: bool = False
     retries: int = 2  # re-measurements of a cell whose own evidence flags it (harness.analysis.trust)
-    rounds: int = 1  # times every cell is measured over the run, samples pooled (harness.analysis.rounds)
+    rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
     max_error_elements: int = 2**26
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"

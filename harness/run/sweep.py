@@ -205,8 +205,8 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
 
 
 def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, quiet: bool) -> None:
-    """Rounds 2..``rounds``: every ok cell measured again, one round after another, its samples pooled
-    (harness.analysis.rounds). Each new row (``remeasured_for`` "round k") supersedes the cell's row in
+    """Rounds 2..``rounds``: every ok cell measured again, one round after another, the fastest round
+    kept (harness.analysis.rounds). Each new row (``remeasured_for`` "round k") supersedes the cell's row in
     the journal, so Ctrl-C keeps finished rounds and a resume measures only the cells still short."""
     for k in range(2, rounds + 1):
         due = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_done(r) < k]
@@ -229,7 +229,7 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
     """Cross-cell checks once every cell exists: each cell suspected of a slow measurement (a fwd
     slower than its own fwd_bwd; a time that drops more than 2x at the next length) is measured
     again. The new row (``remeasured_for``: the check) supersedes the old one and keeps the faster of
-    the two measurements (load only ever adds time), or, for a cell measured in rounds, pools the new
+    the two measurements (load only ever adds time), or, for a cell measured in rounds, counts the new
     measurement as one more round; ``assess`` then flags what is still suspect."""
     suspects = cross_suspects(rows)
     if suspects:
@@ -240,7 +240,7 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
         metrics = runner.metrics(case)
         wall_s = time.perf_counter() - t0
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
-        if rounds_done(old) > 1:  # measured in rounds: one more round, pooled like the others
+        if rounds_done(old) > 1:  # measured in rounds: one more round, like the others
             metrics = merge_round(old, metrics)
         elif metrics.get("status") != "ok" or metrics["time_s_median"] >= old["time_s_median"]:
             metrics = {k: v for k, v in old.items() if k not in ("run_id", "case_id", "isolated", "wall_s",

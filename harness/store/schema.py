@@ -24,7 +24,8 @@ Schema versions (``run.json``'s ``schema_version``):
   cross-cell check that had the cell measured again at the end of the sweep (NA: it was not); such a
   row supersedes the case's earlier row in the journal. Also nullable: ``time_rounds_s``, each round's
   median when the sweep measured its cells in several rounds (``--rounds``; harness.analysis.rounds:
-  the samples are pooled, ``remeasured_for`` "round 2", ...); NA for a cell measured once.
+  the fastest round's measurement is the row's, ``remeasured_for`` "round 2", ...); NA for a cell
+  measured once.
 """
 
 from __future__ import annotations

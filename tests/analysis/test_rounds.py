@@ -1,4 +1,4 @@
-"""Rounds (--rounds): every cell measured again after all were measured once, its samples pooled."""
+"""Rounds (--rounds): every cell measured again after all were measured once, the fastest round kept."""
 
 import json
 
@@ -6,6 +6,7 @@ import pytest
 
 from harness.analysis.rounds import merge_round, rounds_done
 from harness.analysis.trust import assess, cross_suspects
+from harness.analysis.trust import summary as trust_summary
 from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.run.config import build_config
@@ -22,24 +23,36 @@ def measured(median, n=10, **changes):
     return {**row, **changes}
 
 
-def test_a_round_pools_samples_and_keeps_each_rounds_median():
-    first = {**measured(1e-3), "run_id": "r", "case_id": "c", "wall_s": 1.0, "finished_at": 5.0}
-    two = merge_round(first, measured(1e-3, time_number_per_sample=2, calibration_s=1.5e-3))
-    assert "run_id" not in two and "finished_at" not in two  # the new row gets its own
-    assert two["time_rounds_s"] == [1e-3, 1e-3] and rounds_done(two) == 2 and rounds_done(first) == 1
-    assert two["time_n_samples"] == 20 and len(two["time_cpu_samples_s"]) == 20
-    assert two["time_number_per_sample"] == 2 and two["attempts"] == 2
-    assert two["calibration_s"] == 1.5e-3  # the worst round's evidence
-    three = merge_round(two, measured(4e-3, host_busy=0.4))  # a round twice as slow joins the pool
-    assert three["time_rounds_s"] == [1e-3, 1e-3, 4e-3] and three["host_busy"] == 0.4
-    assert three["time_s_median"] == 1e-3 and three["time_s_max"] == 4e-3
-    assert three["time_noisy"] and three["time_s_iqr"] > 0.1 * three["time_s_median"]
-    assert three["flops_per_s"] == pytest.approx(1e9) and three["peak_mem_bytes"] == 4096
-    four = merge_round(three, measured(4e-3))  # now half the samples are slow: the median moves, rates follow
-    assert four["time_s_median"] == pytest.approx(2.5e-3) and four["flops_per_s"] == pytest.approx(0.4e9)
-    assert four["ceiling_fraction"] == pytest.approx(0.2)
-    flags = json.loads(assess([four], {})[0]["time_flags"])
-    assert any(f.startswith("noisy") for f in flags) and any(f.startswith("bimodal") for f in flags)
+def test_a_round_keeps_the_fastest_measurement_whole_and_each_rounds_median():
+    first = {**measured(2e-3), "run_id": "r", "case_id": "c", "wall_s": 1.0, "finished_at": 5.0,
+             "remeasured_for": "round 2"}
+    faster = measured(1e-3, time_number_per_sample=2, calibration_s=0.9e-3, host_busy=0.01, flops_per_s=2e9)
+    two = merge_round(first, faster)
+    assert "run_id" not in two and "finished_at" not in two and "remeasured_for" not in two  # the new row's own
+    assert two["time_rounds_s"] == [2e-3, 1e-3] and rounds_done(two) == 2 and rounds_done(first) == 1
+    # The faster round's measurement and the evidence taken beside it, together; attempts add up.
+    assert two["time_s_median"] == 1e-3 and two["time_n_samples"] == 10 and two["time_number_per_sample"] == 2
+    assert two["calibration_s"] == 0.9e-3 and two["host_busy"] == 0.01 and two["flops_per_s"] == 2e9
+    assert two["attempts"] == 2
+    three = merge_round(two, measured(4e-3, host_busy=0.4))  # a slower round only adds its median
+    assert three["time_rounds_s"] == [2e-3, 1e-3, 4e-3] and three["time_s_median"] == 1e-3
+    assert three["host_busy"] == 0.01 and three["attempts"] == 3 and three["time_s_max"] == 1e-3
+
+
+@pytest.mark.parametrize("medians,flagged", [([1e-3, 1.1e-3], False), ([1e-3, 1.2e-3], True),
+                                             ([3e-3, 1e-3, 1.14e-3], False), ([1e-3, 2e-3, 2e-3], True)])
+def test_a_fastest_round_no_other_reproduces_is_flagged(medians, flagged):
+    row = {**measured(min(medians)), "time_rounds_s": medians}
+    flags = json.loads(assess([row], {})[0]["time_flags"] or "[]")
+    assert any(f.startswith("unreproduced") for f in flags) == flagged
+    assert assess([row], {})[0]["time_trusted"] == (not flagged)
+    summary = trust_summary(assess([row], {}))
+    assert summary["rounds"]["cells"] == 1 and summary["rounds"]["agree"] == (0 if flagged else 1)
+
+
+def test_a_row_measured_once_has_no_rounds_flag_or_summary():
+    assessed = assess([measured(1e-3)], {})
+    assert assessed[0]["time_trusted"] is True and "rounds" not in trust_summary(assessed)
 
 
 def test_a_failed_round_keeps_the_measurement_and_counts_its_attempt():
@@ -71,9 +84,9 @@ def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
     assert len(df) == 4 and df["case_id"].is_unique
     assert df["time_rounds_s"].map(len).tolist() == [2] * 4
     assert df["remeasured_for"].tolist() == ["round 2"] * 4 and meta["sweep"]["rounds"] == 2
-    assert (df["time_n_samples"] >= 10).all() and (df["attempts"] == 2).all()
+    assert (df["time_s_median"] == df["time_rounds_s"].map(min)).all() and (df["attempts"] == 2).all()
     assert meta["trust"]["rounds"]["cells"] == 4 and 0 <= meta["trust"]["rounds"]["agree"] <= 4
-    assert "4 cells measured in rounds agree across them within 15%" in trust_line(meta["trust"])
+    assert "4 cells measured in rounds had their fastest round reproduced within 15%" in trust_line(meta["trust"])
     lines = (run / "journal.jsonl").read_text().splitlines()
     assert len(lines) == 8  # every round journaled as it finished: Ctrl-C keeps the rounds done
     # A resume with more rounds measures every cell once more, and nothing else.
