@@ -30,8 +30,10 @@ def merge_round(old: dict, new: dict) -> dict:
     """The metrics of ``old`` (an ok row) with the measurement ``new`` as one more round.
 
     The faster round's measurement is kept whole (its median, samples, rates, calibration and host
-    load belong together); ``time_rounds_s`` gains the new round's median and attempts add up. A failed
-    round (not ok) leaves the measurement as it was, its attempts counted."""
+    load belong together), by its median alone: a fastest round that its own evidence flags (noisy,
+    above the ceiling, ...) makes the row untrusted rather than letting a slower round stand in for it.
+    ``time_rounds_s`` gains the new round's median and attempts add up. A failed round (not ok) leaves
+    the measurement as it was, its attempts counted (a row in rounds left with one median is flagged)."""
     keep = {k: v for k, v in old.items() if k not in _ROW_FIELDS}
     attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
     if new.get("status") != "ok" or not new.get("time_samples_s"):

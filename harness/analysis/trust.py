@@ -42,7 +42,7 @@ ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
 FLAG_NAMES = ("few calls", "noisy", "bimodal", "host busy", "slow machine", "above ceiling", "throttled",
-              "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
+              "unreproduced", "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
 
 
 def flag_name(flag: str) -> str:
@@ -124,15 +124,15 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     spread = reproduction(row.get("time_rounds_s"))
     if spread is not None and spread > ROUNDS_AGREE:
         flags.append(f"unreproduced: the next fastest round is {spread:.2f}x the fastest > {ROUNDS_AGREE:g}")
+    elif spread is None and str(row.get("remeasured_for") or "").startswith(ROUND_PREFIX):
+        flags.append("unreproduced: measured in rounds, but only one of them succeeded")
     return flags
 
 
 def reproduction(medians) -> float | None:
-    """Next fastest round's median over the fastest (None unless measured in two rounds or more)."""
-    if not isinstance(medians, list) or len(medians) < 2:
-        return None
-    fastest, second = sorted(float(m) for m in medians)[:2]
-    return second / fastest if fastest > 0 else None
+    """Next fastest round's median over the fastest (None unless two rounds or more have a positive median)."""
+    values = sorted(v for v in (_num(m) for m in medians) if v and v > 0) if isinstance(medians, list) else []
+    return values[1] / values[0] if len(values) >= 2 else None
 
 
 def _series_key(row: dict) -> tuple:

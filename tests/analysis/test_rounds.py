@@ -50,6 +50,16 @@ def test_a_fastest_round_no_other_reproduces_is_flagged(medians, flagged):
     assert summary["rounds"]["cells"] == 1 and summary["rounds"]["agree"] == (0 if flagged else 1)
 
 
+def test_a_row_left_with_one_round_is_flagged_and_unusable_medians_are_skipped():
+    from harness.analysis.trust import parse_flag_filter, reproduction
+
+    one = merge_round({**measured(1e-3), "remeasured_for": None}, {"status": "timeout", "reason": "300 s"})
+    flags = json.loads(assess([{**one, "remeasured_for": "round 2"}], {})[0]["time_flags"])
+    assert flags == ["unreproduced: measured in rounds, but only one of them succeeded"]
+    assert reproduction([1e-3, None, float("nan"), 0.0]) is None and reproduction([2e-3, None, 1e-3]) == 2.0
+    assert parse_flag_filter("unreproduced, noisy") == ["unreproduced", "noisy"]
+
+
 def test_a_row_measured_once_has_no_rounds_flag_or_summary():
     assessed = assess([measured(1e-3)], {})
     assert assessed[0]["time_trusted"] is True and "rounds" not in trust_summary(assessed)
