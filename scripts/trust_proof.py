@@ -12,7 +12,7 @@ With ``--rounds N`` each sweep measures every cell N times over its run and keep
 (harness.analysis.rounds): a cell whose fastest round no other round reproduces is flagged.
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
-(about 10 minutes on 2 cores, 50 with --rounds 3; run it on an otherwise quiet machine: your own
+(about 10 minutes on 2 cores, 50 with --rounds 3, 63 with --rounds 4; run it on an otherwise quiet machine: your own
 jobs are load too)
 """
 
