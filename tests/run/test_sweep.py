@@ -171,7 +171,10 @@ def _write_cfg(path: Path) -> None:
 def test_kill_and_interrupt_lose_nothing_and_resume_finishes(misbehave_plugin, tmp_path, sig):
     out = tmp_path / "run"
     _write_cfg(tmp_path / "cfg.toml")
-    proc = subprocess.Popen(_sweep_cmd(out, "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: a shell that starts a job in the background without job control (nohup
+    # ... &, some CI runners) hands it SIGINT ignored, and the sweep would rightly run to the end.
+    proc = subprocess.Popen(_sweep_cmd(out, "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / "journal.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 3):
