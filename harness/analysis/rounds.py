@@ -26,19 +26,23 @@ def rounds_done(row: dict) -> int:
     return len(medians) if isinstance(medians, list) and medians else 1
 
 
+def keep_faster(old: dict, new: dict) -> dict:
+    """Of two measurements of a cell, the one to keep (load and drift only add time): ``new`` when it
+    is ok and faster, else ``old``; either without the fields of the row it was written in."""
+    faster = new.get("status") == "ok" and new.get("time_samples_s") and new["time_s_median"] < old["time_s_median"]
+    return {k: v for k, v in (new if faster else old).items() if k not in _ROW_FIELDS}
+
+
 def merge_round(old: dict, new: dict) -> dict:
     """The metrics of ``old`` (an ok row) with the measurement ``new`` as one more round.
 
-    The faster round's measurement is kept whole (its median, samples, rates, calibration and host
-    load belong together), by its median alone: a fastest round that its own evidence flags (noisy,
-    above the ceiling, ...) makes the row untrusted rather than letting a slower round stand in for it.
-    ``time_rounds_s`` gains the new round's median and attempts add up. A failed round (not ok) leaves
-    the measurement as it was, its attempts counted (a row in rounds left with one median is flagged)."""
-    keep = {k: v for k, v in old.items() if k not in _ROW_FIELDS}
-    attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
-    if new.get("status") != "ok" or not new.get("time_samples_s"):
-        return {**keep, "attempts": attempts}
-    medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
-    if new["time_s_median"] < old["time_s_median"]:
-        keep = {k: v for k, v in new.items() if k not in _ROW_FIELDS}
-    return {**keep, "time_rounds_s": medians, "attempts": attempts}
+    The faster round's measurement is kept whole (``keep_faster``: its median, samples, rates,
+    calibration and host load belong together), by its median alone: a fastest round that its own
+    evidence flags (noisy, above the ceiling, ...) makes the row untrusted rather than letting a slower
+    round stand in for it. ``time_rounds_s`` gains the new round's median and attempts add up. A failed
+    round (not ok) leaves the measurement as it was, its attempts counted (a row in rounds left with
+    one median is flagged)."""
+    out = {**keep_faster(old, new), "attempts": int(old.get("attempts") or 1) + int(new.get("attempts") or 1)}
+    if new.get("status") == "ok" and new.get("time_samples_s"):
+        out["time_rounds_s"] = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
+    return out

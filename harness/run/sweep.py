@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.analysis.rounds import merge_round, rounds_done
+from harness.analysis.rounds import keep_faster, merge_round, rounds_done
 from harness.analysis.trust import ROUND_PREFIX, assess, cross_suspects
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
@@ -240,11 +240,8 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
         metrics = runner.metrics(case)
         wall_s = time.perf_counter() - t0
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
-        if rounds_done(old) > 1:  # measured in rounds: one more round, like the others
-            metrics = merge_round(old, metrics)
-        elif metrics.get("status") != "ok" or metrics["time_s_median"] >= old["time_s_median"]:
-            metrics = {k: v for k, v in old.items() if k not in ("run_id", "case_id", "isolated", "wall_s",
-                                                                  "finished_at")}
+        # Measured in rounds: one more round, like the others; else the faster of the two.
+        metrics = merge_round(old, metrics) if rounds_done(old) > 1 else keep_faster(old, metrics)
         record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
         rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
 
