@@ -12,8 +12,8 @@ With ``--rounds N`` each sweep measures every cell N times over its run and keep
 (harness.analysis.rounds): a cell whose fastest round no other round reproduces is flagged.
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
-(about 10 minutes on 2 cores, 50 with --rounds 3, 63 with --rounds 4; run it on an otherwise quiet machine: your own
-jobs are load too)
+(about 10 minutes on 2 cores, 50 with --rounds 3, 63 with --rounds 4 before the end-of-run re-check;
+run it on an otherwise quiet machine: your own jobs are load too)
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def main() -> int:
     ok = judge(cells, "every cell (reference: " + ("the quiet runs' mean)" if args.quiet_runs == 2 else "the quiet run)"))
     if args.quiet_runs == 2:
         judge(stable, "cells whose two quiet runs agree within 15%")
+    # A reference is only as good as its own evidence: the cells the quiet run(s) themselves trusted.
+    sure = [c for c in cells if quiet[c]["time_trusted"] is True and quiet2[c]["time_trusted"] is True]
+    judge(sure, "cells the quiet run" + ("s both" if args.quiet_runs == 2 else "") + " trusted")
     from trust_drift import drift_lines  # this folder's: raw and calibration-normalized drift between the runs
 
     print("\n".join(drift_lines(out)))

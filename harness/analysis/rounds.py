@@ -7,14 +7,19 @@ cell timed once, for a fraction of a second, reports whichever state the machine
 after round (asv's ``rounds``, pyperf's several processes). Load and drift only ever add time, so the
 row keeps its fastest round's whole measurement (samples, spread, rates and the evidence beside it:
 calibration and host load), as a cross-cell re-measure keeps the faster of two
-(timeit's and BenchmarkTools' minimum, applied to rounds rather than samples). ``time_rounds_s``
-keeps every round's median, so the trust flags can ask whether the fastest round was reproduced
+(timeit's and BenchmarkTools' minimum, applied to rounds rather than samples). One exception: when
+the fastest round's own evidence flags it (noisy, timed while the host was busy, ...), a round with
+clean evidence is kept instead if its median is within ``ROUNDS_AGREE`` of the fastest, so the two
+rounds agree and the row keeps the one whose evidence can be trusted. ``time_rounds_s`` keeps every
+round's median, so the trust flags can ask whether the kept round was reproduced
 (harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted.
 
 Pure functions of rows.
 """
 
 from __future__ import annotations
+
+from harness.analysis.trust import ROUNDS_AGREE, row_flags
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -33,16 +38,29 @@ def keep_faster(old: dict, new: dict) -> dict:
     return {k: v for k, v in (new if faster else old).items() if k not in _ROW_FIELDS}
 
 
-def merge_round(old: dict, new: dict) -> dict:
+def own_flags(measurement: dict, best_cal: float | None) -> list[str]:
+    """Flags a single measurement's own evidence raises (harness.analysis.trust.row_flags, without
+    the rounds it may belong to); [] when it carries no evidence (a row from before the evidence)."""
+    single = {k: v for k, v in measurement.items() if k not in ("time_rounds_s", "remeasured_for")}
+    return row_flags(single, best_cal) or []
+
+
+def merge_round(old: dict, new: dict, best_cal: float | None = None) -> dict:
     """The metrics of ``old`` (an ok row) with the measurement ``new`` as one more round.
 
     The faster round's measurement is kept whole (``keep_faster``: its median, samples, rates,
-    calibration and host load belong together), by its median alone: a fastest round that its own
-    evidence flags (noisy, above the ceiling, ...) makes the row untrusted rather than letting a slower
-    round stand in for it. ``time_rounds_s`` gains the new round's median and attempts add up. A failed
-    round (not ok) leaves the measurement as it was, its attempts counted (a row in rounds left with
-    one median is flagged)."""
-    out = {**keep_faster(old, new), "attempts": int(old.get("attempts") or 1) + int(new.get("attempts") or 1)}
-    if new.get("status") == "ok" and new.get("time_samples_s"):
-        out["time_rounds_s"] = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
-    return out
+    calibration and host load belong together), by its median, unless its own evidence is flagged
+    (``own_flags`` against ``best_cal``, the run's best calibration) and the other one's is clean and
+    within ``ROUNDS_AGREE`` of the fastest round seen: then the clean one is kept. A slower clean round
+    never stands in for a flagged one it does not agree with. ``time_rounds_s`` gains the new round's
+    median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
+    counted (a row in rounds left with one median is flagged)."""
+    attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
+    if not (new.get("status") == "ok" and new.get("time_samples_s")):
+        return {**keep_faster(old, new), "attempts": attempts}
+    medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
+    fastest = min(m for m in medians if m is not None)
+    faster = new if new["time_s_median"] < old["time_s_median"] else old
+    clean = [m for m in (old, new) if m["time_s_median"] <= ROUNDS_AGREE * fastest and not own_flags(m, best_cal)]
+    kept = min(clean, key=lambda m: m["time_s_median"]) if clean and own_flags(faster, best_cal) else faster
+    return {**{k: v for k, v in kept.items() if k not in _ROW_FIELDS}, "attempts": attempts, "time_rounds_s": medians}

@@ -9,8 +9,9 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * its calibration kernel (timed right before it) more than ``SLOW_CALIBRATION`` slower than the
   run's best: the machine was slow then;
 * a fraction of the matmul ceiling above ``CEILING``;
-* measured in rounds (``--rounds``), its fastest round (the one kept) not reproduced within
-  ``ROUNDS_AGREE`` by another round: a lone fast round may be a lucky moment, not the cell's speed;
+* measured in rounds (``--rounds``, or re-checked at the end of the sweep), the round kept not
+  reproduced within ``ROUNDS_AGREE`` by another round: a lone fast round may be a lucky moment, not
+  the cell's speed;
 * a fwd_bwd faster than its own fwd;
 * a time that falls by more than ``DROP`` from one sequence length to the next larger one.
 
@@ -121,18 +122,24 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
     if row.get("gpu_throttle"):
         flags.append(f"throttled: {row['gpu_throttle']}")
-    spread = reproduction(row.get("time_rounds_s"))
+    spread = reproduction(row.get("time_rounds_s"), row.get("time_s_median"))
     if spread is not None and spread > ROUNDS_AGREE:
-        flags.append(f"unreproduced: the next fastest round is {spread:.2f}x the fastest > {ROUNDS_AGREE:g}")
+        flags.append(f"unreproduced: the nearest other round is {spread:.2f}x the kept one > {ROUNDS_AGREE:g}")
     elif spread is None and str(row.get("remeasured_for") or "").startswith(ROUND_PREFIX):
         flags.append("unreproduced: measured in rounds, but only one of them succeeded")
     return flags
 
 
-def reproduction(medians) -> float | None:
-    """Next fastest round's median over the fastest (None unless two rounds or more have a positive median)."""
+def reproduction(medians, kept: float | None = None) -> float | None:
+    """How far the round kept (median ``kept``; the fastest when None) is from the nearest other round,
+    as the larger over the smaller median (None unless two rounds or more have a positive median)."""
     values = sorted(v for v in (_num(m) for m in medians) if v and v > 0) if isinstance(medians, list) else []
-    return values[1] / values[0] if len(values) >= 2 else None
+    if len(values) < 2:
+        return None
+    kept = _num(kept)
+    at = min(range(len(values)), key=lambda i: abs(values[i] - kept)) if kept and kept > 0 else 0
+    others = values[:at] + values[at + 1:]
+    return min(max(v, values[at]) / min(v, values[at]) for v in others)
 
 
 def _series_key(row: dict) -> tuple:
@@ -208,10 +215,12 @@ def summary(rows: list[dict]) -> dict:
     out = {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
            "flagged": sum(r.get("time_trusted") is False for r in ok),
            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
-    rounds = [m for m in (r.get("time_rounds_s") for r in ok) if reproduction(m) is not None]
+    rounds = [r for r in ok if reproduction(r.get("time_rounds_s")) is not None]
     if rounds:  # measured in rounds (--rounds): how well the run agrees with itself over time
-        out["rounds"] = {"cells": len(rounds), "agree": sum(reproduction(m) <= ROUNDS_AGREE for m in rounds),
-                         "spread_median": statistics.median(max(m) / min(m) for m in rounds)}
+        agree = sum(reproduction(r["time_rounds_s"], r.get("time_s_median")) <= ROUNDS_AGREE for r in rounds)
+        out["rounds"] = {"cells": len(rounds), "agree": agree,
+                         "spread_median": statistics.median(max(r["time_rounds_s"]) / min(r["time_rounds_s"])
+                                                            for r in rounds)}
     return out
 
 
@@ -220,5 +229,5 @@ def rounds_text(trust: dict) -> str:
     r = trust.get("rounds")
     if not r:
         return ""
-    return (f"{r['agree']} of {r['cells']} cells measured in rounds had their fastest round reproduced "
+    return (f"{r['agree']} of {r['cells']} cells measured in rounds had their kept round reproduced "
             f"within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")

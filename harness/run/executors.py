@@ -32,6 +32,17 @@ QUIET_POLL_S = 0.5
 WORKER_GRACE_S = 2.0  # an isolated worker's own alarm fires first, so it can answer with a timeout row
 
 
+def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_S) -> bool:
+    """Wait, at most ``limit_s``, for the calibration kernel (on torch's current threads) to run within
+    ``SLOW_CALIBRATION`` of ``best``, the best time seen; True when it did (False without a best)."""
+    deadline = time.perf_counter() + limit_s
+    while best and time.perf_counter() < deadline:
+        if calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"] <= SLOW_CALIBRATION * best:
+            return True
+        time.sleep(QUIET_POLL_S)
+    return False
+
+
 def case_limit_s(config: SweepConfig) -> float:
     """The longest one case may take, all its attempts together: ``--timeout-s`` bounds each attempt,
     and each re-measurement may first wait ``QUIET_WAIT_S`` for quiet (an isolated worker is killed
@@ -41,7 +52,7 @@ def case_limit_s(config: SweepConfig) -> float:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
+def torch_threads(threads: int | None):
     """torch's intra-op threads set to the case's ``threads`` while it is measured (None: unchanged)."""
     if threads is None:
         yield
@@ -175,13 +186,7 @@ class InProcess:
         return {**best, "attempts": len(attempts)}
 
     def _wait_for_quiet(self, device: str) -> None:
-        """Wait, at most QUIET_WAIT_S, for the calibration kernel to run near the best time seen."""
-        deadline, best = time.perf_counter() + QUIET_WAIT_S, self.best_calibration.get(torch.get_num_threads())
-        while best and time.perf_counter() < deadline:
-            now = calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"]
-            if now <= SLOW_CALIBRATION * best:
-                return
-            time.sleep(QUIET_POLL_S)
+        wait_for_quiet(device, self.best_calibration.get(torch.get_num_threads()))
 
     def variant(self, case: Case):
         key = (case.variant, case.params)
@@ -201,7 +206,7 @@ class InProcess:
             too_big = memory_shortfall(case)
             if too_big:  # known before allocating anything: say so at once
                 return {"status": "oom", "reason": too_big}
-            with _torch_threads(case.threads):
+            with torch_threads(case.threads):
                 return self._measure_until_trusted(variant, case)
         except KeyboardInterrupt:
             raise

@@ -15,15 +15,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done
-from harness.analysis.trust import ROUND_PREFIX, assess, cross_suspects
+from harness.analysis.trust import (CEILING, ROUND_PREFIX, assess, best_calibration, cross_suspects, flag_name,
+                                    row_flags)
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
 from harness.core.errors import InputError
 from harness.run.config import SweepConfig, build_config, expand
-from harness.run.executors import InProcess, Isolated
+from harness.run.executors import InProcess, Isolated, torch_threads, wait_for_quiet
 from harness.run.progress import Progress
 from harness.store.journal import InProgress, Journal, write_json
 from harness.store.load import read_meta, select_rows, write_tables
@@ -187,8 +190,10 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         progress.close()  # one live bar at a time: the rounds show their own
         if not ray_exec:
             by_id = {c.id: c for c in cases}
-            _more_rounds(rows, by_id, runner, record, config.rounds, quiet)
-            _remeasure_suspects(rows, by_id, runner, record, quiet)
+            _more_rounds(rows, by_id, runner, record, config.rounds, meta, quiet)
+            _remeasure_suspects(rows, by_id, runner, record, meta, quiet)
+            _measure_end(meta, rows, config, quiet)
+            _recheck_flagged(rows, by_id, runner, record, meta, config, quiet)
     except KeyboardInterrupt:
         progress.close()
         journal.close()
@@ -204,7 +209,13 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     return run_dir
 
 
-def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, quiet: bool) -> None:
+def _best_cal(meta: dict, rows: list[dict], row: dict) -> float | None:
+    """The run's best calibration so far, among those timed on ``row``'s torch threads."""
+    threads = row.get("torch_threads")
+    return best_calibration(meta, rows, int(threads) if isinstance(threads, (int, float)) else None)
+
+
+def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, meta: dict, quiet: bool) -> None:
     """Rounds 2..``rounds``: every ok cell measured again, one round after another, the fastest round
     kept (harness.analysis.rounds). Each new row (``remeasured_for`` "round k") supersedes the cell's row in
     the journal, so Ctrl-C keeps finished rounds and a resume measures only the cells still short."""
@@ -218,14 +229,14 @@ def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, qui
             case = by_id[rows[i]["case_id"]]
             progress.show(case)
             t0 = time.perf_counter()
-            metrics = merge_round(rows[i], runner.metrics(case))
+            metrics = merge_round(rows[i], runner.metrics(case), _best_cal(meta, rows, rows[i]))
             record(case, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, time.perf_counter() - t0)
             rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
             progress.advance()
         progress.close()
 
 
-def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bool) -> None:
+def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, meta: dict, quiet: bool) -> None:
     """Cross-cell checks once every cell exists: each cell suspected of a slow measurement (a fwd
     slower than its own fwd_bwd; a time that drops more than 2x at the next length) is measured
     again. The new row (``remeasured_for``: the check) supersedes the old one and keeps the faster of
@@ -241,18 +252,79 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, quiet: bo
         wall_s = time.perf_counter() - t0
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
         # Measured in rounds: one more round, like the others; else the faster of the two.
-        metrics = merge_round(old, metrics) if rounds_done(old) > 1 else keep_faster(old, metrics)
+        metrics = (merge_round(old, metrics, _best_cal(meta, rows, old)) if rounds_done(old) > 1
+                   else keep_faster(old, metrics))
         record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
         rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
+
+
+RECHECK = "(recheck: "  # in ``remeasured_for`` of a row _recheck_flagged measured once more
+
+
+def _above_ceiling(rows: list[dict], ceilings: dict) -> int:
+    return sum(1 for r in rows if r.get("status") == "ok"
+               and (_against(r, ceilings).get("ceiling_fraction") or 0) > CEILING)
+
+
+def _measure_end(meta: dict, rows: list[dict], config: SweepConfig, quiet: bool) -> None:
+    """The end's calibration and ceilings (the best ceiling of the run is kept). A ceiling measured while
+    the machine was busy reads low, and every cell timed in a quiet moment then reads "above ceiling":
+    while cells are above the best ceiling, it is measured again (up to ``retries`` times), each time
+    after waiting for the calibration kernel to come back near the run's best."""
+    meta["calibration"].append(calibrate(config.device, "end"))
+    _keep_best_ceilings(meta, measure_ceilings(config, quiet), "end")
+    for _ in range(config.retries):
+        above = _above_ceiling(rows, meta["ceilings_flops_per_s"])
+        if not above:
+            break
+        _log(quiet, f"{above} cell(s) above the matmul ceiling: measuring it again once the machine is quiet")
+        wait_for_quiet(config.device, best_calibration(meta, rows, torch.get_num_threads()))
+        _keep_best_ceilings(meta, measure_ceilings(config, quiet), f"end, again: {above} cell(s) above it")
+
+
+def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, config: SweepConfig,
+                     quiet: bool) -> None:
+    """Flag, re-measure, then flag what is still suspect, once more at the end: a cell its own evidence
+    still flags (noisy, host busy, slow calibration, above the best ceiling, an unreproduced round, ...)
+    after its retries, rounds and cross-cell checks is measured once more, after waiting for the
+    calibration kernel to come back near the run's best, as one more round (``merge_round``: the
+    fastest round kept, or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)").
+    Its measurements must then agree with each other, or the row is flagged "unreproduced". Not with
+    ``--retries 0``; a row is re-checked once (a resume does not re-check it again)."""
+    if config.retries < 1:
+        return
+    ceilings = meta["ceilings_flops_per_s"]
+    due = []
+    for i, row in enumerate(rows):
+        if row.get("status") != "ok" or RECHECK in str(row.get("remeasured_for") or ""):
+            continue
+        flags = row_flags(_against(row, ceilings), _best_cal(meta, rows, row))
+        if flags:
+            due.append((i, sorted({flag_name(f) for f in flags})))
+    if not due:
+        return
+    _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags")
+    progress = Progress(len(due), 0, quiet)
+    for i, names in due:
+        old, case = rows[i], by_id[rows[i]["case_id"]]
+        progress.show(case)
+        best = _best_cal(meta, rows, old)
+        t0 = time.perf_counter()
+        with torch_threads(case.threads):
+            wait_for_quiet(case.device, best)
+        metrics = merge_round(old, runner.metrics(case), best)
+        label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
+        record(case, {**metrics, "remeasured_for": label}, time.perf_counter() - t0)
+        rows[i] = rows.pop()
+        progress.advance()
+    progress.close()
 
 
 def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool,
             ray_exec=None) -> None:
     if status == "complete" and ray_exec:
         ray_exec.measure_nodes(meta, "end")
-    elif status == "complete":
-        meta["calibration"].append(calibrate(config.device, "end"))
-        _keep_best_ceilings(meta, measure_ceilings(config, quiet), "end")
+    elif status == "complete":  # the end's calibration and ceilings: _measure_end
         rows = [_against(row, meta["ceilings_flops_per_s"]) for row in rows]
     rows = assess(rows, meta)  # time_trusted and time_flags, from the evidence beside each row
     write_tables(run_dir, rows)

@@ -152,7 +152,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
     runner = Runner(1e-3)
-    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, runner, record, quiet=True)
+    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, runner, record, {"calibration": []}, quiet=True)
     assert runner.calls == [fwd.id] and len(rows) == 3 and rows[0]["case_id"] == fwd.id
     assert rows[0]["time_s_median"] == 1e-3 and rows[0]["attempts"] == 2
     assert rows[0]["remeasured_for"] == "fwd slower than its own fwd_bwd"
@@ -161,5 +161,5 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
     assert cross_suspects(rows) == {} and "fwd slower than its own fwd_bwd" in assess(rows, {})[0]["time_flags"]
     slower = Runner(20e-3)  # a re-measurement slower than the first keeps the first measurement
     rows[0] = {**ok_row(time_s_median=9e-3, attempts=1), "case_id": fwd.id, **fwd.to_record()}
-    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, quiet=True)
+    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, {"calibration": []}, quiet=True)
     assert rows[0]["time_s_median"] == 9e-3 and rows[0]["attempts"] == 2 and rows[0]["remeasured_for"]

@@ -16,7 +16,8 @@ from harness.run.sweep import run_sweep
 from harness.store.load import load_run
 
 TINY = dict(variants=["naive"], patterns=["global"], causal=[False, True], seq_lens=[16], heads=[1], batch=[1],
-            head_dims=[8], dtypes=["float32"], passes=["fwd"], budget_s=0.01, timeout_s=60, device="cpu")
+            head_dims=[8], dtypes=["float32"], passes=["fwd"], budget_s=0.01, timeout_s=60, device="cpu",
+            retries=0)  # no re-measurements: which rows a resume runs is what these tests check
 TINY_FLAGS = ["--variants", "naive", "--patterns", "global", "--seq-lens", "16", "--heads", "1", "--head-dims", "8",
               "--passes", "fwd", "--budget-s", "0.01", "--quiet"]
 
