@@ -12,6 +12,7 @@ With ``--rounds N`` each sweep measures every cell N times over its run and keep
 (harness.analysis.rounds): a cell whose fastest round no other round reproduces is flagged.
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
+(``--judge`` runs nothing and judges the runs already under ``--out``)
 (about 10 minutes on 2 cores, 50 with --rounds 3, 63 with --rounds 4 before the end-of-run re-check;
 run it on an otherwise quiet machine: your own jobs are load too)
 """
@@ -19,6 +20,7 @@ run it on an otherwise quiet machine: your own jobs are load too)
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -53,10 +55,19 @@ def _sweep(out: Path, threads: int | None, rounds: int) -> tuple[float, dict]:
            "--rounds", str(rounds), "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    return time.perf_counter() - t0, _cells(out)
+
+
+def _cells(out: Path) -> dict:
     df, _ = load_run(out)
     ok = df[df["status"] == "ok"]
-    return wall, {r["case_id"]: r for r in ok.to_dict("records")}
+    return {r["case_id"]: r for r in ok.to_dict("records")}
+
+
+def _took_s(out: Path) -> float:
+    """A finished run's own wall time (run.json), for --judge."""
+    meta = json.loads((out / "run.json").read_text())
+    return meta["finished_at"] - meta["started_at"]
 
 
 def main() -> int:
@@ -68,8 +79,13 @@ def main() -> int:
                                                          "times over the run, the fastest round kept (default 1)")
     ap.add_argument("--quiet-runs", dest="quiet_runs", type=int, choices=[1, 2], default=2,
                     help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
+    ap.add_argument("--judge", action="store_true", help="run nothing: judge the runs already under --out (quiet, "
+                                                         "loaded, and quiet-after with --quiet-runs 2)")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.judge:
+        return judge_runs(out, args, _took_s(out / "quiet"), _cells(out / "quiet"), _took_s(out / "loaded"),
+                          _cells(out / "loaded"), _cells(out / "quiet-after") if args.quiet_runs == 2 else None)
     for sub in ("quiet", "loaded", "quiet-after"):
         shutil.rmtree(out / sub, ignore_errors=True)
     quiet_s, quiet = _sweep(out / "quiet", args.threads, args.rounds)
@@ -83,7 +99,13 @@ def main() -> int:
         stop.set()
         for p in burners:
             p.join(5)
-    quiet2 = _sweep(out / "quiet-after", args.threads, args.rounds)[1] if args.quiet_runs == 2 else quiet
+    quiet2 = _sweep(out / "quiet-after", args.threads, args.rounds)[1] if args.quiet_runs == 2 else None
+    return judge_runs(out, args, quiet_s, quiet, loaded_s, loaded, quiet2)
+
+
+def judge_runs(out: Path, args, quiet_s: float, quiet: dict, loaded_s: float, loaded: dict, quiet2: dict | None) -> int:
+    """The target's figures for the runs under ``out``; 0 when the target is met."""
+    quiet2 = quiet2 if quiet2 is not None else quiet
     cells = sorted(set(quiet) & set(loaded) & set(quiet2))
     ref = {c: (quiet[c]["time_s_median"] + quiet2[c]["time_s_median"]) / 2 for c in cells}
     drift = {c: quiet2[c]["time_s_median"] / quiet[c]["time_s_median"] for c in cells}

@@ -229,5 +229,5 @@ def rounds_text(trust: dict) -> str:
     r = trust.get("rounds")
     if not r:
         return ""
-    return (f"{r['agree']} of {r['cells']} cells measured in rounds had their kept round reproduced "
-            f"within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")
+    return (f"{r['agree']} of {r['cells']} cells measured more than once (rounds, re-checks) had their kept round "
+            f"reproduced within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")

@@ -35,12 +35,31 @@ WORKER_GRACE_S = 2.0  # an isolated worker's own alarm fires first, so it can an
 def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_S) -> bool:
     """Wait, at most ``limit_s``, for the calibration kernel (on torch's current threads) to run within
     ``SLOW_CALIBRATION`` of ``best``, the best time seen; True when it did (False without a best)."""
+    if not best:
+        return False
     deadline = time.perf_counter() + limit_s
-    while best and time.perf_counter() < deadline:
+    while True:  # at least one probe
         if calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"] <= SLOW_CALIBRATION * best:
             return True
+        if time.perf_counter() + QUIET_POLL_S >= deadline:
+            return False
         time.sleep(QUIET_POLL_S)
-    return False
+
+
+class QuietWaiter:
+    """``wait_for_quiet`` for a run of re-measurements. After a wait that ran out (the machine stayed
+    slow for ``QUIET_WAIT_S``: a sustained slowdown, not a burst) the next waits only probe once, until a
+    probe finds the machine quiet again: on a machine that stays slow, each re-measurement costs one
+    calibration, not ``QUIET_WAIT_S`` (its rows are flagged all the same)."""
+
+    def __init__(self) -> None:
+        self.missed = False
+
+    def __call__(self, device: str, best: float | None) -> bool:
+        quiet = wait_for_quiet(device, best, QUIET_POLL_S if self.missed else QUIET_WAIT_S)
+        if best:
+            self.missed = not quiet
+        return quiet
 
 
 def case_limit_s(config: SweepConfig) -> float:
@@ -148,8 +167,8 @@ class InProcess:
 
     A cell whose own evidence flags it (``harness.analysis.trust.row_flags``: noisy, few calls, host
     busy, slow calibration, above the ceiling) is measured again, up to ``retries`` times, each time
-    after waiting (at most ``QUIET_WAIT_S``) for the calibration kernel to come back near the best
-    seen; the row keeps the attempt with the fewest flags (then the lowest IQR/median) and counts them.
+    after waiting (at most ``QUIET_WAIT_S``; ``QuietWaiter``) for the calibration kernel to come back
+    near the best seen; the row keeps the attempt with the fewest flags (then the lowest IQR/median) and counts them.
     """
 
     def __init__(self, config: SweepConfig, ceilings: dict[str, float]) -> None:
@@ -157,6 +176,7 @@ class InProcess:
         self.variants: dict = {}
         self.ref_cache = ReferenceCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
+        self.waiter = QuietWaiter()
 
     def _measure_until_trusted(self, variant, case: Case) -> dict:
         """Each attempt is bounded by ``--timeout-s`` on its own (waits for quiet are not counted): the
@@ -186,7 +206,7 @@ class InProcess:
         return {**best, "attempts": len(attempts)}
 
     def _wait_for_quiet(self, device: str) -> None:
-        wait_for_quiet(device, self.best_calibration.get(torch.get_num_threads()))
+        self.waiter(device, self.best_calibration.get(torch.get_num_threads()))
 
     def variant(self, case: Case):
         key = (case.variant, case.params)

@@ -26,7 +26,7 @@ from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
 from harness.core.errors import InputError
 from harness.run.config import SweepConfig, build_config, expand
-from harness.run.executors import InProcess, Isolated, torch_threads, wait_for_quiet
+from harness.run.executors import InProcess, Isolated, QuietWaiter, torch_threads
 from harness.run.progress import Progress
 from harness.store.journal import InProgress, Journal, write_json
 from harness.store.load import read_meta, select_rows, write_tables
@@ -273,12 +273,13 @@ def _measure_end(meta: dict, rows: list[dict], config: SweepConfig, quiet: bool)
     after waiting for the calibration kernel to come back near the run's best."""
     meta["calibration"].append(calibrate(config.device, "end"))
     _keep_best_ceilings(meta, measure_ceilings(config, quiet), "end")
+    wait = QuietWaiter()
     for _ in range(config.retries):
         above = _above_ceiling(rows, meta["ceilings_flops_per_s"])
         if not above:
             break
         _log(quiet, f"{above} cell(s) above the matmul ceiling: measuring it again once the machine is quiet")
-        wait_for_quiet(config.device, best_calibration(meta, rows, torch.get_num_threads()))
+        wait(config.device, best_calibration(meta, rows, torch.get_num_threads()))
         _keep_best_ceilings(meta, measure_ceilings(config, quiet), f"end, again: {above} cell(s) above it")
 
 
@@ -286,38 +287,40 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
                      quiet: bool) -> None:
     """Flag, re-measure, then flag what is still suspect, once more at the end: a cell its own evidence
     still flags (noisy, host busy, slow calibration, above the best ceiling, an unreproduced round, ...)
-    after its retries, rounds and cross-cell checks is measured once more, after waiting for the
-    calibration kernel to come back near the run's best, as one more round (``merge_round``: the
-    fastest round kept, or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)").
-    Its measurements must then agree with each other, or the row is flagged "unreproduced". Not with
-    ``--retries 0``; a row is re-checked once (a resume does not re-check it again)."""
-    if config.retries < 1:
-        return
+    after its retries, rounds and cross-cell checks is measured again, after waiting for the calibration
+    kernel to come back near the run's best, as one more round (``merge_round``: the fastest round kept,
+    or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
+    times while it stays flagged. Its measurements must then agree with each other, or the row is
+    flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again."""
     ceilings = meta["ceilings_flops_per_s"]
-    due = []
-    for i, row in enumerate(rows):
-        if row.get("status") != "ok" or RECHECK in str(row.get("remeasured_for") or ""):
-            continue
-        flags = row_flags(_against(row, ceilings), _best_cal(meta, rows, row))
-        if flags:
-            due.append((i, sorted({flag_name(f) for f in flags})))
-    if not due:
-        return
-    _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags")
-    progress = Progress(len(due), 0, quiet)
-    for i, names in due:
-        old, case = rows[i], by_id[rows[i]["case_id"]]
-        progress.show(case)
-        best = _best_cal(meta, rows, old)
-        t0 = time.perf_counter()
-        with torch_threads(case.threads):
-            wait_for_quiet(case.device, best)
-        metrics = merge_round(old, runner.metrics(case), best)
-        label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
-        record(case, {**metrics, "remeasured_for": label}, time.perf_counter() - t0)
-        rows[i] = rows.pop()
-        progress.advance()
-    progress.close()
+
+    def flagged(i: int) -> list[str]:
+        return sorted({flag_name(f) for f in row_flags(_against(rows[i], ceilings), _best_cal(meta, rows, rows[i]))
+                       or []})
+
+    candidates = [i for i, r in enumerate(rows)
+                  if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
+    wait = QuietWaiter()
+    for attempt in range(1, config.retries + 1):
+        due = [(i, names) for i in candidates if (names := flagged(i))]
+        if not due:
+            return
+        candidates = [i for i, _ in due]
+        _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags ({attempt} of {config.retries})")
+        progress = Progress(len(due), 0, quiet)
+        for i, names in due:
+            old, case = rows[i], by_id[rows[i]["case_id"]]
+            progress.show(case)
+            best = _best_cal(meta, rows, old)
+            t0 = time.perf_counter()
+            with torch_threads(case.threads):
+                wait(case.device, best)
+            metrics = merge_round(old, runner.metrics(case), best)
+            label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
+            record(case, {**metrics, "remeasured_for": label}, time.perf_counter() - t0)
+            rows[i] = rows.pop()
+            progress.advance()
+        progress.close()
 
 
 def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool,

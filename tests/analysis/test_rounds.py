@@ -98,7 +98,8 @@ def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
     assert all(kept_a_round) and (df["time_s_median"] <= 1.15 * df["time_rounds_s"].map(min)).all()
     assert (df["attempts"] == 2).all()
     assert meta["trust"]["rounds"]["cells"] == 4 and 0 <= meta["trust"]["rounds"]["agree"] <= 4
-    assert "4 cells measured in rounds had their kept round reproduced within 15%" in trust_line(meta["trust"])
+    assert ("4 cells measured more than once (rounds, re-checks) had their kept round reproduced within 15%"
+            in trust_line(meta["trust"]))
     lines = (run / "journal.jsonl").read_text().splitlines()
     assert len(lines) == 8  # every round journaled as it finished: Ctrl-C keeps the rounds done
     # A resume with more rounds measures every cell once more, and nothing else.
@@ -156,9 +157,9 @@ def _rows_and_cases(*rows):
 
 
 def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(monkeypatch):
-    from harness.run import sweep
+    from harness.run import executors, sweep
 
-    monkeypatch.setattr(sweep, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3), measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     meta = {"calibration": [], "ceilings_flops_per_s": {}}
     written = []
@@ -186,9 +187,9 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mon
 
 
 def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(monkeypatch):
-    from harness.run import sweep
+    from harness.run import executors, sweep
 
-    monkeypatch.setattr(sweep, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
     sweep._recheck_flagged(rows, by_id, FakeRunner(2e-3), lambda c, m, w: rows.append({**rows[0], **m}),
                            {"calibration": [], "ceilings_flops_per_s": {}}, build_config({"retries": 2}), quiet=True)
@@ -197,13 +198,13 @@ def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(monkeypatch):
 
 
 def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(monkeypatch):
-    from harness.run import sweep
+    from harness.run import executors, sweep
 
     readings = iter([{"float32": 1e9}, {"float32": 3e9}, {"float32": 5e9}])
     waits = []
     monkeypatch.setattr(sweep, "measure_ceilings", lambda config, quiet: next(readings))
     monkeypatch.setattr(sweep, "calibrate", lambda device, when: {"when": when, "time_s_median": 1e-3})
-    monkeypatch.setattr(sweep, "wait_for_quiet", lambda device, best, limit_s=5.0: waits.append(best) or True)
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: waits.append(best) or True)
     rows = [{**measured(1e-3, flops_per_s=2e9), "dtype": "float32"}]
     meta = {"calibration": [], "ceilings_flops_per_s": {"float32": 0.5e9}}
     sweep._measure_end(meta, rows, build_config({"retries": 2}), quiet=True)
@@ -211,3 +212,42 @@ def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(monk
     assert meta["ceilings_flops_per_s"]["float32"] == 3e9 and waits == [1e-3]
     assert [m["when"] for m in meta["ceilings_measured"]] == ["end", "end, again: 1 cell(s) above it"]
     assert sweep._above_ceiling(rows, meta["ceilings_flops_per_s"]) == 0
+
+
+def test_after_a_wait_for_quiet_that_ran_out_the_next_waits_only_probe(monkeypatch):
+    from harness.run import executors
+
+    readings = []  # calibration medians the probes will read, in order
+    monkeypatch.setattr(executors, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
+    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    clock = iter(range(10**6))  # one second per reading of the clock
+    monkeypatch.setattr(executors.time, "perf_counter", lambda: float(next(clock)))
+    wait = executors.QuietWaiter()
+    readings[:] = [2e-3] * 10
+    assert wait("cpu", 1e-3) is False and wait.missed and len(readings) == 5  # probed for QUIET_WAIT_S
+    assert wait("cpu", 1e-3) is False and len(readings) == 4  # then a single probe
+    assert wait("cpu", None) is False and wait.missed and len(readings) == 4  # no best yet: no probe, nothing learned
+    readings[:] = [1e-3, 2e-3, 2e-3, 2e-3, 1e-3]
+    assert wait("cpu", 1e-3) is True and not wait.missed  # quiet again: the next wait is a full one
+    assert wait("cpu", 1e-3) is True and readings == []
+
+
+def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(monkeypatch):
+    from harness.run import executors, sweep
+
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
+    runner = FakeRunner(1.05e-3)
+    replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
+    runner.metrics = lambda case: runner.calls.append(case.id) or next(replies)
+
+    def record(case, metrics, wall_s):
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    sweep._recheck_flagged(rows, by_id, runner, record, {"calibration": [], "ceilings_flops_per_s": {}},
+                           build_config({"retries": 3}), quiet=True)
+    # Pass 1 re-checks both; only the first is still flagged (its recheck read 3 ms, busy), so pass 2 re-checks it.
+    assert runner.calls == [rows[0]["case_id"], rows[1]["case_id"], rows[0]["case_id"]]
+    assert rows[0]["remeasured_for"] == "round 3 (recheck: host busy, unreproduced)"
+    assert rows[0]["time_rounds_s"] == [1e-3, 3e-3, 1.05e-3] and rows[0]["time_s_median"] == 1.05e-3
+    assert [r["time_trusted"] for r in assess(rows, {})] == [True, True]
