@@ -67,7 +67,9 @@ def _cells(out: Path) -> dict:
 def _took_s(out: Path) -> float:
     """A finished run's own wall time (run.json), for --judge."""
     meta = json.loads((out / "run.json").read_text())
-    return meta["finished_at"] - meta["started_at"]
+    if not meta.get("finished_at"):
+        raise SystemExit(f"{out} did not finish (run.json has no finished_at); hint: attnbench sweep --resume {out}")
+    return meta["finished_at"] - meta["started_at"]  # a resumed run: including the time it was stopped
 
 
 def main() -> int:
@@ -120,8 +122,8 @@ def judge_runs(out: Path, args, quiet_s: float, quiet: dict, loaded_s: float, lo
                 f"min {r.min():.2f}, max {r.max():.2f}")
 
     def judge(ids, label):
-        trusted = [c for c in ids if loaded[c]["time_trusted"] is True]
-        untrusted = [c for c in ids if loaded[c]["time_trusted"] is not True]
+        trusted = [c for c in ids if loaded[c].get("time_trusted") is True]
+        untrusted = [c for c in ids if loaded[c].get("time_trusted") is not True]
         off = [c for c in trusted if abs(ratio[c] - 1) > 0.25]
         good = [c for c in trusted if abs(ratio[c] - 1) <= 0.15]
         print(f"{label}: {len(ids)} cells")
@@ -133,17 +135,17 @@ def judge_runs(out: Path, args, quiet_s: float, quiet: dict, loaded_s: float, lo
         return not off and len(good) >= 0.8 * len(ids)
 
     print(f"threads: {args.threads or 'the default (all cores)'}; rounds: {args.rounds}; quiet runs: {args.quiet_runs}")
-    print(f"quiet run: {quiet_s:.0f} s, {len(quiet)} ok cells, {sum(quiet[c]['time_trusted'] is True for c in cells)} "
+    print(f"quiet run: {quiet_s:.0f} s, {len(quiet)} ok cells, {sum(quiet[c].get('time_trusted') is True for c in cells)} "
           f"trusted")
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
-          f"{sum(loaded[c]['time_trusted'] is True for c in cells)} trusted")
+          f"{sum(loaded[c].get('time_trusted') is True for c in cells)} trusted")
     if args.quiet_runs == 2:
         print(f"quiet after / quiet before: {dist(list(drift.values()))}; {len(stable)} of {len(cells)} cells within 15%")
     ok = judge(cells, "every cell (reference: " + ("the quiet runs' mean)" if args.quiet_runs == 2 else "the quiet run)"))
     if args.quiet_runs == 2:
         judge(stable, "cells whose two quiet runs agree within 15%")
     # A reference is only as good as its own evidence: the cells the quiet run(s) themselves trusted.
-    sure = [c for c in cells if quiet[c]["time_trusted"] is True and quiet2[c]["time_trusted"] is True]
+    sure = [c for c in cells if quiet[c].get("time_trusted") is True and quiet2[c].get("time_trusted") is True]
     judge(sure, "cells the quiet run" + ("s both" if args.quiet_runs == 2 else "") + " trusted")
     from trust_drift import drift_lines  # this folder's: raw and calibration-normalized drift between the runs
 

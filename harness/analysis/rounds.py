@@ -40,9 +40,10 @@ def keep_faster(old: dict, new: dict) -> dict:
 
 def own_flags(measurement: dict, best_cal: float | None) -> list[str]:
     """Flags a single measurement's own evidence raises (harness.analysis.trust.row_flags, without
-    the rounds it may belong to); [] when it carries no evidence (a row from before the evidence)."""
+    the rounds it may belong to); a measurement without evidence (a row from before it) is not clean."""
     single = {k: v for k, v in measurement.items() if k not in ("time_rounds_s", "remeasured_for")}
-    return row_flags(single, best_cal) or []
+    flags = row_flags(single, best_cal)
+    return ["no evidence"] if flags is None else flags
 
 
 def merge_round(old: dict, new: dict, best_cal: float | None = None) -> dict:

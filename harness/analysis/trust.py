@@ -38,7 +38,8 @@ DROP = 2.0
 BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the median...
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
 ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("round 2", ...; harness.analysis.rounds)
-ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the fastest reproduces it
+ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the kept one reproduces it
+RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
@@ -181,12 +182,14 @@ SUSPECT_FLAGS = ("fwd slower than its own fwd_bwd", "drop")  # the slow side of 
 def cross_suspects(rows: list[dict]) -> dict[int, str]:
     """Rows a cross-cell check suspects of a slow measurement (a fwd slower than its own fwd_bwd; the
     shorter length of a drop), with the check's flag: the ones to measure again. Rows already
-    re-measured for a check (``remeasured_for`` set, other than a round) are not suspected twice."""
+    re-measured for a check (``remeasured_for`` set, other than a plain round; an end-of-run re-check
+    counts) are not suspected twice."""
     out = {}
     for i, flags in cross_flags(rows).items():
         slow = [f for f in flags if flag_name(f) in SUSPECT_FLAGS]
         again = rows[i].get("remeasured_for")
-        if slow and not (isinstance(again, str) and not again.startswith(ROUND_PREFIX)):  # a round is no re-check
+        rechecked = isinstance(again, str) and (not again.startswith(ROUND_PREFIX) or RECHECK in again)
+        if slow and not rechecked:  # a plain round is no re-check
             out[i] = slow[0]
     return out
 

@@ -146,8 +146,9 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
     p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
                                                "host busy, slow calibration, above ceiling), and of the ceiling when "
-                                               "cells exceed it; a cell still flagged at the end is measured once "
-                                               "more as a round (recheck); default 2, 0 for none")
+                                               "cells exceed it; a cell still flagged at the end is measured again "
+                                               "as one more round, up to this many times (recheck); default 2, "
+                                               "0 for none")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "

@@ -39,7 +39,11 @@ def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_
         return False
     deadline = time.perf_counter() + limit_s
     while True:  # at least one probe
-        if calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"] <= SLOW_CALIBRATION * best:
+        try:
+            now = calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"]
+        except Exception:  # e.g. a CUDA context an earlier case broke: no evidence of quiet, and no crash
+            return False
+        if now <= SLOW_CALIBRATION * best:
             return True
         if time.perf_counter() + QUIET_POLL_S >= deadline:
             return False
@@ -50,7 +54,8 @@ class QuietWaiter:
     """``wait_for_quiet`` for a run of re-measurements. After a wait that ran out (the machine stayed
     slow for ``QUIET_WAIT_S``: a sustained slowdown, not a burst) the next waits only probe once, until a
     probe finds the machine quiet again: on a machine that stays slow, each re-measurement costs one
-    calibration, not ``QUIET_WAIT_S`` (its rows are flagged all the same)."""
+    calibration, not ``QUIET_WAIT_S`` (its rows are flagged all the same). With ``--isolate`` each case's
+    worker starts with a fresh one, so there only the sweep's end-of-run waits share it."""
 
     def __init__(self) -> None:
         self.missed = False

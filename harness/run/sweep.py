@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done
-from harness.analysis.trust import (CEILING, ROUND_PREFIX, assess, best_calibration, cross_suspects, flag_name,
+from harness.analysis.trust import (CEILING, RECHECK, ROUND_PREFIX, assess, best_calibration, cross_suspects, flag_name,
                                     row_flags)
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
@@ -188,7 +188,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
             record(case, runner.metrics(case), time.perf_counter() - t0)
             progress.advance()
         progress.close()  # one live bar at a time: the rounds show their own
-        if not ray_exec:
+        if _local(meta):  # not for a Ray run, even a resume with nothing left to send
             by_id = {c.id: c for c in cases}
             _more_rounds(rows, by_id, runner, record, config.rounds, meta, quiet)
             _remeasure_suspects(rows, by_id, runner, record, meta, quiet)
@@ -217,8 +217,9 @@ def _best_cal(meta: dict, rows: list[dict], row: dict) -> float | None:
 
 def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, meta: dict, quiet: bool) -> None:
     """Rounds 2..``rounds``: every ok cell measured again, one round after another, the fastest round
-    kept (harness.analysis.rounds). Each new row (``remeasured_for`` "round k") supersedes the cell's row in
-    the journal, so Ctrl-C keeps finished rounds and a resume measures only the cells still short."""
+    kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row (``remeasured_for``
+    "round k") supersedes the cell's row in the journal, so Ctrl-C keeps finished rounds and a resume
+    measures only the cells still short."""
     for k in range(2, rounds + 1):
         due = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_done(r) < k]
         if not due:
@@ -256,9 +257,6 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, meta: dic
                    else keep_faster(old, metrics))
         record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
         rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
-
-
-RECHECK = "(recheck: "  # in ``remeasured_for`` of a row _recheck_flagged measured once more
 
 
 def _above_ceiling(rows: list[dict], ceilings: dict) -> int:
@@ -323,11 +321,16 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
         progress.close()
 
 
+def _local(meta: dict) -> bool:
+    """The run's cases are measured here (not by Ray nodes, whose machines differ)."""
+    return (meta.get("execution") or {}).get("executor") != "ray"
+
+
 def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: SweepConfig, quiet: bool,
             ray_exec=None) -> None:
     if status == "complete" and ray_exec:
         ray_exec.measure_nodes(meta, "end")
-    elif status == "complete":  # the end's calibration and ceilings: _measure_end
+    if _local(meta):  # against the best ceilings so far (the end's: _measure_end)
         rows = [_against(row, meta["ceilings_flops_per_s"]) for row in rows]
     rows = assess(rows, meta)  # time_trusted and time_flags, from the evidence beside each row
     write_tables(run_dir, rows)
@@ -340,13 +343,15 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: Sw
 
 
 def _keep_best_ceilings(meta: dict, measured: dict, when: str) -> None:
-    """Record a measurement of the ceilings and keep the best of all (a busy machine only lowers them)."""
+    """Record a measurement of the ceilings and keep the best of all (a busy machine only lowers them).
+    The dict is updated in place: the runner measuring the re-checks holds it."""
     meta.setdefault("ceilings_measured", []).append({"when": when, "at": time.time(), **measured})
-    best = dict(meta.get("ceilings_flops_per_s") or {})
+    if not isinstance(meta.get("ceilings_flops_per_s"), dict):
+        meta["ceilings_flops_per_s"] = {}
+    best = meta["ceilings_flops_per_s"]
     for key, value in measured.items():
         if value and value > (best.get(key) or 0):
             best[key] = value
-    meta["ceilings_flops_per_s"] = best
 
 
 def _against(row: dict, ceilings: dict) -> dict:

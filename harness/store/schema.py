@@ -25,8 +25,8 @@ Schema versions (``run.json``'s ``schema_version``):
   row supersedes the case's earlier row in the journal. Also nullable: ``time_rounds_s``, each round's
   median when the sweep measured its cells in several rounds (``--rounds``; harness.analysis.rounds:
   the fastest round's measurement is the row's, or a clean one that agrees with it, ``remeasured_for``
-  "round 2", ...; a cell its own evidence still flags at the end is measured once more, "round k
-  (recheck: flags)"); NA for a cell measured once.
+  "round 2", ...; a cell its own evidence still flags at the end is measured again, up to ``retries``
+  times, "round k (recheck: flags)"); NA for a cell measured once.
 """
 
 from __future__ import annotations

@@ -251,3 +251,24 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     assert rows[0]["remeasured_for"] == "round 3 (recheck: host busy, unreproduced)"
     assert rows[0]["time_rounds_s"] == [1e-3, 3e-3, 1.05e-3] and rows[0]["time_s_median"] == 1.05e-3
     assert [r["time_trusted"] for r in assess(rows, {})] == [True, True]
+
+
+def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
+    from harness.analysis.rounds import own_flags
+    from harness.run import executors, sweep
+
+    # The best ceilings are updated in place: the runner that measures the re-checks holds that dict.
+    meta = {"ceilings_flops_per_s": {"float32": 1e9}}
+    held = meta["ceilings_flops_per_s"]
+    sweep._keep_best_ceilings(meta, {"float32": 3e9}, "end")
+    assert held is meta["ceilings_flops_per_s"] and held["float32"] == 3e9
+    # A probe that fails is no evidence of quiet, and no crash.
+    monkeypatch.setattr(executors, "calibrate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error")))
+    assert executors.wait_for_quiet("cuda", 1e-3) is False
+    # A re-checked row is not suspected again by a cross-cell check (a resume would otherwise re-measure it).
+    fwd = Case("naive", seq_len=64, heads=1, head_dim=8)
+    rows = [{**measured(9e-3), "case_id": fwd.id, **fwd.to_record(), "remeasured_for": "round 3 (recheck: noisy)"},
+            {**measured(3e-3), "case_id": fwd.replace(pass_="fwd_bwd").id, **fwd.replace(pass_="fwd_bwd").to_record()}]
+    assert cross_suspects(rows) == {}
+    # A measurement without evidence (a row from before it) never counts as the clean one.
+    assert own_flags({"status": "ok", "time_s_median": 1e-3}, 1e-3) == ["no evidence"]
