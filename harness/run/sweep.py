@@ -215,6 +215,13 @@ def _best_cal(meta: dict, rows: list[dict], row: dict) -> float | None:
     return best_calibration(meta, rows, int(threads) if isinstance(threads, (int, float)) else None)
 
 
+def _supersede(rows: list[dict], i: int, record, case: Case, metrics: dict, t0: float) -> None:
+    """Journal a new measurement of ``rows[i]``'s cell (timed from ``t0``); the new row, appended by
+    ``record``, takes the old one's place."""
+    record(case, metrics, time.perf_counter() - t0)
+    rows[i] = rows.pop()
+
+
 def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, meta: dict, quiet: bool) -> None:
     """Rounds 2..``rounds``: every ok cell measured again, one round after another, the fastest round
     kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row (``remeasured_for``
@@ -231,8 +238,7 @@ def _more_rounds(rows: list[dict], by_id: dict, runner, record, rounds: int, met
             progress.show(case)
             t0 = time.perf_counter()
             metrics = merge_round(rows[i], runner.metrics(case), _best_cal(meta, rows, rows[i]))
-            record(case, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, time.perf_counter() - t0)
-            rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
+            _supersede(rows, i, record, case, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, t0)
             progress.advance()
         progress.close()
 
@@ -250,13 +256,12 @@ def _remeasure_suspects(rows: list[dict], by_id: dict, runner, record, meta: dic
         old, case = rows[i], by_id[rows[i]["case_id"]]
         t0 = time.perf_counter()
         metrics = runner.metrics(case)
-        wall_s = time.perf_counter() - t0
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
         # Measured in rounds: one more round, like the others; else the faster of the two.
         metrics = (merge_round(old, metrics, _best_cal(meta, rows, old)) if rounds_done(old) > 1
                    else keep_faster(old, metrics))
-        record(case, {**metrics, "attempts": attempts, "remeasured_for": reason}, wall_s)
-        rows[i] = rows.pop()  # the new row (appended by record) takes the old one's place
+        _supersede(rows, i, record, case, {**metrics, "attempts": attempts, "remeasured_for": reason},
+                   t0)
 
 
 def _above_ceiling(rows: list[dict], ceilings: dict) -> int:
@@ -293,8 +298,8 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     ceilings = meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
-        return sorted({flag_name(f) for f in row_flags(_against(rows[i], ceilings), _best_cal(meta, rows, rows[i]))
-                       or []})
+        flags = row_flags(_against(rows[i], ceilings), _best_cal(meta, rows, rows[i])) or []
+        return sorted({flag_name(f) for f in flags})
 
     candidates = [i for i, r in enumerate(rows)
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
@@ -315,8 +320,7 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
                 wait(case.device, best)
             metrics = merge_round(old, runner.metrics(case), best)
             label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
-            record(case, {**metrics, "remeasured_for": label}, time.perf_counter() - t0)
-            rows[i] = rows.pop()
+            _supersede(rows, i, record, case, {**metrics, "remeasured_for": label}, t0)
             progress.advance()
         progress.close()
 
