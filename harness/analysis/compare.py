@@ -40,6 +40,7 @@ from harness.analysis.stats import (
     median_ratio_ci,
     time_verdict,
 )
+from harness.analysis.trust import used_samples
 from harness.core.errors import InputError
 from harness.core.tolerances import TOLERANCES
 from harness.store.load import load_run
@@ -96,12 +97,11 @@ def calibration_spread(meta: dict) -> float | None:
 
 # ---- comparison -------------------------------------------------------------------------------
 def _samples(row) -> list[float]:
-    """Raw per-call samples of an ok row; the median alone when the samples were not kept."""
-    samples = row.get("time_samples_s")
-    if samples is not None and not (isinstance(samples, float) and math.isnan(samples)):
-        values = [float(s) for s in samples if s is not None and float(s) > 0]
-        if values:
-            return values
+    """Raw per-call samples of an ok row (those its statistics are of: not contended); the median alone
+    when the samples were not kept."""
+    values = [s for s in used_samples(row) if s > 0]
+    if values:
+        return values
     median = row.get("time_s_median")
     return [float(median)] if median is not None and not pd.isna(median) and float(median) > 0 else []
 

@@ -39,11 +39,12 @@ BIMODAL_GAP = 0.25  # a gap between sorted samples of this fraction of the media
 BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
 ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("round 2", ...; harness.analysis.rounds)
 ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the kept one reproduces it
+SLOW_MACHINE = "slow machine"  # the flag of a row whose calibration was slow
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
-FLAG_NAMES = ("few calls", "noisy", "bimodal", "host busy", "slow machine", "above ceiling", "throttled",
+FLAG_NAMES = ("few calls", "noisy", "bimodal", "contended", "host busy", "slow machine", "above ceiling", "throttled",
               "unreproduced", "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
 
 
@@ -83,6 +84,24 @@ def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -
     return min(values) if values else None
 
 
+def _seq(value) -> list | None:
+    """A list column's value as a list (lists, tuples and arrays as read back); None when missing."""
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, (str, dict)) else None
+
+
+def used_samples(row: dict) -> list[float]:
+    """The raw samples a row's statistics are of: those its threads did not wait for a CPU during
+    (``time_contended``, harness.bench.timing), or all of them when every one did or none is marked."""
+    samples, contended = _seq(row.get("time_samples_s")), _seq(row.get("time_contended"))
+    if samples is None:
+        return []
+    if contended is not None and len(contended) == len(samples):
+        clean = [float(s) for s, c in zip(samples, contended) if s is not None and not c]
+        if clean:
+            return clean
+    return [float(s) for s in samples if s is not None]
+
+
 def bimodal(samples: list[float]) -> bool:
     """Two clusters of samples separated by a gap of ``BIMODAL_GAP`` x the median, each holding at least
     ``BIMODAL_SHARE`` of them."""
@@ -103,7 +122,7 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     if _num(row.get("calibration_s")) is None and _num(row.get("host_busy")) is None:
         return None
     flags = []
-    samples = [float(s) for s in (row.get("time_samples_s") or []) if s is not None]
+    samples = used_samples(row)
     calls = int(_num(row.get("time_n_samples")) or 0) * int(_num(row.get("time_number_per_sample")) or 1)
     if calls < MIN_CALLS:
         flags.append(f"few calls: {calls} timed, fewer than {MIN_CALLS}")
@@ -112,12 +131,15 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
         flags.append(f"noisy: IQR/median {iqr / med:.2f} > {NOISE:g}")
     if bimodal(samples):
         flags.append("bimodal: the samples form two clusters")
+    contended = _seq(row.get("time_contended"))
+    if contended and all(contended):
+        flags.append(f"contended: all {len(contended)} samples waited for a CPU (another process ran on it)")
     busy = _num(row.get("host_busy"))
     if busy is not None and busy > HOST_BUSY:
         flags.append(f"host busy: {busy:.2f} of the cores used by other processes > {HOST_BUSY:g}")
     cal = _num(row.get("calibration_s"))
     if cal and best_cal and cal > SLOW_CALIBRATION * best_cal:
-        flags.append(f"slow machine: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
+        flags.append(f"{SLOW_MACHINE}: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
     frac = _num(row.get("ceiling_fraction"))
     if frac is not None and frac > CEILING:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")

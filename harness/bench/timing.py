@@ -6,10 +6,17 @@ worker loads this very file by path, so that both trees it compares are timed by
 ``time_callable`` warms up, sizes a block of calls, then times blocks with the standard library's
 ``timeit`` (synchronizing the accelerator at every clock reading) for ``budget_s``, taking more
 blocks until ``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
+
+Contention is measured per sample, not guessed: beside every block the clock reads how long this
+process's threads waited on a run queue for a CPU (Linux ``/proc/self/task/*/schedstat``, in ns). A
+block whose threads together waited more than ``CONTENDED`` of its wall time shared a CPU with another
+process: its sample is kept raw but left out of the statistics (while clean samples exist), and more
+blocks are timed, within a bound, until enough clean ones exist.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import timeit
@@ -23,6 +30,26 @@ CLOCKS: dict[str, Callable[[], float]] = {
     "wall": time.perf_counter,
     "cpu": time.process_time,  # CPU time of this process: blind to time spent preempted by others
 }
+CONTENDED = 0.05  # a block whose threads waited for a CPU more than this share of its wall time is contended
+CONTENTION_EXTRA = 2.0  # under contention, up to this many times the normal timing again for clean blocks
+
+
+def runqueue_wait_s() -> float | None:
+    """Seconds this process's threads have waited on a run queue for a CPU (runnable, not running), all
+    threads summed; None where the kernel does not say (not Linux, no schedstat)."""
+    total, found = 0, False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+                found = True
+        except (OSError, IndexError, ValueError):  # a thread that ended between listing and reading
+            continue
+    return total / 1e9 if found else None
 
 
 @dataclass
@@ -31,22 +58,41 @@ class Timing:
 
     ``cpu_samples_s``: for each sample, the CPU time this process spent per call over the same block
     (all its threads): next to the wall time, the evidence of time spent preempted by other processes.
+    ``wait_samples_s``: for each sample, the time per call this process's threads waited for a CPU over
+    the same block (``runqueue_wait_s``). A sample whose wait exceeds ``CONTENDED`` of it is contended;
+    the statistics (median, IQR, extremes, count) are those of the clean samples, or of all of them
+    when every sample is contended. ``samples_s`` keeps every raw sample.
     """
 
     samples_s: list[float]
     number_per_sample: int = 1
     warmup_calls: int = 0
     cpu_samples_s: list[float] | None = None
+    wait_samples_s: list[float] | None = None
+
+    @property
+    def contended(self) -> list[bool]:
+        """Per sample: whether its threads waited for a CPU more than ``CONTENDED`` of its time."""
+        if self.wait_samples_s is None:
+            return [False] * len(self.samples_s)
+        return [w is not None and w > CONTENDED * s for s, w in zip(self.samples_s, self.wait_samples_s)]
+
+    @property
+    def used(self) -> list[float]:
+        """The samples the statistics are of: the clean ones, or all when none is clean."""
+        clean = [s for s, c in zip(self.samples_s, self.contended) if not c]
+        return clean or list(self.samples_s)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples_s)
+        return statistics.median(self.used)
 
     @property
     def iqr(self) -> float:
-        if len(self.samples_s) < 2:
+        used = self.used
+        if len(used) < 2:
             return 0.0
-        q = statistics.quantiles(self.samples_s, n=4, method="inclusive")
+        q = statistics.quantiles(used, n=4, method="inclusive")
         return q[2] - q[0]
 
     @property
@@ -54,32 +100,48 @@ class Timing:
         return self.iqr / self.median > NOISE_THRESHOLD if self.median > 0 else False
 
     def fields(self) -> dict:
-        return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(self.samples_s),
-                "time_s_max": max(self.samples_s), "time_n_samples": len(self.samples_s),
+        used, waits = self.used, self.wait_samples_s
+        return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(used),
+                "time_s_max": max(used), "time_n_samples": len(used),
                 "time_number_per_sample": self.number_per_sample, "time_noisy": self.noisy,
                 "time_samples_s": list(self.samples_s),
-                "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None}
+                "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None,
+                "time_wait_samples_s": list(waits) if waits is not None else None,
+                "time_contended": self.contended if waits is not None else None}
 
 
 class _DualClock:
-    """A timer for timeit that returns wall time and notes the process's CPU time at every reading
-    (on CUDA, ``wall`` synchronizes the device first).
+    """A timer for timeit that returns wall time and notes the process's CPU time and, when ``waits``
+    is given, its threads' run-queue wait at every reading (on CUDA, ``wall`` synchronizes the device
+    first).
 
     timeit reads its timer exactly twice per block (before and after the loop), so consecutive
-    readings pair up into (wall, CPU) per block."""
+    readings pair up per block. The wait is read before the wall clock at a block's start and after
+    it at its end, so that reading it (tens of microseconds) stays outside the timed block."""
 
-    def __init__(self, wall: Callable[[], float]) -> None:
-        self.wall, self.readings = wall, []
+    def __init__(self, wall: Callable[[], float], waits: Callable[[], float | None] | None = None) -> None:
+        self.wall, self.waits, self.readings, self.wait_readings = wall, waits, [], []
 
     def __call__(self) -> float:
+        start = len(self.readings) % 2 == 0
+        if self.waits is not None and start:
+            self.wait_readings.append(self.waits())
         cpu, now = time.process_time(), self.wall()
         self.readings.append(cpu)
+        if self.waits is not None and not start:
+            self.wait_readings.append(self.waits())
         return now
 
-    def last_blocks_cpu(self, count: int, number: int) -> list[float]:
-        """Per-call CPU time of the last ``count`` blocks of ``number`` calls each."""
-        pairs = list(zip(self.readings[0::2], self.readings[1::2]))[-count:] if count else []
-        return [(end - start) / number for start, end in pairs]
+    @staticmethod
+    def _per_call(readings: list, number: int) -> list:
+        pairs = list(zip(readings[0::2], readings[1::2]))[-1:]
+        return [None if None in (start, end) else (end - start) / number for start, end in pairs]
+
+    def last_block(self, number: int) -> tuple[float, float | None]:
+        """Per-call CPU time and run-queue wait (None: not read) of the last block of ``number`` calls."""
+        cpu = self._per_call(self.readings, number)[0]
+        wait = self._per_call(self.wait_readings, number)[0] if self.waits is not None else None
+        return cpu, wait
 
 
 def sync(device: str) -> None:
@@ -92,8 +154,12 @@ MAX_NUMBER = 10**6  # calls per block at most (a call that takes no measurable t
 TARGET_SAMPLES = 10  # blocks are sized so that at least this many fit the budget: a median, not a mean of 2
 
 
+_DEFAULT = object()
+
+
 def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
-                  timer: Callable[[], float] | None = None, min_samples: int = 1) -> Timing:
+                  timer: Callable[[], float] | None = None, min_samples: int = 1,
+                  waits: Callable[[], float | None] | None = _DEFAULT) -> Timing:
     """Warm up, size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
     ``min_samples``, fit in ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then
     time blocks with the standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples``
@@ -103,6 +169,11 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     further). On CUDA the clock synchronizes the device before every reading, so a block's time
     covers its kernels, not their launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
     be injected, so the CI gate can time CPU time and tests can use a fake clock.
+
+    ``waits`` (a reading of the threads' run-queue wait in seconds, ``runqueue_wait_s`` by default with
+    the wall clock, none with an injected ``timer`` unless given) marks contended samples. When some
+    are contended, blocks go on, for at most ``CONTENTION_EXTRA`` times the time the normal timing
+    took, until at least ``min_samples`` and half the samples taken by then are clean.
 
     torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
@@ -117,7 +188,11 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
             return base()
     else:
         wall = base
-    clock = _DualClock(wall)
+    if waits is _DEFAULT:
+        waits = runqueue_wait_s if timer is None else None
+    if waits is not None and waits() is None:
+        waits = None  # the kernel does not say: no evidence, rather than a column of Nones
+    clock = _DualClock(wall, waits)
     block = timeit.Timer(stmt=fn, timer=clock)
     target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     number, took = 1, block.timeit(1)
@@ -125,14 +200,25 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         grow = target / took if took > 0 else 10.0
         number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
         took = block.timeit(number)
-    samples, spent = [took / number], took
-    cpu = clock.last_blocks_cpu(1, number)
-    while spent < budget_s or len(samples) < min_samples:
-        took = block.timeit(number)
+    samples, cpu, wait, spent = [], [], [], 0.0
+
+    def keep(took: float) -> None:
+        nonlocal spent
+        c, w = clock.last_block(number)
         samples.append(took / number)
-        cpu += clock.last_blocks_cpu(1, number)
+        cpu.append(c)
+        wait.append(w)
         spent += took
-    return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu)
+
+    keep(took)
+    while spent < budget_s or len(samples) < min_samples:
+        keep(block.timeit(number))
+    if waits is not None:
+        want, bound = max(min_samples, (len(samples) + 1) // 2), spent * (1 + CONTENTION_EXTRA)
+        while spent < bound and sum(w is None or w <= CONTENDED * s for s, w in zip(samples, wait)) < want:
+            keep(block.timeit(number))
+    return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu,
+                  wait_samples_s=wait if waits is not None else None)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

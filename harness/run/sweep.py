@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done
-from harness.analysis.trust import (CEILING, RECHECK, ROUND_PREFIX, assess, best_calibration, cross_suspects, flag_name,
-                                    row_flags)
+from harness.analysis.trust import (CEILING, RECHECK, ROUND_PREFIX, SLOW_MACHINE, assess, best_calibration,
+                                    cross_suspects, flag_name, row_flags)
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
@@ -294,7 +294,9 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     kernel to come back near the run's best, as one more round (``merge_round``: the fastest round kept,
     or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
     times while it stays flagged. Its measurements must then agree with each other, or the row is
-    flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again."""
+    flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again.
+    Once a wait for quiet has run out (the machine stays slow), cells whose only flag is "slow machine"
+    are skipped until a probe finds it quiet again: measuring them again could not clear the flag."""
     ceilings = meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
@@ -310,10 +312,14 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
             return
         candidates = [i for i, _ in due]
         _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags ({attempt} of {config.retries})")
-        progress = Progress(len(due), 0, quiet)
+        progress, skipped = Progress(len(due), 0, quiet), 0
         for i, names in due:
             old, case = rows[i], by_id[rows[i]["case_id"]]
             progress.show(case)
+            if wait.missed and names == [SLOW_MACHINE]:  # the machine stays slow: measuring again cannot clear it
+                skipped += 1
+                progress.advance()
+                continue
             best = _best_cal(meta, rows, old)
             t0 = time.perf_counter()
             with torch_threads(case.threads):
@@ -323,6 +329,9 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
             _supersede(rows, i, record, case, {**metrics, "remeasured_for": label}, t0)
             progress.advance()
         progress.close()
+        if skipped:
+            _log(quiet, f"{skipped} cell(s) flagged only '{SLOW_MACHINE}' not re-checked: the machine stayed slow "
+                        f"(a wait for quiet ran out), so measuring again could not clear them")
 
 
 def _local(meta: dict) -> bool:

@@ -26,7 +26,11 @@ Schema versions (``run.json``'s ``schema_version``):
   median when the sweep measured its cells in several rounds (``--rounds``; harness.analysis.rounds:
   the fastest round's measurement is the row's, or a clean one that agrees with it, ``remeasured_for``
   "round 2", ...; a cell its own evidence still flags at the end is measured again, up to ``retries``
-  times, "round k (recheck: flags)"); NA for a cell measured once.
+  times, "round k (recheck: flags)"); NA for a cell measured once. Also nullable:
+  ``time_wait_samples_s``, per sample the time per call the process's threads waited on a run queue for
+  a CPU (Linux schedstat), and ``time_contended``, per sample whether that wait exceeded 5% of it
+  (harness.bench.timing); the time statistics are of the clean samples (all when none is clean, then
+  flagged ``contended``), ``time_samples_s`` keeps every raw one. NA where the kernel does not say.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "finished_at",
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
-                  "time_rounds_s"]
+                  "time_rounds_s", "time_wait_samples_s", "time_contended"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
@@ -92,4 +96,4 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
-LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s")  # raw samples: a list per row (JSON text in the CSV)
+LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended")  # raw samples: a list per row (JSON text in the CSV)

@@ -272,3 +272,23 @@ def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
     assert cross_suspects(rows) == {}
     # A measurement without evidence (a row from before it) never counts as the clean one.
     assert own_flags({"status": "ok", "time_s_median": 1e-3}, 1e-3) == ["no evidence"]
+
+
+def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(monkeypatch):
+    """The first wait for quiet runs out (the machine stays slow): the other cell flagged only 'slow
+    machine' is skipped, a cell with another flag is still re-checked."""
+    from harness.run import executors, sweep
+
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: False)
+    slow = dict(calibration_s=1.5e-3)
+    rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow), measured(1e-3, host_busy=0.6, **slow))
+    meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
+    runner = FakeRunner(1e-3, **slow)
+
+    def record(case, metrics, wall_s):
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    ids = [r["case_id"] for r in rows]
+    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    assert runner.calls == [ids[0], ids[2]]
+    assert rows[1].get("remeasured_for") is None and "recheck" in rows[2]["remeasured_for"]

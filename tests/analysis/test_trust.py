@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.analysis.trust import assess, best_calibration, bimodal, cross_flags, row_flags, summary
+from harness.analysis.trust import assess, best_calibration, bimodal, cross_flags, row_flags, summary, used_samples
 from harness.cli.main import main
 from harness.core.case import Case
 from harness.run import executors
@@ -25,11 +25,23 @@ def ok_row(**changes):
     ({"host_busy": 0.6}, "host busy"),
     ({"calibration_s": 1.3e-3}, "slow machine"),
     ({"ceiling_fraction": 2.57}, "above ceiling"),
+    ({"time_contended": [True] * 10}, "contended"),
 ])
 def test_each_piece_of_evidence_raises_its_flag(changes, reason):
     assert row_flags(ok_row(), 1e-3) == []
     flags = row_flags(ok_row(**changes), 1e-3)
     assert [f.split(":")[0] for f in flags] == [reason]
+
+
+def test_contended_samples_are_left_out_of_the_sample_flags():
+    """Two clusters, the slow one made of samples that waited for a CPU: judged on the clean ones, the
+    row is neither bimodal nor contended; with every sample contended it is judged on all of them."""
+    samples, contended = [1e-3] * 6 + [3e-3] * 4, [False] * 6 + [True] * 4
+    assert row_flags(ok_row(time_samples_s=samples, time_contended=contended), 1e-3) == []
+    assert used_samples({"time_samples_s": samples, "time_contended": contended}) == [1e-3] * 6
+    flags = row_flags(ok_row(time_samples_s=samples, time_contended=[True] * 10), 1e-3)
+    assert sorted(f.split(":")[0] for f in flags) == ["bimodal", "contended"]
+    assert used_samples({"time_samples_s": samples, "time_contended": None}) == samples
 
 
 def test_calibration_is_judged_against_the_best_with_the_same_threads():

@@ -9,7 +9,7 @@ import torch
 from harness.bench.measure import measure
 from harness.bench.memory import track_allocations
 from harness.bench.prepare import prepare
-from harness.bench.timing import time_callable
+from harness.bench.timing import CONTENDED, runqueue_wait_s, time_callable
 from harness.core.case import Case
 from harness.core.errors import UnsupportedCaseError
 from harness.core.patterns import Pattern
@@ -120,3 +120,62 @@ def test_small_budgets_take_small_blocks():
     t = time_callable(lambda: x @ x, "cpu", budget_s=0.02, min_samples=5)
     assert len(t.samples_s) >= 5 and t.number_per_sample > 1
     assert t.number_per_sample * min(t.samples_s) < 0.02  # a block is a fraction of the budget
+
+
+class FakeMachine:
+    """A fake clock and run-queue wait: each call takes ``dt``; while ``busy`` says so, the call's
+    threads also wait for a CPU, which makes it ``slow`` times longer."""
+
+    def __init__(self, busy, dt=1e-3, slow=3.0):
+        self.now, self.wait, self.calls, self.busy, self.dt, self.slow = 0.0, 0.0, 0, busy, dt, slow
+
+    def call(self):
+        self.calls += 1
+        if self.busy(self.calls):
+            self.now += self.slow * self.dt
+            self.wait += (self.slow - 1) * self.dt
+        else:
+            self.now += self.dt
+
+
+def test_samples_that_waited_for_a_cpu_are_kept_raw_but_left_out_of_the_statistics():
+    """Calls 20-60 share their CPU: their blocks are contended, more blocks are timed until enough are
+    clean, and the statistics are those of the clean ones, every raw sample kept."""
+    m = FakeMachine(lambda n: 20 <= n < 60)
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=lambda: m.wait,
+                      min_samples=5)
+    assert any(t.contended) and not all(t.contended)
+    assert t.median * t.number_per_sample == pytest.approx(t.number_per_sample * 1e-3)
+    assert len(t.used) == t.contended.count(False) >= max(5, (len(t.samples_s) - 2) // 2)
+    f = t.fields()
+    assert f["time_n_samples"] == len(t.used) and len(f["time_samples_s"]) == len(t.samples_s)
+    assert f["time_contended"] == t.contended and max(f["time_samples_s"]) > 2 * f["time_s_max"]
+    assert all(w > CONTENDED * s for s, w, c in zip(t.samples_s, t.wait_samples_s, t.contended) if c)
+
+
+def test_a_machine_busy_throughout_bounds_the_extra_blocks_and_keeps_every_sample():
+    """Every call waits: no clean block exists, so the extra blocks stop at their bound (the normal
+    timing's time twice again) and the statistics fall back to all the samples."""
+    m = FakeMachine(lambda n: True)
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=lambda: m.wait,
+                      min_samples=5)
+    assert all(t.contended) and t.used == t.samples_s
+    assert 0.05 * 3 <= sum(t.samples_s) * t.number_per_sample < 0.05 * 3 + 0.05
+
+
+def test_a_quiet_machine_takes_no_extra_blocks_and_an_injected_clock_reads_no_waits():
+    quiet = FakeMachine(lambda n: False)
+    t = time_callable(quiet.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: quiet.now, waits=lambda: quiet.wait)
+    assert not any(t.contended) and sum(t.samples_s) * t.number_per_sample < 0.05 + 0.01
+    fake = FakeMachine(lambda n: False)
+    assert time_callable(fake.call, "cpu", budget_s=0.02, timer=lambda: fake.now).wait_samples_s is None
+
+
+@pytest.mark.skipif(runqueue_wait_s() is None, reason="the kernel gives no per-thread schedstat (not Linux?)")
+def test_the_wall_clock_reads_this_process_run_queue_wait():
+    """On Linux the default timing reads the threads' run-queue wait beside every block: one
+    non-negative wait per sample, far below the sample itself on average (a CI runner may be busy)."""
+    x = torch.randn(64, 64)
+    t = time_callable(lambda: x @ x, "cpu", budget_s=0.02, min_samples=5)
+    assert t.wait_samples_s is not None and len(t.wait_samples_s) == len(t.samples_s)
+    assert all(w >= 0 for w in t.wait_samples_s)
