@@ -240,6 +240,10 @@ def summary(rows: list[dict]) -> dict:
     out = {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
            "flagged": sum(r.get("time_trusted") is False for r in ok),
            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
+    marked = [(_seq(r.get("time_contended")) or []) for r in ok]
+    if any(marked):  # samples that waited for a CPU, left out of their cell's statistics
+        out["contention"] = {"samples": sum(len(m) for m in marked), "contended": sum(sum(map(bool, m)) for m in marked),
+                             "cells": sum(any(m) for m in marked), "all_contended": sum(bool(m) and all(m) for m in marked)}
     rounds = [r for r in ok if reproduction(r.get("time_rounds_s")) is not None]
     if rounds:  # measured in rounds (--rounds): how well the run agrees with itself over time
         agree = sum(reproduction(r["time_rounds_s"], r.get("time_s_median")) <= ROUNDS_AGREE for r in rounds)
@@ -256,3 +260,18 @@ def rounds_text(trust: dict) -> str:
         return ""
     return (f"{r['agree']} of {r['cells']} cells measured more than once (rounds, re-checks) had their kept round "
             f"reproduced within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")
+
+
+def contention_text(trust: dict) -> str:
+    """One clause on the samples that waited for a CPU ('' when none did or none was marked)."""
+    c = trust.get("contention")
+    if not c:
+        return ""
+    return (f"{c['contended']} of {c['samples']} timing samples (in {c['cells']} cells) waited for a CPU another "
+            f"process held and were left out of their cell's statistics"
+            + (f" ({c['all_contended']} cells had no other sample)" if c.get("all_contended") else ""))
+
+
+def evidence_clauses(trust: dict) -> list[str]:
+    """The run-level clauses beside the trusted count: rounds that agree, samples left out."""
+    return [text for text in (rounds_text(trust), contention_text(trust)) if text]

@@ -133,15 +133,15 @@ class _DualClock:
         return now
 
     @staticmethod
-    def _per_call(readings: list, number: int) -> list:
-        pairs = list(zip(readings[0::2], readings[1::2]))[-1:]
-        return [None if None in (start, end) else (end - start) / number for start, end in pairs]
+    def _per_call(readings: list, number: int) -> float | None:
+        """The last block's difference (its two readings are the last two), per call."""
+        start, end = readings[-2:]
+        return None if start is None or end is None else (end - start) / number
 
     def last_block(self, number: int) -> tuple[float, float | None]:
         """Per-call CPU time and run-queue wait (None: not read) of the last block of ``number`` calls."""
-        cpu = self._per_call(self.readings, number)[0]
-        wait = self._per_call(self.wait_readings, number)[0] if self.waits is not None else None
-        return cpu, wait
+        wait = self._per_call(self.wait_readings, number) if self.waits is not None else None
+        return self._per_call(self.readings, number), wait
 
 
 def sync(device: str) -> None:

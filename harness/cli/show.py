@@ -65,10 +65,10 @@ def trust_line(trust: dict | None) -> str:
     """run.json's trust summary in one line (runs written before trust flags: not assessed)."""
     if not trust or not trust.get("measured"):
         return "trust: not assessed (a run written before trust flags, or nothing measured)"
-    from harness.analysis.trust import rounds_text  # lazy: start-up
+    from harness.analysis.trust import evidence_clauses  # lazy: start-up
 
     flags = ", ".join(f"{k} {v}" for k, v in sorted(trust.get("flags", {}).items(), key=lambda kv: -kv[1]))
-    rounds = rounds_text(trust)
+    rounds = "; ".join(evidence_clauses(trust))
     return (f"trust: {trust['trusted']} of {trust['measured']} measured cells trusted, {trust['flagged']} flagged"
             + (f" ({flags})" if flags else "") + (f", {trust['not_assessed']} not assessed" if trust.get("not_assessed")
                                                   else "") + (f"; {rounds}" if rounds else ""))

@@ -25,7 +25,7 @@ from harness.analysis.derived import (
     worst_errors,
 )
 from harness.analysis.scaling import crossovers, fit_exponents, relative_to_baseline
-from harness.analysis.trust import rounds_text
+from harness.analysis.trust import evidence_clauses
 from harness.core.errors import InputError
 from harness.render.figures import (
     figure_img,
@@ -104,9 +104,8 @@ def trust_banner(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
             text += f"; {t['untrusted']} flagged ({', '.join(f'{r} {n}' for r, n in t['reasons'])})"
         if t["not_assessed"]:
             text += f"; {t['not_assessed']} not assessed"
-        rounds = rounds_text(m.get("trust") or {})
-        if rounds:
-            text += f"; {rounds}"
+        for clause in evidence_clauses(m.get("trust") or {}):
+            text += f"; {clause}"
         if t["untrusted"]:
             text += (" \u2014 flagged cells are drawn hollow and left out of the time exponent fits and crossovers; "
                      "see Flagged cells")

@@ -44,6 +44,20 @@ def test_contended_samples_are_left_out_of_the_sample_flags():
     assert used_samples({"time_samples_s": samples, "time_contended": None}) == samples
 
 
+def test_the_summary_counts_the_samples_left_out_as_contended():
+    from harness.analysis.trust import contention_text, evidence_clauses
+    from harness.cli.show import trust_line
+
+    rows = assess([ok_row(time_contended=[False] * 8 + [True] * 2), ok_row(time_contended=[True] * 10),
+                   ok_row(time_contended=None)], {})
+    t = summary(rows)
+    assert t["contention"] == {"samples": 20, "contended": 12, "cells": 2, "all_contended": 1}
+    assert t["flags"] == {"contended": 1} and t["trusted"] == 2
+    assert contention_text(t).startswith("12 of 20 timing samples (in 2 cells) waited for a CPU")
+    assert evidence_clauses(t) == [contention_text(t)] and contention_text(t) in trust_line(t)
+    assert "contention" not in summary(assess([ok_row()], {})) and contention_text({}) == ""
+
+
 def test_calibration_is_judged_against_the_best_with_the_same_threads():
     # The kernel runs on all of torch's threads: 1-thread cells are not "slow" against a 2-thread best.
     meta = {"calibration": [{"time_s_median": 1e-3, "threads": 2}]}
