@@ -13,8 +13,8 @@ With ``--rounds N`` each sweep measures every cell N times over its run and keep
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
 (``--judge`` runs nothing and judges the runs already under ``--out``)
-(about 10 minutes on 2 cores, 50 with --rounds 3, 63 with --rounds 4 before the end-of-run re-check;
-run it on an otherwise quiet machine: your own jobs are load too)
+(on the project's 2-core VM about 36 minutes with --rounds 4 and two quiet runs, the loaded run
+taking 3.4x as long as a quiet one; run it on an otherwise quiet machine: your own jobs are load too)
 """
 
 from __future__ import annotations
