@@ -295,8 +295,9 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
     times while it stays flagged. Its measurements must then agree with each other, or the row is
     flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again.
-    Once a wait for quiet has run out (the machine stays slow), cells whose only flag is "slow machine"
-    are skipped until a probe finds it quiet again: measuring them again could not clear the flag."""
+    Once a wait for quiet has run out (the machine stays slow), a cell whose only flag is "slow machine"
+    is skipped when its single probe finds the machine still slow: measuring it again could not clear the
+    flag (a probe that finds it quiet ends the skipping)."""
     ceilings = meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
@@ -316,14 +317,14 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
         for i, names in due:
             old, case = rows[i], by_id[rows[i]["case_id"]]
             progress.show(case)
-            if wait.missed and names == [SLOW_MACHINE]:  # the machine stays slow: measuring again cannot clear it
+            best, slow_only = _best_cal(meta, rows, old), wait.missed and names == [SLOW_MACHINE]
+            t0 = time.perf_counter()
+            with torch_threads(case.threads):
+                quiet_now = wait(case.device, best)  # once a wait ran out, a single probe
+            if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear the flag
                 skipped += 1
                 progress.advance()
                 continue
-            best = _best_cal(meta, rows, old)
-            t0 = time.perf_counter()
-            with torch_threads(case.threads):
-                wait(case.device, best)
             metrics = merge_round(old, runner.metrics(case), best)
             label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
             _supersede(rows, i, record, case, {**metrics, "remeasured_for": label}, t0)

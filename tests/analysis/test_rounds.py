@@ -275,13 +275,16 @@ def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
 
 
 def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(monkeypatch):
-    """The first wait for quiet runs out (the machine stays slow): the other cell flagged only 'slow
-    machine' is skipped, a cell with another flag is still re-checked."""
+    """The first wait for quiet runs out (the machine stays slow): the next cell flagged only 'slow
+    machine' gets one probe, still slow, and is skipped; a cell with another flag is re-checked all the
+    same; a probe that finds the machine quiet again has the next slow-only cell re-checked."""
     from harness.run import executors, sweep
 
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: False)
+    probes = iter([False, False, False, True])
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: next(probes))
     slow = dict(calibration_s=1.5e-3)
-    rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow), measured(1e-3, host_busy=0.6, **slow))
+    rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow),
+                                  measured(1e-3, host_busy=0.6, **slow), measured(1e-3, **slow))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
     runner = FakeRunner(1e-3, **slow)
 
@@ -290,5 +293,5 @@ def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(m
 
     ids = [r["case_id"] for r in rows]
     sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
-    assert runner.calls == [ids[0], ids[2]]
-    assert rows[1].get("remeasured_for") is None and "recheck" in rows[2]["remeasured_for"]
+    assert runner.calls == [ids[0], ids[2], ids[3]]
+    assert rows[1].get("remeasured_for") is None and all("recheck" in rows[i]["remeasured_for"] for i in (0, 2, 3))
