@@ -34,6 +34,11 @@ CONTENDED = 0.05  # a block whose threads waited for a CPU more than this share 
 CONTENTION_EXTRA = 2.0  # under contention, up to this many times the normal timing again for clean blocks
 
 
+def _contended(sample: float, wait: float | None) -> bool:
+    """A sample whose threads waited for a CPU more than ``CONTENDED`` of it (no reading: not contended)."""
+    return wait is not None and wait > CONTENDED * sample
+
+
 def runqueue_wait_s() -> float | None:
     """Seconds this process's threads have waited on a run queue for a CPU (runnable, not running), all
     threads summed; None where the kernel does not say (not Linux, no schedstat)."""
@@ -75,7 +80,7 @@ class Timing:
         """Per sample: whether its threads waited for a CPU more than ``CONTENDED`` of its time."""
         if self.wait_samples_s is None:
             return [False] * len(self.samples_s)
-        return [w is not None and w > CONTENDED * s for s, w in zip(self.samples_s, self.wait_samples_s)]
+        return [_contended(s, w) for s, w in zip(self.samples_s, self.wait_samples_s)]
 
     @property
     def used(self) -> list[float]:
@@ -215,7 +220,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         keep(block.timeit(number))
     if waits is not None:
         want, bound = max(min_samples, (len(samples) + 1) // 2), spent * (1 + CONTENTION_EXTRA)
-        while spent < bound and sum(w is None or w <= CONTENDED * s for s, w in zip(samples, wait)) < want:
+        while spent < bound and sum(not _contended(s, w) for s, w in zip(samples, wait)) < want:
             keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None)
