@@ -9,6 +9,9 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * its calibration kernel (timed right before it) more than ``SLOW_CALIBRATION`` slower than the
   run's best: the machine was slow then;
 * a fraction of the matmul ceiling above ``CEILING``;
+* most timed calls mapping fresh memory: more than ``FAULT_PAGES`` minor page faults per call (median
+  of its samples; harness.bench.heap): the time then depends on the allocator's state, which earlier
+  cells set, so the same cell reads two speeds (``--allocator steady``, the default, prevents it);
 * measured in rounds (``--rounds``, or re-checked at the end of the sweep), the round kept not
   reproduced within ``ROUNDS_AGREE`` by another round: a lone fast round may be a lucky moment, not
   the cell's speed;
@@ -40,12 +43,13 @@ BIMODAL_SHARE = 0.2  # ...with at least this share of the samples on each side
 ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("round 2", ...; harness.analysis.rounds)
 ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the kept one reproduces it
 SLOW_MACHINE = "slow machine"  # the flag of a row whose calibration was slow
+FAULT_PAGES = 256  # minor page faults per timed call (1 MiB of 4 KiB pages) above which a row is flagged
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
 FLAG_NAMES = ("few calls", "noisy", "bimodal", "contended", "host busy", "slow machine", "above ceiling", "throttled",
-              "unreproduced", "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
+              "page faults", "unreproduced", "fwd_bwd faster than its own fwd", "fwd slower than its own fwd_bwd", "drop")
 
 
 def flag_name(flag: str) -> str:
@@ -89,16 +93,15 @@ def _seq(value) -> list | None:
     return list(value) if hasattr(value, "__len__") and not isinstance(value, (str, dict)) else None
 
 
-def used_samples(row: dict) -> list[float]:
+def used_samples(row: dict, column: str = "time_samples_s") -> list[float]:
     """The raw samples a row's statistics are of: those its threads did not wait for a CPU during
-    (``time_contended``, harness.bench.timing), or all of them when every one did or none is marked."""
-    samples, contended = _seq(row.get("time_samples_s")), _seq(row.get("time_contended"))
+    (``time_contended``, harness.bench.timing), or all of them when every one did or none is marked.
+    ``column``: another per-sample list of the row (``time_fault_samples``), the same samples picked."""
+    samples, contended = _seq(row.get(column)), _seq(row.get("time_contended"))
     if samples is None:
         return []
-    if contended is not None and len(contended) == len(samples):
-        clean = [float(s) for s, c in zip(samples, contended) if s is not None and not c]
-        if clean:
-            return clean
+    if contended is not None and len(contended) == len(samples) and not all(contended):
+        return [float(s) for s, c in zip(samples, contended) if s is not None and not c]
     return [float(s) for s in samples if s is not None]
 
 
@@ -145,6 +148,10 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
     if row.get("gpu_throttle"):
         flags.append(f"throttled: {row['gpu_throttle']}")
+    faults = used_samples(row, "time_fault_samples")
+    if faults and statistics.median(faults) > FAULT_PAGES:
+        flags.append(f"page faults: {statistics.median(faults):.0f} per call > {FAULT_PAGES}: each call maps fresh "
+                     "memory, so its time depends on what the process allocated before (hint: --allocator steady)")
     spread = reproduction(row.get("time_rounds_s"), row.get("time_s_median"))
     if spread is not None and spread > ROUNDS_AGREE:
         flags.append(f"unreproduced: the nearest other round is {spread:.2f}x the kept one > {ROUNDS_AGREE:g}")

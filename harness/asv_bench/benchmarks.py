@@ -31,6 +31,7 @@ from harness.bench import (  # as modules: asv would collect a top-level time_ca
     memory,
     timing,
 )
+from harness.bench.heap import pin_allocator
 from harness.bench.prepare import prepare
 from harness.core.case import Case
 from harness.core.errors import InputError
@@ -126,7 +127,8 @@ class _Attention:
         for case in expand(config):
             variant = get_variant(case.variant, **dict(case.params))
             cells[cell_key(case, PARAM_NAMES)] = (case, variant.not_supported_reasons(case))
-        return {"cells": cells, "passes": config.passes, "budget_s": config.budget_s, "grid": config.name}
+        return {"cells": cells, "passes": config.passes, "budget_s": config.budget_s, "grid": config.name,
+                "allocator": config.allocator}
 
     def setup(self, cache: dict, *params) -> None:
         key = (self.pass_, *params)
@@ -136,6 +138,7 @@ class _Attention:
         case, reasons = cache["cells"][key]
         if reasons:
             raise NotImplementedError(f"{case.id}: " + "; ".join(reasons))
+        pin_allocator(cache.get("allocator", "steady"))  # as a sweep measures (harness.bench.heap)
         variant = get_variant(case.variant, **dict(case.params))
         prepared = prepare(variant, case)  # reasons, constants, compilation: outside every measurement
         self.case, self.device, self.budget_s = case, case.device, cache["budget_s"]

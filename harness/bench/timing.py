@@ -12,6 +12,10 @@ process's threads waited on a run queue for a CPU (Linux ``/proc/self/task/*/sch
 block whose threads together waited more than ``CONTENDED`` of its wall time shared a CPU with another
 process: its sample is kept raw but left out of the statistics (while clean samples exist), and more
 blocks are timed, within a bound, until enough clean ones exist.
+
+Beside every block the clock also reads the process's minor page faults (``getrusage``): a call that
+faults maps fresh memory from the kernel, and its time then depends on the allocator's state, not only
+on the kernel (``harness.bench.heap``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ def runqueue_wait_s() -> float | None:
     return total / 1e9 if found else None
 
 
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far, all threads (None where ``getrusage`` does not exist)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 @dataclass
 class Timing:
     """Raw per-call samples in seconds; statistics are derived on read, never stored rounded.
@@ -66,7 +79,8 @@ class Timing:
     ``wait_samples_s``: for each sample, the time per call this process's threads waited for a CPU over
     the same block (``runqueue_wait_s``). A sample whose wait exceeds ``CONTENDED`` of it is contended;
     the statistics (median, IQR, extremes, count) are those of the clean samples, or of all of them
-    when every sample is contended. ``samples_s`` keeps every raw sample.
+    when every sample is contended. ``samples_s`` keeps every raw sample. ``fault_samples``: for each
+    sample, the minor page faults per call over the same block (``minor_faults``).
     """
 
     samples_s: list[float]
@@ -74,6 +88,7 @@ class Timing:
     warmup_calls: int = 0
     cpu_samples_s: list[float] | None = None
     wait_samples_s: list[float] | None = None
+    fault_samples: list[float] | None = None
 
     @property
     def contended(self) -> list[bool]:
@@ -112,29 +127,37 @@ class Timing:
                 "time_samples_s": list(self.samples_s),
                 "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None,
                 "time_wait_samples_s": list(waits) if waits is not None else None,
-                "time_contended": self.contended if waits is not None else None}
+                "time_contended": self.contended if waits is not None else None,
+                "time_fault_samples": list(self.fault_samples) if self.fault_samples is not None else None}
 
 
 class _DualClock:
-    """A timer for timeit that returns wall time and notes the process's CPU time and, when ``waits``
-    is given, its threads' run-queue wait at every reading (on CUDA, ``wall`` synchronizes the device
-    first).
+    """A timer for timeit that returns wall time and notes the process's CPU time and, when given, its
+    threads' run-queue wait (``waits``) and its minor page faults (``faults``) at every reading (on CUDA,
+    ``wall`` synchronizes the device first).
 
     timeit reads its timer exactly twice per block (before and after the loop), so consecutive
-    readings pair up per block. The wait is read before the wall clock at a block's start and after
-    it at its end, so that reading it (tens of microseconds) stays outside the timed block."""
+    readings pair up per block. The wait and the faults are read before the wall clock at a block's
+    start and after it at its end, so that reading them (tens of microseconds) stays outside the
+    timed block."""
 
-    def __init__(self, wall: Callable[[], float], waits: Callable[[], float | None] | None = None) -> None:
-        self.wall, self.waits, self.readings, self.wait_readings = wall, waits, [], []
+    def __init__(self, wall: Callable[[], float], waits: Callable[[], float | None] | None = None,
+                 faults: Callable[[], int | None] | None = None) -> None:
+        self.wall, self.readings = wall, []
+        self.outside = {name: (read, []) for name, read in (("wait", waits), ("faults", faults)) if read is not None}
+
+    def _read_outside(self) -> None:
+        for read, readings in self.outside.values():
+            readings.append(read())
 
     def __call__(self) -> float:
         start = len(self.readings) % 2 == 0
-        if self.waits is not None and start:
-            self.wait_readings.append(self.waits())
+        if start:
+            self._read_outside()
         cpu, now = time.process_time(), self.wall()
         self.readings.append(cpu)
-        if self.waits is not None and not start:
-            self.wait_readings.append(self.waits())
+        if not start:
+            self._read_outside()
         return now
 
     @staticmethod
@@ -143,10 +166,11 @@ class _DualClock:
         start, end = readings[-2:]
         return None if start is None or end is None else (end - start) / number
 
-    def last_block(self, number: int) -> tuple[float, float | None]:
-        """Per-call CPU time and run-queue wait (None: not read) of the last block of ``number`` calls."""
-        wait = self._per_call(self.wait_readings, number) if self.waits is not None else None
-        return self._per_call(self.readings, number), wait
+    def last_block(self, number: int) -> tuple[float, float | None, float | None]:
+        """Per-call CPU time, run-queue wait and minor page faults (None: not read) of the last block of
+        ``number`` calls."""
+        extra = [self._per_call(self.outside[k][1], number) if k in self.outside else None for k in ("wait", "faults")]
+        return self._per_call(self.readings, number), *extra
 
 
 def sync(device: str) -> None:
@@ -178,7 +202,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     ``waits`` (a reading of the threads' run-queue wait in seconds, ``runqueue_wait_s`` by default with
     the wall clock, none with an injected ``timer`` unless given) marks contended samples. When some
     are contended, blocks go on, for at most ``CONTENTION_EXTRA`` times the time the normal timing
-    took, until at least ``min_samples`` and half the samples taken by then are clean.
+    took, until at least ``min_samples`` and half the samples taken by then are clean. With the wall
+    clock (no ``timer``), every block's minor page faults are read too (``Timing.fault_samples``).
 
     torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
@@ -197,7 +222,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         waits = runqueue_wait_s if timer is None else None
     if waits is not None and waits() is None:
         waits = None  # the kernel does not say: no evidence, rather than a column of Nones
-    clock = _DualClock(wall, waits)
+    faults = minor_faults if timer is None and minor_faults() is not None else None
+    clock = _DualClock(wall, waits, faults)
     block = timeit.Timer(stmt=fn, timer=clock)
     target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     number, took = 1, block.timeit(1)
@@ -205,14 +231,15 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         grow = target / took if took > 0 else 10.0
         number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
         took = block.timeit(number)
-    samples, cpu, wait, spent = [], [], [], 0.0
+    samples, cpu, wait, fault, spent = [], [], [], [], 0.0
 
     def keep(took: float) -> None:
         nonlocal spent
-        c, w = clock.last_block(number)
+        c, w, f = clock.last_block(number)
         samples.append(took / number)
         cpu.append(c)
         wait.append(w)
+        fault.append(f)
         spent += took
 
     keep(took)
@@ -223,7 +250,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         while spent < bound and sum(not _contended(s, w) for s, w in zip(samples, wait)) < want:
             keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu,
-                  wait_samples_s=wait if waits is not None else None)
+                  wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
 from harness.run.presets import preset_names
 
@@ -97,7 +98,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds"):
+    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds", "allocator"):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -109,7 +110,8 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
 
 
 def _sweep_has_overrides(args) -> bool:
-    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "budget_s", "timeout_s", "segment", "preset", "config"]
+    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "budget_s", "timeout_s", "segment", "preset", "config",
+            "allocator"]
     return any(getattr(args, k) for k in keys) or args.isolate
 
 
@@ -153,6 +155,11 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "
                                               "'unreproduced' (default 1)")
+    p.add_argument("--allocator", choices=list(ALLOCATORS),
+                   help="the host allocator while measuring: steady (default: glibc keeps freed memory, so a timed "
+                        "call faults no fresh pages whatever ran before it) or system (the C library's defaults: a "
+                        "kernel with big temporaries may pay page faults on every call, or not, depending on what "
+                        "the process allocated before)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
 

@@ -16,6 +16,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     import pandas as pd  # lazy: start-up
 
     from harness.analysis.trust import parse_flag_filter  # lazy: start-up
+    from harness.bench.heap import describe  # lazy: start-up
     from harness.store.load import load_run  # lazy: start-up
 
     wanted = parse_flag_filter(args.flagged) if args.flagged is not None else None
@@ -25,6 +26,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
     if df.empty:
         return 0
+    print(f"allocator: {describe(meta.get('allocator'))}")
     table = pd.crosstab(df["variant"], df["status"])
     print(table.to_string())
     print(trust_line(meta.get("trust")))
@@ -82,6 +84,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--all", action="store_true", help="also print every ok row (median ms, peak MiB, error)")
     p.add_argument("--flagged", nargs="?", const="", metavar="FLAGS",
                    help="also print every flagged (untrusted) cell with its flags; FLAGS: comma-separated flag "
-                        "names to keep (few calls, noisy, bimodal, host busy, slow machine, above ceiling, "
+                        "names to keep (few calls, noisy, bimodal, host busy, slow machine, above ceiling, page faults, "
                         "throttled, unreproduced, drop, ...)")
     p.set_defaults(func=cmd_show)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from harness.bench.heap import describe
 from harness.core.names import BANDWIDTH_KEY
 from harness.render.tables import Col, html_table, key_value_table
 from harness.render.units import (
@@ -41,6 +42,7 @@ def runs_tables(runs: list[tuple]) -> dict:
                ("started", [_utc(m.get("started_at")) for _, m, _ in runs]),
                ("finished", [_utc(m.get("finished_at")) for _, m, _ in runs]),
                ("duration", [_duration(m) for _, m, _ in runs]),
+               ("allocator", [describe(m.get("allocator")) for _, m, _ in runs]),
                ("cells", [", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none"
                           for df, _, _ in runs])]
     prov_keys: list[str] = []

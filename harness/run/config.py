@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from harness.bench.heap import ALLOCATORS
 from harness.core.case import DEVICES, DTYPES, PASSES, Case
 from harness.core.errors import InputError
 from harness.core.patterns import PATTERN_KINDS, make_doc_lens
@@ -46,6 +47,7 @@ class SweepConfig:
     isolate: bool = False
     retries: int = 2  # re-measurements of a cell whose own evidence flags it (harness.analysis.trust)
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
+    allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     max_error_elements: int = 2**26
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"
@@ -247,6 +249,11 @@ def build_config(data: dict) -> SweepConfig:
     if not _is_int(rounds) or rounds < 1:
         raise _bad("rounds", rounds, "an integer >= 1",
                    "rounds = 3 (--rounds 3: every cell measured in 3 rounds over the run; 1: once)")
+    allocator = values.get("allocator", "steady")
+    if allocator not in ALLOCATORS:
+        raise _bad("allocator", allocator, f"one of {', '.join(ALLOCATORS)}",
+                   'allocator = "steady" (--allocator steady: freed memory stays in the process, so no timed call '
+                   'faults pages; "system": the C library\'s defaults)')
     if "isolate" in values and not isinstance(values["isolate"], bool):
         raise _bad("isolate", values["isolate"], "true or false", "isolate = true (--isolate)")
     mee = values.get("max_error_elements", 1)

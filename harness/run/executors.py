@@ -17,6 +17,7 @@ import time
 import torch
 
 from harness.analysis.trust import MIN_CALLS, SLOW_CALIBRATION, row_flags
+from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.measure import CALIBRATION_BUDGET_S, ReferenceCache, measure
 from harness.bench.timing import calibrate
@@ -178,6 +179,7 @@ class InProcess:
 
     def __init__(self, config: SweepConfig, ceilings: dict[str, float]) -> None:
         self.config, self.ceilings = config, ceilings
+        self.allocator = pin_allocator(config.allocator)  # also in workers and Ray tasks, before any case
         self.variants: dict = {}
         self.ref_cache = ReferenceCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them

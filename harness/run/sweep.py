@@ -21,6 +21,7 @@ from harness.analysis.rounds import keep_faster, merge_round, rounds_done
 from harness.analysis.trust import (CEILING, RECHECK, ROUND_PREFIX, SLOW_MACHINE, assess, best_calibration,
                                     cross_suspects, flag_name, row_flags)
 from harness.analysis.trust import summary as trust_summary
+from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
@@ -36,6 +37,7 @@ from harness.store.schema import JOURNAL, RUN_JSON, SCHEMA_VERSION
 RESULTS_ROOT = Path("results")
 EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries", "rounds")  # how cases run, not which: may change on resume
 IGNORED_ON_RESUME = ("name",)  # a label: the resumed run keeps its own
+BEFORE_KEYS = {"allocator": "system"}  # what a run written before such a sweep key existed was measured with
 
 
 def make_row(run_id: str, case: Case, metrics: dict, isolated: bool, wall_s: float) -> dict:
@@ -141,6 +143,7 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
                 "becomes a row)")
         _log(False, f"warning: case {crashed} was in progress when the run stopped (a crash?); {then}")
     try:
+        meta["allocator"] = pin_allocator(config.allocator)  # before anything is timed (workers pin their own)
         if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
             ray_exec.measure_nodes(meta, "resume" if resume else "start")
         elif not meta["ceilings_flops_per_s"] or (resume and todo):  # at the start, and again on resume
@@ -384,8 +387,8 @@ def _resumed_config(run_dir: Path, meta: dict, options: dict, quiet: bool) -> Sw
     """The run's stored sweep with the execution options changed by ``options``; each change is logged
     and recorded in run.json's ``resumes``."""
     stored = meta["sweep"]
-    try:
-        config = build_config({**stored, **options})
+    try:  # the rest of a run measures as its start did
+        config = build_config({**BEFORE_KEYS, **stored, **options})
     except InputError as exc:
         raise InputError(f"cannot resume {run_dir}: {exc}") from None
     now = json.loads(json.dumps(config.to_dict()))
@@ -410,7 +413,7 @@ def _check_resumable(run_dir: Path, config: SweepConfig | None) -> dict:
         raise InputError(f"cannot resume {run_dir}: its {RUN_JSON} lacks a valid {', '.join(damaged)}; the run "
                          "folder is damaged. Hint: start a new run")
     if config is not None:
-        given, stored = json.loads(json.dumps(config.to_dict())), meta["sweep"]
+        given, stored = json.loads(json.dumps(config.to_dict())), {**BEFORE_KEYS, **meta["sweep"]}
         skip = (*EXECUTION_KEYS, *IGNORED_ON_RESUME)
         diff = [k for k in dict.fromkeys([*stored, *given]) if k not in skip and stored.get(k) != given.get(k)]
         if diff:

@@ -115,6 +115,7 @@ def gate_mode(job: dict) -> None:
 
     timing = _own_module("bench/timing.py", "_attnbench_gate_timing")
     memory = _own_module("bench/memory.py", "_attnbench_gate_memory")
+    _own_module("bench/heap.py", "_attnbench_gate_heap").pin_allocator("steady")  # both trees alike, as a sweep
     torch.set_num_threads(job["threads"])
     # one torch thread: the measuring thread's CPU time; more: the process's
     clock = time.thread_time if job["clock"] == "cpu" and job["threads"] == 1 else timing.CLOCKS[job["clock"]]

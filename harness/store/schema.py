@@ -31,6 +31,9 @@ Schema versions (``run.json``'s ``schema_version``):
   a CPU (Linux schedstat), and ``time_contended``, per sample whether that wait exceeded 5% of it
   (harness.bench.timing); the time statistics are of the clean samples (all when none is clean, then
   flagged ``contended``), ``time_samples_s`` keeps every raw one. NA where the kernel does not say.
+  Also nullable: ``time_fault_samples``, per sample the minor page faults per call over its block
+  (getrusage; harness.bench.heap: a call that faults maps fresh memory, and its time depends on the
+  allocator's state), NA where not read.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "finished_at",
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
-                  "time_rounds_s", "time_wait_samples_s", "time_contended"]
+                  "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
@@ -96,4 +99,5 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
-LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended")  # raw samples: a list per row (JSON text in the CSV)
+LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended",
+                "time_fault_samples")  # raw samples: a list per row (JSON text in the CSV)

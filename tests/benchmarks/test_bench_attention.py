@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.bench.heap import pin_allocator
 from harness.bench.memory import peak_memory
 from harness.bench.prepare import prepare
 from harness.bench.timing import sync
@@ -45,6 +46,7 @@ def test_fwd(benchmark, case):
     reasons = variant.not_supported_reasons(case)
     if reasons:
         pytest.skip(f"{case.id}: " + "; ".join(reasons))
+    pin_allocator(build_config(GRID).allocator)  # as a sweep measures (harness.bench.heap)
     prepared = prepare(variant, case)  # reasons, masks, compilation: never timed
     fn = prepared.fn
 

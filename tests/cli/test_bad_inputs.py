@@ -48,6 +48,8 @@ BAD = [
     ("timeout-nan", ["sweep", "--timeout-s", "nan"], ["timeout_s", "nan"]),
     ("timeout-inf", ["sweep", "--timeout-s", "inf"], ["timeout_s", "inf", "86400"]),
     ("timeout-text", ["sweep", "--timeout-s", "long"], ["'long'"]),
+    ("allocator", ["sweep", "--allocator", "jemalloc"], ["'jemalloc'", "steady"]),
+    ("toml-allocator", ["sweep", "--config", "{toml}"], ["allocator", "'tcmalloc'", "steady"]),
     ("causal", ["sweep", "--causal", "maybe"], ["'maybe'"]),
     ("preset", ["sweep", "--preset", "nosuch"], ["'nosuch'"]),
     ("preset-and-config", ["sweep", "--preset", "quick", "--config", "{toml}"], ["--preset", "--config"]),
@@ -117,6 +119,7 @@ TOMLS = {
     "toml-budget-text": 'budget_s = "fast"\n',
     "toml-max-error-zero": "max_error_elements = 0\n",
     "toml-budget-inf": "budget_s = inf\n",
+    "toml-allocator": 'allocator = "tcmalloc"\n',
 }
 
 

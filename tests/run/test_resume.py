@@ -113,6 +113,21 @@ def test_resume_accepts_a_config_that_differs_only_in_execution_options(killed):
         run_sweep(build_config({**TINY, "seq_lens": [32]}), resume=run, quiet=True)
 
 
+def test_a_run_from_before_the_allocator_key_resumes_as_it_was_measured(killed):
+    """Such a run was measured with the C library's defaults: its rest is too (and a config given on
+    resume must say so), and run.json records what this process's allocator is."""
+    run, _ = killed
+    meta = json.loads((run / "run.json").read_text())
+    del meta["sweep"]["allocator"], meta["allocator"]
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"sweep differs .*\(allocator\)"):
+        run_sweep(build_config(TINY), resume=run, quiet=True)
+    run_sweep(build_config({**TINY, "allocator": "system"}), resume=run, quiet=True)
+    _, meta = load_run(run)
+    assert meta["status"] == "complete" and "allocator" not in meta["sweep"]
+    assert meta["allocator"]["allocator"] in ("steady", "system")  # steady when this test process pinned it before
+
+
 def test_cli_resume_with_execution_flags_only_keeps_the_stored_sweep(killed, capsys):
     run, _ = killed  # made with TINY, not with the default preset's axes
     assert main(["sweep", "--resume", str(run), "--timeout-s", "45", "--budget-s", "0.02", "--quiet"]) == 0

@@ -85,6 +85,8 @@ def test_sweep_every_cell_is_a_row(tmp_path):
     # every raw sample kept; the count is of those the statistics are of (not contended, harness.bench.timing)
     assert [len(used_samples(r)) for r in ok.to_dict("records")] == ok["time_n_samples"].tolist()
     assert ok["time_contended"].map(len).eq(ok["time_samples_s"].map(len)).all()
+    assert ok["time_fault_samples"].map(len).eq(ok["time_samples_s"].map(len)).all()  # page faults per sample
+    assert meta["sweep"]["allocator"] == "steady" and meta["allocator"]["allocator"] in ("steady", "system")
     assert (ok["ceiling_fraction"] > 0).all()
     for col in ("variant", "pattern", "causal", "window", "device", "dtype", "batch", "heads", "seq_len",
                 "head_dim", "pass", "params", "flops", "peak_mem_method", "time_s_iqr", "time_noisy"):

@@ -131,7 +131,8 @@ def test_load_run_and_show_keep_every_valid_row_around_a_garbage_line(run, caplo
     assert any("journal.jsonl line 4: skipped, not JSON" in m for m in msgs)
     assert any("journal.jsonl line 5: skipped, a JSON array, not a row object" in m for m in msgs)
     assert main(["show", str(run)]) == 0
-    assert "(running): 12 rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(running): 12 rows" in out and "\nallocator: system (not recorded" in out  # a run from before
 
 
 @pytest.mark.parametrize("damage", [b"junk", b"PAR1" + b"\0" * 64 + b"PAR1", None])

@@ -1,0 +1,86 @@
+"""The host allocator pinned steady: a warmed-up call faults no pages whatever ran before it; the
+C library's defaults fault on every call of a kernel with big temporaries. The timing loop reads the
+faults beside every block, and a row whose calls fault is flagged."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from harness.analysis.trust import FAULT_PAGES, row_flags
+from harness.bench.heap import _glibc, describe, pin_allocator
+from harness.bench.timing import minor_faults, time_callable
+
+GLIBC = _glibc()[0] is not None
+
+# A 64 MiB result, freed and made again, in a fresh process: faults per call once warmed up (glibc's heap
+# settles after a few calls: small allocations between the big ones fragment it until then; its dynamic
+# mmap threshold stops rising at 32 MiB, so the C library's defaults map this one afresh every call).
+PROBE = textwrap.dedent("""
+    import resource, sys, torch
+    from harness.bench.heap import pin_allocator
+    print(pin_allocator(sys.argv[1])["allocator"])
+    x = torch.randn(4096, 4096)
+    for _ in range(16):
+        x.exp()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        x.exp()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+""")
+
+
+def _faults_per_call(mode: str) -> tuple[str, float]:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout.split()
+    return out[0], float(out[1])
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc is not the process's (another OS, or a preloaded malloc)")
+def test_steady_keeps_freed_memory_and_system_faults_it_in_again():
+    mode, steady = _faults_per_call("steady")
+    assert mode == "steady" and steady < 64  # 64 MiB is 16384 pages: none of them faulted again
+    mode, system = _faults_per_call("system")
+    assert mode == "system" and system > 8192  # mapped afresh and faulted in on every call
+
+
+def test_pin_allocator_reports_what_it_did_and_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="'jemalloc'"):
+        pin_allocator("jemalloc")
+    done = pin_allocator("steady")
+    assert done["allocator"] in ("steady", "system") and done["reason"]
+    if GLIBC:
+        assert done["allocator"] == "steady" and done["malloc"].startswith("glibc")
+        later = pin_allocator("system")  # thresholds cannot be restored: it says so
+        assert later["allocator"] == "steady" and "earlier" in later["reason"]
+    assert describe(done).startswith(done["allocator"]) and describe(None).startswith("system (not recorded")
+
+
+@pytest.mark.skipif(minor_faults() is None, reason="no getrusage here")
+def test_the_wall_clock_reads_page_faults_per_sample_and_an_injected_clock_none():
+    x = torch.randn(64, 64)
+    t = time_callable(lambda: x @ x, "cpu", budget_s=0.02, min_samples=5)
+    assert t.fault_samples is not None and len(t.fault_samples) == len(t.samples_s)
+    assert all(f >= 0 for f in t.fault_samples) and t.fields()["time_fault_samples"] == t.fault_samples
+    now = [0.0]
+
+    def fake_clock():
+        now[0] += 1e-3
+        return now[0]
+    assert time_callable(lambda: None, "cpu", budget_s=0.02, timer=fake_clock).fault_samples is None
+
+
+def _row(**kw):
+    return {"status": "ok", "calibration_s": 1e-3, "host_busy": 0.0, "time_s_median": 1e-3, "time_s_iqr": 0.0,
+            "time_n_samples": 10, "time_number_per_sample": 1, "time_samples_s": [1e-3] * 10, **kw}
+
+
+def test_a_row_whose_calls_fault_is_flagged_on_its_clean_samples():
+    assert row_flags(_row(time_fault_samples=[0.0] * 10), 1e-3) == []
+    flags = row_flags(_row(time_fault_samples=[8000.0] * 10), 1e-3)
+    assert len(flags) == 1 and flags[0].startswith("page faults: 8000 per call") and "--allocator steady" in flags[0]
+    # the contended samples are left out, as for the time: here the clean ones did not fault
+    mixed = _row(time_fault_samples=[9000.0] * 6 + [0.0] * 4, time_contended=[True] * 6 + [False] * 4)
+    assert not [f for f in row_flags(mixed, 1e-3) if f.startswith("page faults")]
+    assert row_flags(_row(time_fault_samples=[FAULT_PAGES] * 10), 1e-3) == []  # at the limit: not above it
