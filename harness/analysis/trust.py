@@ -11,7 +11,8 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * a fraction of the matmul ceiling above ``CEILING``;
 * most timed calls mapping fresh memory: more than ``FAULT_PAGES`` minor page faults per call (median
   of its samples; harness.bench.heap): the time then depends on the allocator's state, which earlier
-  cells set, so the same cell reads two speeds (``--allocator steady``, the default, prevents it);
+  cells set, so the same cell reads two speeds (``--allocator steady``, the default, prevents it where
+  glibc's malloc is pinnable); measuring again cannot clear it, so it starts no re-measurement;
 * measured in rounds (``--rounds``, or re-checked at the end of the sweep), the round kept not
   reproduced within ``ROUNDS_AGREE`` by another round: a lone fast round may be a lucky moment, not
   the cell's speed;
@@ -44,6 +45,7 @@ ROUND_PREFIX = "round "  # ``remeasured_for`` of a row a round superseded ("roun
 ROUNDS_AGREE = 1.15  # a cell measured in rounds (--rounds): another round this close to the kept one reproduces it
 SLOW_MACHINE = "slow machine"  # the flag of a row whose calibration was slow
 FAULT_PAGES = 256  # minor page faults per timed call (1 MiB of 4 KiB pages) above which a row is flagged
+LASTING = ("page faults",)  # flags measuring again cannot clear: they start no re-measurement or re-check
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 
 
@@ -54,6 +56,11 @@ FLAG_NAMES = ("few calls", "noisy", "bimodal", "contended", "host busy", "slow m
 
 def flag_name(flag: str) -> str:
     return flag.split(":")[0]
+
+
+def worth_remeasuring(flags: list[str] | None) -> bool:
+    """Whether measuring a row again could clear one of its flags (any flag but the ``LASTING`` ones)."""
+    return any(flag_name(f) not in LASTING for f in flags or [])
 
 
 def parse_flag_filter(text: str) -> list[str]:
@@ -151,7 +158,8 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     faults = used_samples(row, "time_fault_samples")
     if faults and statistics.median(faults) > FAULT_PAGES:
         flags.append(f"page faults: {statistics.median(faults):.0f} per call > {FAULT_PAGES}: each call maps fresh "
-                     "memory, so its time depends on what the process allocated before (hint: --allocator steady)")
+                     "memory, so its time depends on what the process allocated before (hint: --allocator steady, "
+                     "where glibc's malloc can be pinned; run.json's allocator says whether it was)")
     spread = reproduction(row.get("time_rounds_s"), row.get("time_s_median"))
     if spread is not None and spread > ROUNDS_AGREE:
         flags.append(f"unreproduced: the nearest other round is {spread:.2f}x the kept one > {ROUNDS_AGREE:g}")

@@ -1,82 +1,98 @@
-"""The host allocator's state, made the same for every cell, and the page faults that show it.
+"""The host allocator's state, made the same for every cell.
 
-glibc's malloc serves a large request (above its mmap threshold, 128 KiB at first, raised as big blocks
+glibc's malloc serves a large request (above its mmap threshold: 128 KiB at first, raised as big blocks
 are freed, up to 32 MiB) with fresh pages from the kernel and returns them on free; it also trims the
 top of its heap back to the kernel. A CPU kernel that allocates big temporaries (a naive (N x N) score
 matrix) then pays a page fault for every 4 KiB it touches, on every call, or none at all, depending on
-what the process allocated before. Measured on the project's 2-core VM: naive global N=2048 fwd took
-57 ms with 32770 minor faults per call and 27.5 ms with none; naive hierarchical N=1024 fwd flipped
-between 8 and 17 ms within one process as earlier cells moved the threshold. Such a cell has two
-speeds that no load reading can explain.
+what the process allocated before. Measured on the project's 2-core VM, per call in one process: naive
+global N=2048 fwd took 57 ms with 32770 minor faults and 27.5 ms with none; naive hierarchical N=1024
+fwd read 17-18.6 ms with 8400-9400 faults and 8-9 ms with none, switching as other cells ran between.
+Such a cell has two speeds that no load reading explains.
 
-``pin_allocator("steady")`` (the default of a sweep, its workers and the CI gate's workers) fixes
-glibc's mmap and trim thresholds, so freed memory stays in the process and a warmed-up call faults no
-pages, whatever ran before: the state a training loop reaches, and the one a caching allocator (CUDA's,
-jemalloc, tcmalloc) gives. ``"system"`` leaves the C library's defaults. The evidence is the timing
-loop's: it reads the process's minor page faults beside every block (``time_fault_samples``).
+``pin_allocator("steady")`` (the default of a sweep, its workers, the CI gate's workers and both
+benchmark suites) turns off glibc's use of mmap for large requests and its trimming (``mallopt``), so
+freed memory stays in the process: once a cell's calls have warmed up, they fault no pages, whatever
+ran before (the state a training loop reaches, and the one a caching allocator, CUDA's, jemalloc or
+tcmalloc, gives). Threads other than the main one allocate from their own arenas, whose requests
+above 64 MiB are still mapped afresh; torch allocates from the calling thread. ``"system"`` leaves
+the C library's defaults. The evidence is the timing loop's: it reads the process's minor page faults
+beside every block (``time_fault_samples``; the ``page faults`` flag).
 
-Nothing happens at import: the thresholds change only when ``pin_allocator`` is called.
+Nothing happens at import: glibc's settings change only when ``pin_allocator`` is called.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import sys
 
-ALLOCATORS = ("steady", "system")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
-STEADY_MMAP_THRESHOLD = 2**31 - 1  # bytes (mallopt takes an int): smaller requests come from the heap, kept on free
-STEADY_TRIM_THRESHOLD = 2**31 - 1  # bytes: the heap's free top is given back only beyond this
+from harness.core.names import ALLOCATORS
 
-_pinned: dict | None = None  # what pin_allocator("steady") did in this process (it cannot be undone)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
+SETTINGS = ((M_MMAP_MAX, 0, "no mmap for large requests"), (M_TRIM_THRESHOLD, -1, "no trimming"))  # -1: never
+
+_pinned: dict | None = None  # what pin_allocator("steady") did in this process (it is not undone)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
 @functools.cache
 def _glibc():
-    """(libc, reason): glibc's handle when it is the malloc in use, else None and why not."""
+    """(libc, what): glibc's handle when its malloc is the process's, else None and why not."""
     if not sys.platform.startswith("linux"):
         return None, f"not glibc malloc (platform {sys.platform})"
-    name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL("libc.so.6")
         version = libc.gnu_get_libc_version
     except (OSError, AttributeError):
-        return None, f"not glibc ({name} has no gnu_get_libc_version)"
+        return None, "not glibc (no libc.so.6 with gnu_get_libc_version)"
     version.restype = ctypes.c_char_p
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    # a malloc preloaded ahead of glibc's (jemalloc, tcmalloc) answers for the process; glibc's is unused
+    # a malloc preloaded or linked ahead of glibc's (jemalloc, tcmalloc) answers for the process
     used = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
     own = ctypes.cast(libc.malloc, ctypes.c_void_p).value
     if used != own:
-        return None, "another malloc is preloaded ahead of glibc's (its own policy applies)"
+        return None, "another malloc is loaded ahead of glibc's (its own policy applies)"
     return libc, f"glibc {version().decode()}"
 
 
 def pin_allocator(mode: str = "steady") -> dict:
     """Set the host allocator to ``mode`` (``ALLOCATORS``) for the rest of this process and say what it
-    is now: ``{"allocator": "steady" | "system", "malloc": ..., "reason": ...}``. ``steady`` where it
-    cannot be set (another malloc, another OS) reports ``system`` with the reason; ``system`` after a
-    ``steady`` in the same process reports ``steady`` (mallopt's thresholds cannot be restored)."""
+    is now: ``{"allocator": "steady" | "system", "malloc": ..., "reason": ...}``. Where ``steady`` cannot
+    be set (another malloc, another OS, a setting glibc refused) the answer is ``system`` with the reason;
+    ``system`` after a ``steady`` in the same process answers ``steady`` (glibc's defaults are not
+    restored). Callers compare the answer with what they asked for."""
     global _pinned
     if mode not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {mode!r}")
     libc, what = _glibc()
     if _pinned is not None:
-        return {**_pinned, **({"reason": "set earlier in this process"} if mode != "steady" else {})}
+        return {**_pinned, **({"reason": "pinned steady earlier in this process"} if mode != "steady" else {})}
     if mode == "system":
         return {"allocator": "system", "malloc": what, "reason": "the C library's defaults, as asked"}
     if libc is None:
         return {"allocator": "system", "malloc": what, "reason": f"cannot pin: {what}"}
-    ok = libc.mallopt(M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
-    if not ok:
-        return {"allocator": "system", "malloc": what, "reason": "cannot pin: mallopt refused the thresholds"}
+    refused = [text for param, value, text in SETTINGS if not libc.mallopt(param, value)]
+    if refused:
+        return {"allocator": "system", "malloc": what, "reason": f"cannot pin: mallopt refused {', '.join(refused)}"}
     _pinned = {"allocator": "steady", "malloc": what,
-               "reason": f"mmap and trim thresholds {STEADY_MMAP_THRESHOLD} bytes: freed memory stays in "
-                         "the process"}
+               "reason": ", ".join(text for _, _, text in SETTINGS) + ": freed memory stays in the process"}
     return dict(_pinned)
 
+
+def free_heap_bytes() -> int:
+    """Bytes free inside glibc's heap (``mallinfo2``'s fordblks): memory this process holds but no longer
+    uses, which a steady allocator keeps instead of giving back (0 where it cannot be read)."""
+    libc, _ = _glibc()
+    info = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if info is None:  # glibc before 2.33, or not glibc
+        return 0
+    info.restype = _Mallinfo2
+    return int(info().fordblks)
 
 
 def describe(entry: dict | None) -> str:

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from harness.analysis.trust import MIN_CALLS, SLOW_CALIBRATION, row_flags
-from harness.bench.heap import pin_allocator
+from harness.analysis.trust import MIN_CALLS, SLOW_CALIBRATION, row_flags, worth_remeasuring
+from harness.bench.heap import free_heap_bytes, pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.measure import CALIBRATION_BUDGET_S, ReferenceCache, measure
 from harness.bench.timing import calibrate
@@ -123,14 +123,15 @@ def footprint_bytes(case: Case) -> int:
 
 
 def available_bytes(device: str) -> int:
-    """Bytes that can be allocated now: host memory available (psutil) on CPU; on CUDA, free device memory
-    plus what torch's caching allocator holds unused."""
+    """Bytes that can be allocated now: on CPU, host memory available (psutil) plus what glibc's heap holds
+    free (a steady allocator keeps freed memory: harness.bench.heap); on CUDA, free device memory plus
+    what torch's caching allocator holds unused."""
     if device == "cuda":
         free, _total = torch.cuda.mem_get_info()
         return free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
     import psutil  # lazy: only sweeps need it
 
-    return psutil.virtual_memory().available
+    return psutil.virtual_memory().available + free_heap_bytes()
 
 
 def memory_shortfall(case: Case) -> str | None:
@@ -172,7 +173,8 @@ class InProcess:
     """Measures cases in this process, reusing variant instances (and their compiled functions).
 
     A cell whose own evidence flags it (``harness.analysis.trust.row_flags``: noisy, few calls, host
-    busy, slow calibration, above the ceiling) is measured again, up to ``retries`` times, each time
+    busy, slow calibration, above the ceiling; not page faults alone, which measuring again cannot
+    clear) is measured again, up to ``retries`` times, each time
     after waiting (at most ``QUIET_WAIT_S``; ``QuietWaiter``) for the calibration kernel to come back
     near the best seen; the row keeps the attempt with the fewest flags (then the lowest IQR/median) and counts them.
     """
@@ -207,7 +209,7 @@ class InProcess:
             flags = row_flags(rec, self.best_calibration.get(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
-            if not flags:
+            if not worth_remeasuring(flags):
                 break
         best = min(attempts, key=lambda a: (a[0], a[1]))[2]
         return {**best, "attempts": len(attempts)}

@@ -19,7 +19,7 @@ import torch
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done
 from harness.analysis.trust import (CEILING, RECHECK, ROUND_PREFIX, SLOW_MACHINE, assess, best_calibration,
-                                    cross_suspects, flag_name, row_flags)
+                                    cross_suspects, flag_name, row_flags, worth_remeasuring)
 from harness.analysis.trust import summary as trust_summary
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
@@ -143,7 +143,7 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
                 "becomes a row)")
         _log(False, f"warning: case {crashed} was in progress when the run stopped (a crash?); {then}")
     try:
-        meta["allocator"] = pin_allocator(config.allocator)  # before anything is timed (workers pin their own)
+        _pin_allocator(meta, config, quiet)  # before anything is timed (workers pin their own)
         if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
             ray_exec.measure_nodes(meta, "resume" if resume else "start")
         elif not meta["ceilings_flops_per_s"] or (resume and todo):  # at the start, and again on resume
@@ -156,6 +156,22 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
     finally:
         if ray_exec:
             ray_exec.close()
+
+
+def _pin_allocator(meta: dict, config: SweepConfig, quiet: bool) -> None:
+    """Pin the host allocator as the sweep asks; run.json's ``allocator`` keeps the start's state, and
+    a resume whose state differs (pinned elsewhere, another malloc) is warned about and recorded."""
+    now = pin_allocator(config.allocator)
+    if now["allocator"] != config.allocator:
+        _log(False, f"warning: asked for --allocator {config.allocator}, but the host allocator is "
+                    f"{now['allocator']} ({now['reason']}); times of cells with big temporaries may differ")
+    before = meta.get("allocator")
+    if before is None:
+        meta["allocator"] = now
+    elif before.get("allocator") != now["allocator"]:
+        _log(False, f"warning: this run started with the host allocator {before.get('allocator')}, its rest runs "
+                    f"with {now['allocator']} ({now['reason']})")
+        meta.setdefault("resumes", []).append({"at": time.time(), "allocator": now})
 
 
 def _check_executor(executor: str, ray_address: str | None, ray_cpus_per_case: int | None) -> None:
@@ -311,7 +327,7 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
     wait = QuietWaiter()
     for attempt in range(1, config.retries + 1):
-        due = [(i, names) for i in candidates if (names := flagged(i))]
+        due = [(i, names) for i in candidates if worth_remeasuring(names := flagged(i))]
         if not due:
             return
         candidates = [i for i, _ in due]

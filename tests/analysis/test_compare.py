@@ -94,6 +94,15 @@ def test_identical_runs_exit_0(base, capsys):
     assert "regression" not in err
 
 
+def test_runs_measured_with_different_host_allocators_are_noted(base, tmp_path, capsys):
+    new = write_run(tmp_path / "new", seed=1)
+    meta = json.loads((new / RUN_JSON).read_text())
+    (new / RUN_JSON).write_text(json.dumps({**meta, "allocator": {"allocator": "steady", "malloc": "glibc"}}))
+    code, _, err = run_cli(capsys, base, new)
+    assert code == 0 and "host allocators differ (base system, new steady" in err
+    assert "allocators differ" not in run_cli(capsys, base, base)[2]
+
+
 def test_same_code_new_noise_exits_0(base, tmp_path, capsys):
     new = write_run(tmp_path / "new", seed=2)
     code, out, _ = run_cli(capsys, base, new)

@@ -26,6 +26,7 @@ def ok_row(**changes):
     ({"calibration_s": 1.3e-3}, "slow machine"),
     ({"ceiling_fraction": 2.57}, "above ceiling"),
     ({"time_contended": [True] * 10}, "contended"),
+    ({"time_fault_samples": [8192.0] * 10}, "page faults"),
 ])
 def test_each_piece_of_evidence_raises_its_flag(changes, reason):
     assert row_flags(ok_row(), 1e-3) == []
@@ -108,6 +109,19 @@ def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
     results = iter([ok_row(time_s_iqr=5e-4)])
     assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))["attempts"] == 1
+
+
+def test_a_cell_flagged_only_for_page_faults_is_not_measured_again(monkeypatch):
+    """Faults per call are the allocator's state, not a moment's load: measuring again cannot clear the
+    flag, so it costs no retry; with another flag beside it, the retries run."""
+    faulting = ok_row(time_fault_samples=[8192.0] * 10)
+    monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(faulting))
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2}), {})
+    case = Case("naive", seq_len=16, heads=1, head_dim=8)
+    assert runner.metrics(case)["attempts"] == 1
+    faulting["host_busy"] = 0.9
+    assert runner.metrics(case)["attempts"] == 3
 
 
 def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkeypatch):
