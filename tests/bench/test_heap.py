@@ -109,10 +109,10 @@ def test_memory_a_steady_heap_keeps_counts_as_free_and_a_sweep_warns_when_its_al
     from harness.store.load import load_run
 
     pin_allocator("steady")
-    before = free_heap_bytes()
     x = torch.ones(16 * 2**20)  # 64 MiB from the heap (no mmap once pinned), then freed into it
+    held = free_heap_bytes()
     del x
-    assert free_heap_bytes() >= before + 60 * 2**20
+    assert free_heap_bytes() >= held + 60 * 2**20
     tiny = dict(variants=["naive"], patterns=["global"], seq_lens=[16], heads=[1], head_dims=[8], budget_s=0.01,
                 retries=0, allocator="system")
     _, meta = load_run(run_sweep(build_config(tiny), out=tmp_path / "run", quiet=True))
