@@ -18,7 +18,9 @@ above 64 MiB are still mapped afresh; torch allocates from the calling thread. `
 the C library's defaults. The evidence is the timing loop's: it reads the process's minor page faults
 beside every block (``time_fault_samples``; the ``page faults`` flag).
 
-Nothing happens at import: glibc's settings change only when ``pin_allocator`` is called.
+Nothing happens at import: glibc's settings change only when ``pin_allocator`` is called. Like
+``timing.py``, this module imports nothing from attnbench: the CI gate's worker loads it by path, and
+the tree under test (on its PYTHONPATH) may be one from before it existed.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ import ctypes
 import functools
 import sys
 
-from harness.core.names import ALLOCATORS
-
+ALLOCATORS = ("steady", "system")  # the host allocator's states a sweep measures in
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
 SETTINGS = ((M_MMAP_MAX, 0, "no mmap for large requests"), (M_TRIM_THRESHOLD, -1, "no trimming"))  # -1: never
 

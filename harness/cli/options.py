@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
-from harness.core.names import ALLOCATORS
 from harness.run.presets import preset_names
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from harness.bench.heap import ALLOCATORS
 from harness.core.case import DEVICES, DTYPES, PASSES, Case
 from harness.core.errors import InputError
-from harness.core.names import ALLOCATORS
 from harness.core.patterns import PATTERN_KINDS, make_doc_lens
 from harness.core.registry import LOAD_ERRORS, discover, unknown_variant
 from harness.run.presets import preset_names

@@ -118,3 +118,20 @@ def test_memory_a_steady_heap_keeps_counts_as_free_and_a_sweep_warns_when_its_al
     _, meta = load_run(run_sweep(build_config(tiny), out=tmp_path / "run", quiet=True))
     assert meta["sweep"]["allocator"] == "system" and meta["allocator"]["allocator"] == "steady"
     assert "asked for --allocator system, but the host allocator is steady" in capsys.readouterr().err
+
+
+def test_the_modules_the_gate_worker_loads_by_path_import_nothing_from_attnbench():
+    """The worker runs with the tree under test on PYTHONPATH, which may predate these modules: an
+    import of harness from them would reach into that tree (or fail there)."""
+    import ast
+
+    import harness.bench.heap
+    import harness.bench.memory
+    import harness.bench.timing
+    import harness.run.protocol
+
+    for module in (harness.bench.heap, harness.bench.memory, harness.bench.timing, harness.run.protocol):
+        tree = ast.parse(Path(module.__file__).read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("harness", "variants")], module.__file__
