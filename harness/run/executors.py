@@ -181,7 +181,7 @@ class InProcess:
 
     def __init__(self, config: SweepConfig, ceilings: dict[str, float]) -> None:
         self.config, self.ceilings = config, ceilings
-        self.allocator = pin_allocator(config.allocator)  # also in workers and Ray tasks, before any case
+        pin_allocator(config.allocator)  # also in workers and Ray tasks, before any case (run.json: the driver's)
         self.variants: dict = {}
         self.ref_cache = ReferenceCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
