@@ -53,6 +53,8 @@ def _glibc():
         return None, "not glibc (no libc.so.6 with gnu_get_libc_version)"
     version.restype = ctypes.c_char_p
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    if hasattr(libc, "mallinfo2"):  # glibc 2.33 and later
+        libc.mallinfo2.restype = _Mallinfo2
     # a malloc preloaded or linked ahead of glibc's (jemalloc, tcmalloc) answers for the process
     used = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
     own = ctypes.cast(libc.malloc, ctypes.c_void_p).value
@@ -89,15 +91,19 @@ def free_heap_bytes() -> int:
     """Bytes free inside glibc's heap (``mallinfo2``'s fordblks): memory this process holds but no longer
     uses, which a steady allocator keeps instead of giving back (0 where it cannot be read)."""
     libc, _ = _glibc()
-    info = getattr(libc, "mallinfo2", None) if libc is not None else None
-    if info is None:  # glibc before 2.33, or not glibc
+    if libc is None or not hasattr(libc, "mallinfo2"):  # not glibc, or glibc before 2.33
         return 0
-    info.restype = _Mallinfo2
-    return int(info().fordblks)
+    return int(libc.mallinfo2().fordblks)
+
+
+def allocator_of(entry: dict | None) -> str | None:
+    """The state in run.json's ``allocator`` entry; None for a run written before it (which measured
+    with the C library's defaults)."""
+    return entry.get("allocator") or None if isinstance(entry, dict) else None
 
 
 def describe(entry: dict | None) -> str:
     """run.json's ``allocator`` entry in words (a run written before it: the C library's defaults)."""
-    if not isinstance(entry, dict) or not entry.get("allocator"):
+    if allocator_of(entry) is None:
         return "system (not recorded: a run from before the allocator was pinned)"
     return f"{entry['allocator']} ({entry.get('malloc', '?')}: {entry.get('reason', '')})"

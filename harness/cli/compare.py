@@ -15,6 +15,7 @@ from harness.analysis.stats import (
     DEFAULT_THRESHOLD,
     check_threshold,
 )
+from harness.bench.heap import allocator_of
 from harness.core.errors import InputError
 from harness.render.compare import FORMATS, RENDERERS
 
@@ -27,7 +28,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError(f"confidence must be in [0.5, 1), got {args.confidence!r}; hint: --confidence 0.95")
     base_df, base_meta = load_for_compare(args.base_run, "BASE")
     new_df, new_meta = load_for_compare(args.new_run, "NEW")
-    kinds = [(m.get("allocator") or {}).get("allocator", "system") for m in (base_meta, new_meta)]
+    kinds = [allocator_of(m.get("allocator")) or "system" for m in (base_meta, new_meta)]
     if kinds[0] != kinds[1]:
         print(f"note: the runs' host allocators differ (base {kinds[0]}, new {kinds[1]}; see `attnbench show`): a "
               "kernel with big temporaries may read faster or slower from that alone", file=sys.stderr)

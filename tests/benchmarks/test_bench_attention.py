@@ -37,7 +37,8 @@ GRID = {
     "window": 64,
     "segment": "sqrt",
 }
-CASES = expand(build_config(GRID))
+CONFIG = build_config(GRID)
+CASES = expand(CONFIG)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.variant}-{c.pattern}" for c in CASES])
@@ -46,7 +47,7 @@ def test_fwd(benchmark, case):
     reasons = variant.not_supported_reasons(case)
     if reasons:
         pytest.skip(f"{case.id}: " + "; ".join(reasons))
-    pin_allocator(build_config(GRID).allocator)  # as a sweep measures (harness.bench.heap)
+    pin_allocator(CONFIG.allocator)  # as a sweep measures (harness.bench.heap)
     prepared = prepare(variant, case)  # reasons, masks, compilation: never timed
     fn = prepared.fn
 
