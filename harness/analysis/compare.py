@@ -154,7 +154,7 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             continue
         raw = median_ratio_ci(bs, ns, confidence, n_boot, case_seed(case_id, seed))
         own_b, own_n = _num(b.get("calibration_s")), _num(n.get("calibration_s"))
-        beside = bool(own_b and own_n)  # each row carries the calibration timed right before it
+        beside = bool(own_b and own_n)  # each row carries the calibration timed beside it
         row_b = own_b if beside else node_calibration_s(base_meta, b.get("node"))
         row_n = own_n if beside else node_calibration_s(new_meta, n.get("node"))
         row_ratio = row_n / row_b if row_b and row_n else None  # each row by its own machine speed

@@ -11,13 +11,13 @@ import torch
 from harness.bench.host import gpu_state, host_busy, snapshot
 from harness.bench.memory import peak_memory
 from harness.bench.prepare import Prepared, prepare
-from harness.bench.timing import calibrate, time_callable
+from harness.bench.timing import calibration_kernel, time_callable
 from harness.core.case import Case
 from harness.core.patterns import make_doc_lens
 from harness.core.reference import reference, relative_error
 from harness.core.registry import Variant
 
-CALIBRATION_BUDGET_S = 0.05  # the calibration kernel timed right before each case
+CALIBRATION_BUDGET_S = 0.05  # one probe of the calibration kernel (waiting for a quiet machine)
 ERROR_MAX_ELEMENTS = 2**26  # largest B*H*N*M score matrix the float64 reference is run on (512 MiB)
 
 
@@ -80,15 +80,17 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
             bandwidth: float | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
-    evidence of how quiet the machine was: the calibration kernel timed right before the case, how
+    evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call right
+    after each of its timing blocks; ``calibration_s`` is their median beside the clean samples), how
     busy the rest of the host was while it was timed, torch's threads, and on CUDA the GPU's clock,
     temperature and throttle reasons."""
     prepared = prepare(variant, case)
-    evidence = {"calibration_s": calibrate(case.device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"],
-                "torch_threads": torch.get_num_threads()}
+    _, beside = calibration_kernel(case.device)
+    evidence = {"torch_threads": torch.get_num_threads()}
     with prepared.context():
         before = snapshot()
-        timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples)
+        timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside)
+        evidence["calibration_s"] = timing.beside_median
         evidence["host_busy"] = host_busy(before, snapshot())
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))

@@ -1,6 +1,6 @@
 """The machine during a run (issue 9): one figure per run, x = seconds since the run started.
 
-Top panel: the calibration kernel timed right before each ok cell (``calibration_s``), the run-level
+Top panel: the calibration kernel timed beside each ok cell (``calibration_s``), the run-level
 calibrations of run.json (``calibration``: start, end, resume, per node) as larger markers, and a
 dashed line at ``SLOW_CALIBRATION`` x the run's best calibration (above it a cell is flagged "slow
 machine"). Bottom panel: ``host_busy`` of each ok cell (the fraction of the cores other processes
@@ -110,7 +110,7 @@ def plot_timeline(df: pd.DataFrame, meta: dict):
         if best:
             top.axhline(to_ms(SLOW_CALIBRATION * best), color="0.35", linestyle="--", linewidth=1)
         top.set_ylabel("calibration (ms)")
-        top.set_title("calibration kernel timed before each cell")
+        top.set_title("calibration kernel timed beside each cell")
         top.tick_params(labelbottom=False)
         points(bottom, busy, "cell")
         bottom.axhline(HOST_BUSY, color="0.35", linestyle="--", linewidth=1)

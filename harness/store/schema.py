@@ -15,7 +15,7 @@ Schema versions (``run.json``'s ``schema_version``):
   ``bandwidth_bytes_per_s`` (the bandwidth ceiling) and ``bandwidth_fraction``. Older rows are square
   multi-head cases: they load with ``kv_heads`` = ``heads`` and ``q_len`` = ``kv_len`` = ``seq_len``.
   Also in version 3, the evidence of contention beside each time: ``time_cpu_samples_s`` (CPU time
-  per call of each sample), ``calibration_s`` (the calibration kernel timed right before the row),
+  per call of each sample), ``calibration_s`` (the calibration kernel timed beside the row; see below),
   ``host_busy`` (other processes' CPU use over the timing, as a fraction of the cores), ``torch_threads``
   (torch's intra-op threads while timed; the case column ``threads`` is the swept value, NA: all cores),
   ``attempts`` (measurements of the cell), ``gpu_sm_clock_mhz``, ``gpu_temp_c``, ``gpu_throttle``; and
@@ -33,7 +33,10 @@ Schema versions (``run.json``'s ``schema_version``):
   flagged ``contended``), ``time_samples_s`` keeps every raw one. NA where the kernel does not say.
   Also nullable: ``time_fault_samples``, per sample the minor page faults per call over its block
   (getrusage; harness.bench.heap: a call that faults maps fresh memory, and its time depends on the
-  allocator's state), NA where not read.
+  allocator's state), NA where not read. Also nullable: ``time_calibration_samples_s``, per sample a warm
+  call of the calibration kernel timed right after its block; ``calibration_s`` is then their median
+  beside the clean samples (in rows written before, one block of it timed right before the row's timing;
+  NA here).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "finished_at",
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
-                  "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples"]
+                  "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples",
+                  "time_calibration_samples_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
@@ -100,4 +104,4 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 
 
 LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended",
-                "time_fault_samples")  # raw samples: a list per row (JSON text in the CSV)
+                "time_fault_samples", "time_calibration_samples_s")  # raw samples: a list per row (JSON text in the CSV)

@@ -1,6 +1,7 @@
 """The engine: preparation happens once, the timed callable is the kernel, masks are cheap, flex never
 recompiles while timed, and memory accounts for the prepared constants."""
 
+import statistics
 import time
 
 import pytest
@@ -179,3 +180,36 @@ def test_the_wall_clock_reads_this_process_run_queue_wait():
     t = time_callable(lambda: x @ x, "cpu", budget_s=0.02, min_samples=5)
     assert t.wait_samples_s is not None and len(t.wait_samples_s) == len(t.samples_s)
     assert all(w >= 0 for w in t.wait_samples_s)
+
+
+def test_the_calibration_is_timed_warm_after_every_block_and_read_beside_the_clean_samples():
+    """``beside`` runs twice after every kept block (the first call refills the caches, the second is
+    timed), never inside a block; its median is of the calls next to the clean samples."""
+    m = FakeMachine(lambda n: 20 <= n < 60)
+    log, beside_calls = [], []
+
+    def beside():
+        beside_calls.append(m.calls)  # the fake clock does not move: the block's time is the cell's alone
+        log.append("cal")
+
+    t = time_callable(lambda: (m.call(), log.append("cell")), "cpu", budget_s=0.05, warmup=0,
+                      timer=lambda: m.now, waits=lambda: m.wait, min_samples=5, beside=beside)
+    assert len(t.beside_samples_s) == len(t.samples_s) and len(beside_calls) == 2 * len(t.samples_s) + 1
+    assert t.median == pytest.approx(1e-3)  # the calibration's calls took no time of the cell's blocks
+    # the calls beside a contended sample are left out of the median, as the sample is
+    times = [1.0 if c else 2.0 for c in t.contended]
+    t.beside_samples_s = times
+    assert any(t.contended) and t.beside_median == 2.0
+    assert t.fields()["time_calibration_samples_s"] == times
+    assert time_callable(lambda: None, "cpu", budget_s=0.01).beside_median is None  # nothing beside
+
+
+def test_a_row_calibration_is_the_median_of_the_kernel_timed_beside_its_samples():
+    from harness.core.registry import get_variant
+
+    case = Case("chunked", pattern="global", seq_len=64, heads=2, head_dim=16)
+    rec = measure(get_variant("chunked"), case, budget_s=0.05, min_samples=5)
+    samples = rec["time_calibration_samples_s"]
+    assert len(samples) == len(rec["time_samples_s"]) and all(s > 0 for s in samples)
+    clean = [s for s, c in zip(samples, rec["time_contended"]) if not c] or samples
+    assert rec["calibration_s"] == pytest.approx(statistics.median(clean))

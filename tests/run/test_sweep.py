@@ -86,6 +86,8 @@ def test_sweep_every_cell_is_a_row(tmp_path):
     assert [len(used_samples(r)) for r in ok.to_dict("records")] == ok["time_n_samples"].tolist()
     assert ok["time_contended"].map(len).eq(ok["time_samples_s"].map(len)).all()
     assert ok["time_fault_samples"].map(len).eq(ok["time_samples_s"].map(len)).all()  # page faults per sample
+    # the calibration kernel timed beside every sample; the row's is their median (harness.bench.timing)
+    assert ok["time_calibration_samples_s"].map(len).eq(ok["time_samples_s"].map(len)).all()
     assert meta["sweep"]["allocator"] == "steady" and meta["allocator"]["allocator"] == (
         "steady" if meta["allocator"]["malloc"].startswith("glibc") else "system")  # pinned where glibc is the malloc
     assert (ok["ceiling_fraction"] > 0).all()
