@@ -13,8 +13,9 @@ With ``--rounds N`` each sweep measures every cell N times over its run and keep
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
 (``--judge`` runs nothing and judges the runs already under ``--out``)
-(on the project's 2-core VM about 36 minutes with --rounds 4 and two quiet runs, the loaded run
-taking 3.4x as long as a quiet one; run it on an otherwise quiet machine: your own jobs are load too)
+(on the project's 2-core VM 27 to 40 minutes with --rounds 4 and two quiet runs, the loaded run
+taking 2.2x to 3.9x as long as a quiet one; run it on an otherwise quiet machine: your own jobs are
+load too)
 """
 
 from __future__ import annotations
