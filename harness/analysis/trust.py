@@ -6,7 +6,7 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * IQR / median above ``NOISE`` (the samples disagree);
 * bimodal samples (two clusters: e.g. thread wake-ups), which a median would silently average;
 * the rest of the host busy above ``HOST_BUSY`` of its cores while the row was timed;
-* its calibration kernel (timed beside it: one call right after each of its timing blocks) more than
+* its calibration kernel (timed beside it: a warm call right after each of its timing blocks) more than
   ``SLOW_CALIBRATION`` slower than the run's best: the machine was slow then;
 * a fraction of the matmul ceiling above ``CEILING``;
 * most timed calls mapping fresh memory: more than ``FAULT_PAGES`` minor page faults per call (median

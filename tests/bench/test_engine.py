@@ -183,19 +183,23 @@ def test_the_wall_clock_reads_this_process_run_queue_wait():
 
 
 def test_the_calibration_is_timed_warm_after_every_block_and_read_beside_the_clean_samples():
-    """``beside`` runs twice after every kept block (the first call refills the caches, the second is
-    timed), never inside a block; its median is of the calls next to the clean samples."""
+    """``beside`` runs once after the warm-up, then twice after every kept block (the first call refills
+    the caches, the second is timed), never inside a block; its median is of the calls next to the
+    clean samples."""
     m = FakeMachine(lambda n: 20 <= n < 60)
-    log, beside_calls = [], []
+    beside_at = []
 
     def beside():
-        beside_calls.append(m.calls)  # the fake clock does not move: the block's time is the cell's alone
-        log.append("cal")
+        beside_at.append(m.calls)
+        m.now += 1.0  # a second on the fake clock: inside a block it would swamp that block's sample
 
-    t = time_callable(lambda: (m.call(), log.append("cell")), "cpu", budget_s=0.05, warmup=0,
-                      timer=lambda: m.now, waits=lambda: m.wait, min_samples=5, beside=beside)
-    assert len(t.beside_samples_s) == len(t.samples_s) and len(beside_calls) == 2 * len(t.samples_s) + 1
-    assert t.median == pytest.approx(1e-3)  # the calibration's calls took no time of the cell's blocks
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=lambda: m.wait,
+                      min_samples=5, beside=beside)
+    assert len(t.beside_samples_s) == len(t.samples_s) and len(beside_at) == 2 * len(t.samples_s) + 1
+    assert max(t.samples_s) < 1e-2  # no block held a call of it
+    pairs = beside_at[1:]
+    assert pairs[0::2] == pairs[1::2]  # the two calls after a block follow each other
+    assert {b - a for a, b in zip(pairs[0::2], pairs[2::2])} == {t.number_per_sample}  # one block between
     # the calls beside a contended sample are left out of the median, as the sample is
     times = [1.0 if c else 2.0 for c in t.contended]
     t.beside_samples_s = times
