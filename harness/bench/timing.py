@@ -104,11 +104,15 @@ class Timing:
             return [False] * len(self.samples_s)
         return [_contended(s, w) for s, w in zip(self.samples_s, self.wait_samples_s)]
 
+    def _beside_clean(self, values: list) -> list:
+        """Of a per-sample list, the values beside the clean samples, or all when none is clean."""
+        clean = [v for v, c in zip(values, self.contended) if not c]
+        return clean or list(values)
+
     @property
     def used(self) -> list[float]:
         """The samples the statistics are of: the clean ones, or all when none is clean."""
-        clean = [s for s, c in zip(self.samples_s, self.contended) if not c]
-        return clean or list(self.samples_s)
+        return self._beside_clean(self.samples_s)
 
     @property
     def median(self) -> float:
@@ -118,10 +122,7 @@ class Timing:
     def beside_median(self) -> float | None:
         """The median of the ``beside`` kernel's times next to the samples the statistics are of (the
         clean ones, or all when none is clean); None when nothing was timed beside."""
-        if not self.beside_samples_s:
-            return None
-        clean = [b for b, c in zip(self.beside_samples_s, self.contended) if not c]
-        return statistics.median(clean or self.beside_samples_s)
+        return statistics.median(self._beside_clean(self.beside_samples_s)) if self.beside_samples_s else None
 
     @property
     def iqr(self) -> float:
