@@ -140,6 +140,10 @@ def judge_runs(out: Path, args, quiet_s: float, quiet: dict, loaded_s: float, lo
           f"trusted")
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
           f"{sum(loaded[c].get('time_trusted') is True for c in cells)} trusted")
+    for sub in ("quiet", "loaded", "quiet-after"):  # the end-of-run re-check's waits for the machine to come back
+        waited = json.loads((out / sub / "run.json").read_text()).get("recheck_wait") if (out / sub / "run.json").exists() else None
+        if waited:
+            print(f"{sub} run: the re-check waited {waited['waited_s']:.0f} s for quiet (budget {waited['budget_s']:.0f} s)")
     if args.quiet_runs == 2:
         print(f"quiet after / quiet before: {dist(list(drift.values()))}; {len(stable)} of {len(cells)} cells within 15%")
     ok = judge(cells, "every cell (reference: " + ("the quiet runs' mean)" if args.quiet_runs == 2 else "the quiet run)"))

@@ -98,7 +98,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds", "allocator"):
+    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds", "recheck_wait_s", "allocator"):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -151,6 +151,12 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                                "cells exceed it; a cell still flagged at the end is measured again "
                                                "as one more round, up to this many times (recheck); default 2, "
                                                "0 for none")
+    p.add_argument("--recheck-wait-s", dest="recheck_wait_s", type=float, metavar="SECONDS",
+                   help="how long the end-of-run re-check may wait, all waits together, for a slow machine to come "
+                        "back near its best speed (the calibration kernel within 15%% of the run's best) before "
+                        "measuring its flagged cells again; a VM's speed can change for a minute or two at a time "
+                        "(default: 15%% of the time the cases took, at least 5 and at most 300 s; 0: no wait past "
+                        "5 s)")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "

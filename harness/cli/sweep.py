@@ -20,11 +20,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.resume:
         # Execution flags change how the remaining cases run; any other flag must agree with the run's sweep.
-        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s", "retries", "rounds") if getattr(args, k) is not None}
+        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s", "retries", "rounds", "recheck_wait_s") if getattr(args, k) is not None}
         if args.isolate:
             options["isolate"] = True
         bare = argparse.Namespace(**{**vars(args), "isolate": False, "timeout_s": None, "budget_s": None,
-                                     "retries": None, "rounds": None})
+                                     "retries": None, "rounds": None, "recheck_wait_s": None})
         config = sweep_config_from_args(args) if _sweep_has_overrides(bare) else None
         run_dir = run_sweep(config, out=args.out, resume=args.resume, quiet=args.quiet, options=options,
                             **executor_args(args))
@@ -47,6 +47,6 @@ def register_cli(subparsers) -> None:
     add_executor_options(p)
     p.add_argument("--out", help="run folder (default: results/<run-id>)")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR (in DIR itself) without redoing "
-                   "finished cases; --isolate, --timeout-s, --budget-s, --retries and --rounds may change how the rest "
+                   "finished cases; --isolate, --timeout-s, --budget-s, --retries, --rounds and --recheck-wait-s may change how the rest "
                    "run")
     p.set_defaults(func=cmd_sweep)

@@ -47,6 +47,7 @@ class SweepConfig:
     isolate: bool = False
     retries: int = 2  # re-measurements of a cell whose own evidence flags it (harness.analysis.trust)
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
+    recheck_wait_s: float | None = None  # the end-of-run re-check's waits for quiet, in all; None: recheck_wait_budget_s
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     max_error_elements: int = 2**26
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
@@ -245,6 +246,13 @@ def build_config(data: dict) -> SweepConfig:
     retries = values.get("retries", 2)
     if not _is_int(retries) or retries < 0:
         raise _bad("retries", retries, "an integer >= 0", "retries = 2 (--retries 2; 0: measure each cell once)")
+    wait = values.get("recheck_wait_s")
+    if wait is not None and (not _is_number(wait) or not math.isfinite(wait) or wait < 0):
+        raise _bad("recheck_wait_s", wait, "a finite number of seconds >= 0",
+                   "recheck_wait_s = 120 (--recheck-wait-s 120; 0: no waiting beyond 5 s; unset: 15% of the "
+                   "time the cases took, 5 to 300 s)")
+    if wait is not None:
+        values["recheck_wait_s"] = float(wait)
     rounds = values.get("rounds", 1)
     if not _is_int(rounds) or rounds < 1:
         raise _bad("rounds", rounds, "an integer >= 1",

@@ -30,6 +30,8 @@ from harness.store.provenance import cpu_model
 
 QUIET_WAIT_S = 5.0  # longest wait for the machine to calm down before re-measuring a flagged cell
 QUIET_POLL_S = 0.5
+RECHECK_WAIT_FRACTION = 0.15  # by default the end-of-run re-check may wait this fraction of the cases' time ...
+RECHECK_WAIT_MAX_S = 300.0  # ... at most this long (and at least QUIET_WAIT_S)
 WORKER_GRACE_S = 2.0  # an isolated worker's own alarm fires first, so it can answer with a timeout row
 
 
@@ -56,16 +58,48 @@ class QuietWaiter:
     slow for ``QUIET_WAIT_S``: a sustained slowdown, not a burst) the next waits only probe once, until a
     probe finds the machine quiet again: on a machine that stays slow, each re-measurement costs one
     calibration, not ``QUIET_WAIT_S`` (its rows are flagged all the same). With ``--isolate`` each case's
-    worker starts with a fresh one, so there only the sweep's end-of-run waits share it."""
+    worker starts with a fresh one, so there only the sweep's end-of-run waits share it.
 
-    def __init__(self) -> None:
+    ``budget_s`` (the end-of-run re-check's ``--recheck-wait-s``; 0: none) bounds these waits in all.
+    While some is left, a wait that runs out goes on until the machine comes back or the budget is
+    spent: on a VM whose speed changes for a minute or two at a time, the re-check then measures its
+    cells once the machine is back, instead of giving up after ``QUIET_WAIT_S``. ``waited_s``: the time
+    spent waiting, every wait counted. ``log`` (a callable, or None) is told when a wait goes on past
+    ``QUIET_WAIT_S`` and how it ended."""
+
+    def __init__(self, budget_s: float = 0.0, log=None) -> None:
         self.missed = False
+        self.budget_s = budget_s
+        self.waited_s = 0.0
+        self.log = log
 
     def __call__(self, device: str, best: float | None) -> bool:
+        t0 = time.perf_counter()
         quiet = wait_for_quiet(device, best, QUIET_POLL_S if self.missed else QUIET_WAIT_S)
+        left = self.budget_s - self.waited_s - (time.perf_counter() - t0)
+        if best and not quiet and left > QUIET_POLL_S:  # a slowdown that outlasts a burst: wait it out, bounded
+            if self.log:
+                self.log(f"the machine is slow (calibration above {SLOW_CALIBRATION:.2f}x the run's best, "
+                         f"{best * 1e3:.3g} ms): waiting up to {left:.0f} s more for it to come back "
+                         f"(--recheck-wait-s {self.budget_s:.0f})")
+            t1 = time.perf_counter()
+            quiet = wait_for_quiet(device, best, left)
+            if self.log:
+                self.log(f"the machine came back after {time.perf_counter() - t1:.0f} s" if quiet else
+                         f"the machine stayed slow for {time.perf_counter() - t1:.0f} s: the re-check's wait is spent")
+        self.waited_s += time.perf_counter() - t0
         if best:
             self.missed = not quiet
         return quiet
+
+
+def recheck_wait_budget_s(config: SweepConfig, took_s: float) -> float:
+    """How long the end-of-run re-check may wait for quiet in all: ``--recheck-wait-s``, or by default
+    ``RECHECK_WAIT_FRACTION`` of ``took_s`` (the time the run's cases took), at least ``QUIET_WAIT_S`` and
+    at most ``RECHECK_WAIT_MAX_S``: a run waits in proportion to how long it measured."""
+    if config.recheck_wait_s is not None:
+        return config.recheck_wait_s
+    return min(RECHECK_WAIT_MAX_S, max(QUIET_WAIT_S, RECHECK_WAIT_FRACTION * took_s))
 
 
 def case_limit_s(config: SweepConfig) -> float:

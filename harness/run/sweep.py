@@ -27,7 +27,7 @@ from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES, STATUSES, Case
 from harness.core.errors import InputError
 from harness.run.config import SweepConfig, build_config, expand
-from harness.run.executors import InProcess, Isolated, QuietWaiter, torch_threads
+from harness.run.executors import InProcess, Isolated, QuietWaiter, recheck_wait_budget_s, torch_threads
 from harness.run.progress import Progress
 from harness.store.journal import InProgress, Journal, write_json
 from harness.store.load import read_meta, select_rows, write_tables
@@ -35,7 +35,7 @@ from harness.store.provenance import environment_fingerprint, new_run_id, proven
 from harness.store.schema import JOURNAL, RUN_JSON, SCHEMA_VERSION
 
 RESULTS_ROOT = Path("results")
-EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries", "rounds")  # how cases run, not which: may change on resume
+EXECUTION_KEYS = ("isolate", "timeout_s", "budget_s", "retries", "rounds", "recheck_wait_s")  # how cases run, not which: may change on resume
 IGNORED_ON_RESUME = ("name",)  # a label: the resumed run keeps its own
 BEFORE_KEYS = {"allocator": "system"}  # what a run written before such a sweep key existed was measured with
 
@@ -197,6 +197,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     done = len(cases) - len(todo)
     runner = (Isolated if config.isolate else InProcess)(config, meta["ceilings_flops_per_s"])
     progress = Progress(len(cases), done, quiet or ray_exec is not None)  # Ray: plain lines of its own
+    started = time.perf_counter()
     try:
         if ray_exec:  # rows arrive as tasks finish; this process stays the only writer of the journal
             ray_exec.run(todo, meta, record, len(cases), done)
@@ -212,7 +213,8 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
             _more_rounds(rows, by_id, runner, record, config.rounds, meta, quiet)
             _remeasure_suspects(rows, by_id, runner, record, meta, quiet)
             _measure_end(meta, rows, config, quiet)
-            _recheck_flagged(rows, by_id, runner, record, meta, config, quiet)
+            _recheck_flagged(rows, by_id, runner, record, meta, config, quiet,
+                             recheck_wait_budget_s(config, time.perf_counter() - started))
     except KeyboardInterrupt:
         progress.close()
         journal.close()
@@ -306,7 +308,7 @@ def _measure_end(meta: dict, rows: list[dict], config: SweepConfig, quiet: bool)
 
 
 def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, config: SweepConfig,
-                     quiet: bool) -> None:
+                     quiet: bool, wait_s: float = 0.0) -> None:
     """Flag, re-measure, then flag what is still suspect, once more at the end: a cell its own evidence
     still flags (noisy, host busy, slow calibration, above the best ceiling, an unreproduced round, ...)
     after its retries, rounds and cross-cell checks is measured again, after waiting for the calibration
@@ -316,7 +318,10 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again.
     Once a wait for quiet has run out (the machine stays slow), a cell whose only flag is "slow machine"
     is skipped when its single probe finds the machine still slow: measuring it again could not clear the
-    flag (a probe that finds it quiet ends the skipping)."""
+    flag (a probe that finds it quiet ends the skipping). Before that, the waits may go on, ``wait_s`` in
+    all (``recheck_wait_budget_s``: ``--recheck-wait-s``), until the machine comes back: a VM's slow spells
+    last a minute or two, and a cell measured once it is back can be trusted. run.json's
+    ``recheck_wait`` records the budget and the time waited."""
     ceilings = meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
@@ -325,33 +330,37 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
 
     candidates = [i for i, r in enumerate(rows)
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
-    wait = QuietWaiter()
-    for attempt in range(1, config.retries + 1):
-        due = [(i, names) for i in candidates if worth_remeasuring(names := flagged(i))]
-        if not due:
-            return
-        candidates = [i for i, _ in due]
-        _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags ({attempt} of {config.retries})")
-        progress, skipped = Progress(len(due), 0, quiet), 0
-        for i, names in due:
-            old, case = rows[i], by_id[rows[i]["case_id"]]
-            progress.show(case)
-            best, slow_only = _best_cal(meta, rows, old), wait.missed and names == [SLOW_MACHINE]
-            t0 = time.perf_counter()
-            with torch_threads(case.threads):
-                quiet_now = wait(case.device, best)  # once a wait ran out, a single probe
-            if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear the flag
-                skipped += 1
+    wait = QuietWaiter(wait_s, log=lambda msg: _log(quiet, msg))
+    try:
+        for attempt in range(1, config.retries + 1):
+            due = [(i, names) for i in candidates if worth_remeasuring(names := flagged(i))]
+            if not due:
+                return
+            candidates = [i for i, _ in due]
+            _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags ({attempt} of {config.retries})")
+            progress, skipped = Progress(len(due), 0, quiet), 0
+            for i, names in due:
+                old, case = rows[i], by_id[rows[i]["case_id"]]
+                progress.show(case)
+                best, slow_only = _best_cal(meta, rows, old), wait.missed and names == [SLOW_MACHINE]
+                t0 = time.perf_counter()
+                with torch_threads(case.threads):
+                    quiet_now = wait(case.device, best)  # once a wait ran out, a single probe
+                if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear the flag
+                    skipped += 1
+                    progress.advance()
+                    continue
+                metrics = merge_round(old, runner.metrics(case), best)
+                label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
+                _supersede(rows, i, record, case, {**metrics, "remeasured_for": label}, t0)
                 progress.advance()
-                continue
-            metrics = merge_round(old, runner.metrics(case), best)
-            label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
-            _supersede(rows, i, record, case, {**metrics, "remeasured_for": label}, t0)
-            progress.advance()
-        progress.close()
-        if skipped:
-            _log(quiet, f"{skipped} cell(s) flagged only '{SLOW_MACHINE}' not re-checked: the machine stayed slow "
-                        f"(a wait for quiet ran out), so measuring again could not clear them")
+            progress.close()
+            if skipped:
+                _log(quiet, f"{skipped} cell(s) flagged only '{SLOW_MACHINE}' not re-checked: the machine stayed slow "
+                            f"(a wait for quiet ran out), so measuring again could not clear them")
+    finally:  # Ctrl-C too: the time waited is part of the run's story
+        if wait.waited_s:
+            meta["recheck_wait"] = {"budget_s": round(wait_s, 1), "waited_s": round(wait.waited_s, 1)}
 
 
 def _local(meta: dict) -> bool:

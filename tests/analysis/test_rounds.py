@@ -232,6 +232,81 @@ def test_after_a_wait_for_quiet_that_ran_out_the_next_waits_only_probe(monkeypat
     assert wait("cpu", 1e-3) is True and readings == []
 
 
+def test_a_wait_budget_waits_out_a_slow_spell_then_stops_at_its_bound(monkeypatch):
+    """--recheck-wait-s: a wait that runs out goes on, all waits together within the budget, until the
+    machine comes back; once the budget is spent, the waits are single probes again."""
+    from harness.run import executors
+
+    readings = []  # calibration medians the probes will read, in order
+    monkeypatch.setattr(executors, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
+    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    clock = iter(range(10**6))  # one second per reading of the clock
+    monkeypatch.setattr(executors.time, "perf_counter", lambda: float(next(clock)))
+    said = []
+    wait = executors.QuietWaiter(budget_s=30.0, log=said.append)
+    readings[:] = [2e-3] * 12 + [1e-3, 2e-3]  # slow for 12 probes (past the 5 s wait), then back
+    assert wait("cpu", 1e-3) is True and not wait.missed and readings == [2e-3]
+    assert 12 < wait.waited_s < 30 and len(said) == 2
+    assert "waiting up to" in said[0] and "--recheck-wait-s 30" in said[0] and "came back" in said[1]
+    readings[:] = [1e-3]  # quiet: one probe, no long wait, nothing said
+    assert wait("cpu", 1e-3) is True and len(said) == 2
+    spent = wait.waited_s
+    readings[:] = [2e-3] * 100  # slow for good: waits out the rest of the budget, then gives up
+    assert wait("cpu", 1e-3) is False and wait.missed and "stayed slow" in said[-1]
+    # Within the budget but for the waiter's own readings of this clock (a second each here).
+    assert 30 <= wait.waited_s <= 36 and 100 - len(readings) < 30 - spent
+    left = len(readings)
+    assert wait("cpu", 1e-3) is False and len(readings) == left - 1  # the budget is spent: a single probe
+    # No budget (every other waiter): a wait that runs out is not extended.
+    plain = executors.QuietWaiter()
+    readings[:] = [2e-3] * 20
+    assert plain("cpu", 1e-3) is False and len(readings) == 15
+
+
+def test_the_recheck_wait_budget_scales_with_the_run_within_bounds():
+    from harness.run.executors import QUIET_WAIT_S, RECHECK_WAIT_MAX_S, recheck_wait_budget_s
+
+    default = build_config({})
+    assert recheck_wait_budget_s(default, 10.0) == QUIET_WAIT_S  # a short run: the single wait it always had
+    assert recheck_wait_budget_s(default, 600.0) == pytest.approx(90.0)  # 15% of the cases' time
+    assert recheck_wait_budget_s(default, 10**5) == RECHECK_WAIT_MAX_S
+    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 0}), 600.0) == 0.0
+    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 42}), 1.0) == 42.0
+    for bad in (-1, float("nan"), float("inf"), "x", True):
+        with pytest.raises(InputError, match="recheck_wait_s must be"):
+            build_config({"recheck_wait_s": bad})
+
+
+def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machine_is_back(monkeypatch):
+    """The machine is slow when the re-check starts: its first wait runs out, and where no budget would
+    give up on the cells flagged only 'slow machine', a budget waits on until the machine is back and
+    re-checks them all; run.json records the budget and the time waited."""
+    from harness.run import executors, sweep
+
+    limits = []
+    probes = iter([False, True, True, True])  # the 5 s wait runs out; the longer one sees the machine back
+
+    def fake_wait(device, best, limit_s=5.0):
+        limits.append(limit_s)
+        return next(probes)
+
+    monkeypatch.setattr(executors, "wait_for_quiet", fake_wait)
+    slow = dict(calibration_s=1.5e-3)
+    rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow), measured(1e-3, **slow))
+    meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
+    runner = FakeRunner(1e-3, calibration_s=1e-3)
+
+    def record(case, metrics, wall_s):
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    ids = [r["case_id"] for r in rows]
+    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True, wait_s=60.0)
+    assert runner.calls == ids and limits[0] == executors.QUIET_WAIT_S and 59 < limits[1] <= 60
+    assert limits[2:] == [executors.QUIET_WAIT_S] * 2  # back: each cell's wait is the usual one
+    assert [r["time_trusted"] for r in assess(rows, meta)] == [True] * 3
+    assert meta["recheck_wait"]["budget_s"] == 60.0 and "waited_s" in meta["recheck_wait"]
+
+
 def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(monkeypatch):
     from harness.run import executors, sweep
 

@@ -144,8 +144,9 @@ def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkey
 
 
 @pytest.mark.parametrize("flag,value", [("retries", "-1"), ("retries", "x"), ("rounds", "0"), ("rounds", "-2"),
-                                        ("rounds", "x")])
-def test_bad_retries_or_rounds_is_one_line(flag, value, capsys, tmp_path):
+                                        ("rounds", "x"), ("recheck-wait-s", "-1"), ("recheck-wait-s", "nan"),
+                                        ("recheck-wait-s", "inf"), ("recheck-wait-s", "x")])
+def test_bad_retries_rounds_or_recheck_wait_is_one_line(flag, value, capsys, tmp_path):
     try:
         code = main(["sweep", "--variants", "naive", f"--{flag}", value, "--out", str(tmp_path / "r")])
     except SystemExit as exc:  # argparse's own refusal, as one line
