@@ -287,6 +287,18 @@ def contention_text(trust: dict) -> str:
             + (f" ({c['all_contended']} cells had no other sample)" if c.get("all_contended") else ""))
 
 
+def wait_text(trust: dict) -> str:
+    """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
+    it waited less than a second or did not run)."""
+    w = trust.get("recheck_wait")
+    waited, budget = (_num(w.get("waited_s")), _num(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
+    if not waited or waited < 1:
+        return ""
+    return (f"the end-of-run re-check waited {waited:.0f} s" + (f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget
+                                                                else "")
+            + " for the machine to come back near its best speed")
+
+
 def evidence_clauses(trust: dict) -> list[str]:
-    """The run-level clauses beside the trusted count: rounds that agree, samples left out."""
-    return [text for text in (rounds_text(trust), contention_text(trust)) if text]
+    """The run-level clauses beside the trusted count: rounds that agree, samples left out, the wait."""
+    return [text for text in (rounds_text(trust), contention_text(trust), wait_text(trust)) if text]

@@ -378,6 +378,8 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: Sw
     write_tables(run_dir, rows)
     counts = Counter(r["status"] for r in rows)
     meta.update(status=status, finished_at=time.time(), counts=dict(counts), trust=trust_summary(rows))
+    if meta.get("recheck_wait"):  # the end-of-run re-check's waits for quiet belong to the run's trust
+        meta["trust"]["recheck_wait"] = meta["recheck_wait"]
     write_json(run_dir / RUN_JSON, meta)
     for s in STATUSES:
         if counts.get(s):

@@ -307,6 +307,24 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
     assert meta["recheck_wait"]["budget_s"] == 60.0 and "waited_s" in meta["recheck_wait"]
 
 
+def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(tmp_path):
+    from harness.analysis.trust import wait_text
+    from harness.cli.show import trust_line
+    from harness.run import sweep
+
+    rows, _ = _rows_and_cases(measured(1e-3))
+    meta = {"schema_version": 3, "run_id": "r", "calibration": [], "ceilings_flops_per_s": {}, "sweep": {}, "provenance": {},
+            "recheck_wait": {"budget_s": 135.0, "waited_s": 42.4}}
+    sweep._finish(tmp_path, meta, [{"run_id": "r", **r} for r in rows], "complete", build_config({}), quiet=True)
+    _, stored = load_run(tmp_path)
+    assert stored["trust"]["recheck_wait"] == {"budget_s": 135.0, "waited_s": 42.4}
+    assert ("the end-of-run re-check waited 42 s (of up to 135 s, --recheck-wait-s) for the machine to come back"
+            in trust_line(stored["trust"]))
+    # A re-check that only probed (under a second), none at all, or a damaged entry: no clause.
+    assert wait_text({"recheck_wait": {"budget_s": 5.0, "waited_s": 0.3}}) == wait_text({}) == ""
+    assert wait_text({"recheck_wait": "x"}) == wait_text({"recheck_wait": {"waited_s": None}}) == ""
+
+
 def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(monkeypatch):
     from harness.run import executors, sweep
 
