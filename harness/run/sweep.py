@@ -9,6 +9,7 @@ itself the resume names it and suggests ``--isolate``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -315,7 +316,8 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     kernel to come back near the run's best, as one more round (``merge_round``: the fastest round kept,
     or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
     times while it stays flagged. Its measurements must then agree with each other, or the row is
-    flagged "unreproduced". Not with ``--retries 0``; rows re-checked before a resume are not again.
+    flagged "unreproduced". Each pass judges every cell afresh: a re-check can lower the run's best
+    calibration, so a cell it leaves "slow machine" by a hair is re-checked in the next pass too. Not with ``--retries 0``; rows re-checked before a resume are not again.
     Once a wait for quiet has run out (the machine stays slow), a cell whose only flag is "slow machine"
     is skipped when its single probe finds the machine still slow: measuring it again could not clear the
     flag (a probe that finds it quiet ends the skipping). Before that, the waits may go on, ``wait_s`` in
@@ -331,15 +333,18 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     candidates = [i for i, r in enumerate(rows)
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
     wait = QuietWaiter(wait_s, log=lambda msg: _log(quiet, msg))
+    rechecks = dict.fromkeys(candidates, 0)
     try:
-        for attempt in range(1, config.retries + 1):
-            due = [(i, names) for i in candidates if worth_remeasuring(names := flagged(i))]
+        for attempt in itertools.count(1):  # each cell re-checked up to `retries` times; a pass per round of them
+            due = [(i, names) for i in candidates
+                   if rechecks[i] < config.retries and worth_remeasuring(names := flagged(i))]
             if not due:
                 return
-            candidates = [i for i, _ in due]
-            _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags ({attempt} of {config.retries})")
+            _log(quiet, f"re-checking {len(due)} cell(s) their own evidence still flags (pass {attempt}; a cell at "
+                        f"most {config.retries} time(s))")
             progress, skipped = Progress(len(due), 0, quiet), 0
             for i, names in due:
+                rechecks[i] += 1
                 old, case = rows[i], by_id[rows[i]["case_id"]]
                 progress.show(case)
                 best, slow_only = _best_cal(meta, rows, old), wait.missed and names == [SLOW_MACHINE]

@@ -346,6 +346,27 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     assert [r["time_trusted"] for r in assess(rows, {})] == [True, True]
 
 
+def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(monkeypatch):
+    """A re-check can lower the run's best calibration: a cell that was clean against the old best and
+    reads more than 15% slower than the new one is re-checked in the next pass (its first), even with
+    --retries 1; every cell is still re-checked at most --retries times."""
+    from harness.run import executors, sweep
+
+    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, calibration_s=1.1e-3))
+    meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
+    runner = FakeRunner(1e-3, calibration_s=0.9e-3)  # every re-check finds the machine faster than ever
+
+    def record(case, metrics, wall_s):
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    ids = [r["case_id"] for r in rows]
+    assert assess(rows, meta)[1]["time_trusted"] is True  # 1.1x the best: clean before the re-check
+    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    assert runner.calls == ids and rows[1]["remeasured_for"] == "round 2 (recheck: slow machine)"
+    assert [r["time_trusted"] for r in assess(rows, meta)] == [True, True]
+
+
 def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
     from harness.analysis.rounds import own_flags
     from harness.run import executors, sweep
