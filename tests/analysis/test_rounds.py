@@ -191,10 +191,12 @@ def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(monkeypatch):
 
     monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
-    sweep._recheck_flagged(rows, by_id, FakeRunner(2e-3), lambda c, m, w: rows.append({**rows[0], **m}),
+    runner = FakeRunner(2e-3)
+    sweep._recheck_flagged(rows, by_id, runner, lambda c, m, w: rows.append({**rows[0], **m}),
                            {"calibration": [], "ceilings_flops_per_s": {}}, build_config({"retries": 2}), quiet=True)
     flags = json.loads(assess(rows, {})[0]["time_flags"])
     assert rows[0]["time_s_median"] == 1e-3 and {f.split(":")[0] for f in flags} == {"host busy", "unreproduced"}
+    assert len(runner.calls) == 2  # still flagged after both: re-checked --retries times, no more
 
 
 def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(monkeypatch):
