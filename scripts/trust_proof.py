@@ -141,7 +141,8 @@ def judge_runs(out: Path, args, quiet_s: float, quiet: dict, loaded_s: float, lo
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
           f"{sum(loaded[c].get('time_trusted') is True for c in cells)} trusted")
     for sub in ("quiet", "loaded", "quiet-after"):  # the end-of-run re-check's waits for the machine to come back
-        waited = json.loads((out / sub / "run.json").read_text()).get("recheck_wait") if (out / sub / "run.json").exists() else None
+        meta = json.loads((out / sub / "run.json").read_text()) if (out / sub / "run.json").exists() else {}
+        waited = (meta.get("trust") or {}).get("recheck_wait") or meta.get("recheck_wait")  # the latter: runs written before it moved into trust
         if waited:
             print(f"{sub} run: the re-check waited {waited['waited_s']:.0f} s for quiet (budget {waited['budget_s']:.0f} s)")
     if args.quiet_runs == 2:

@@ -322,8 +322,8 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     is skipped when its single probe finds the machine still slow: measuring it again could not clear the
     flag (a probe that finds it quiet ends the skipping). Before that, the waits may go on, ``wait_s`` in
     all (``recheck_wait_budget_s``: ``--recheck-wait-s``), until the machine comes back: a VM's slow spells
-    last a minute or two, and a cell measured once it is back can be trusted. run.json's
-    ``recheck_wait`` records the budget and the time waited."""
+    last a minute or two, and a cell measured once it is back can be trusted. ``meta["recheck_wait"]``
+    records the budget and the time waited (``_finish`` moves it into run.json's ``trust``)."""
     ceilings = meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
@@ -382,9 +382,11 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, config: Sw
     rows = assess(rows, meta)  # time_trusted and time_flags, from the evidence beside each row
     write_tables(run_dir, rows)
     counts = Counter(r["status"] for r in rows)
+    # The end-of-run re-check's waits for quiet (this session's, or a run's before its resume) are part of its trust.
+    waited = meta.pop("recheck_wait", None) or (meta.get("trust") or {}).get("recheck_wait")
     meta.update(status=status, finished_at=time.time(), counts=dict(counts), trust=trust_summary(rows))
-    if meta.get("recheck_wait"):  # the end-of-run re-check's waits for quiet belong to the run's trust
-        meta["trust"]["recheck_wait"] = meta["recheck_wait"]
+    if waited:
+        meta["trust"]["recheck_wait"] = waited
     write_json(run_dir / RUN_JSON, meta)
     for s in STATUSES:
         if counts.get(s):

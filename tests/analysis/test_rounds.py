@@ -319,7 +319,9 @@ def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(tmp_path):
             "recheck_wait": {"budget_s": 135.0, "waited_s": 42.4}}
     sweep._finish(tmp_path, meta, [{"run_id": "r", **r} for r in rows], "complete", build_config({}), quiet=True)
     _, stored = load_run(tmp_path)
-    assert stored["trust"]["recheck_wait"] == {"budget_s": 135.0, "waited_s": 42.4}
+    assert stored["trust"]["recheck_wait"] == {"budget_s": 135.0, "waited_s": 42.4} and "recheck_wait" not in stored
+    sweep._finish(tmp_path, stored, [{"run_id": "r", **r} for r in rows], "complete", build_config({}), quiet=True)
+    assert load_run(tmp_path)[1]["trust"]["recheck_wait"]["waited_s"] == 42.4  # a resume that waited not keeps it
     assert ("the end-of-run re-check waited 42 s (of up to 135 s, --recheck-wait-s) for the machine to come back"
             in trust_line(stored["trust"]))
     # A re-check that only probed (under a second), none at all, or a damaged entry: no clause.
