@@ -294,9 +294,8 @@ def wait_text(trust: dict) -> str:
     waited, budget = (_num(w.get("waited_s")), _num(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
     if not waited or waited < 1:
         return ""
-    return (f"the end-of-run re-check waited {waited:.0f} s" + (f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget
-                                                                else "")
-            + " for the machine to come back near its best speed")
+    of_budget = f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget else ""
+    return f"the end-of-run re-check waited {waited:.0f} s{of_budget} for the machine to come back near its best speed"
 
 
 def evidence_clauses(trust: dict) -> list[str]:

@@ -16,15 +16,12 @@ from harness.cli.options import (
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.run.sweep import run_sweep  # lazy: start-up
+    from harness.run.sweep import EXECUTION_KEYS, run_sweep  # lazy: start-up
 
     if args.resume:
         # Execution flags change how the remaining cases run; any other flag must agree with the run's sweep.
-        options = {k: getattr(args, k) for k in ("timeout_s", "budget_s", "retries", "rounds", "recheck_wait_s") if getattr(args, k) is not None}
-        if args.isolate:
-            options["isolate"] = True
-        bare = argparse.Namespace(**{**vars(args), "isolate": False, "timeout_s": None, "budget_s": None,
-                                     "retries": None, "rounds": None, "recheck_wait_s": None})
+        options = {k: getattr(args, k) for k in EXECUTION_KEYS if getattr(args, k) is not None and getattr(args, k) is not False}
+        bare = argparse.Namespace(**{**vars(args), **dict.fromkeys(EXECUTION_KEYS)})
         config = sweep_config_from_args(args) if _sweep_has_overrides(bare) else None
         run_dir = run_sweep(config, out=args.out, resume=args.resume, quiet=args.quiet, options=options,
                             **executor_args(args))

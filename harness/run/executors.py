@@ -60,12 +60,12 @@ class QuietWaiter:
     calibration, not ``QUIET_WAIT_S`` (its rows are flagged all the same). With ``--isolate`` each case's
     worker starts with a fresh one, so there only the sweep's end-of-run waits share it.
 
-    ``budget_s`` (the end-of-run re-check's ``--recheck-wait-s``; 0: none) bounds these waits in all.
-    While some is left, a wait that runs out goes on until the machine comes back or the budget is
-    spent: on a VM whose speed changes for a minute or two at a time, the re-check then measures its
-    cells once the machine is back, instead of giving up after ``QUIET_WAIT_S``. ``waited_s``: the time
-    spent waiting, every wait counted. ``log`` (a callable, or None) is told when a wait goes on past
-    ``QUIET_WAIT_S`` and how it ended."""
+    ``budget_s`` (the end-of-run re-check's ``--recheck-wait-s``; 0: none) is how long these waits may
+    take in all before they only probe. While some is left, a wait that runs out goes on until the
+    machine comes back or the budget is spent: on a VM whose speed changes for a minute or two at a
+    time, the re-check then measures its cells once the machine is back, instead of giving up after
+    ``QUIET_WAIT_S``. ``waited_s``: the time spent waiting, every wait counted. ``log`` (a callable,
+    or None) is told when a wait goes on past ``QUIET_WAIT_S`` and how it ended."""
 
     def __init__(self, budget_s: float = 0.0, log=None) -> None:
         self.missed = False

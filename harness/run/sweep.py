@@ -317,7 +317,8 @@ def _recheck_flagged(rows: list[dict], by_id: dict, runner, record, meta: dict, 
     or a clean one that agrees with it; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
     times while it stays flagged. Its measurements must then agree with each other, or the row is
     flagged "unreproduced". Each pass judges every cell afresh: a re-check can lower the run's best
-    calibration, so a cell it leaves "slow machine" by a hair is re-checked in the next pass too. Not with ``--retries 0``; rows re-checked before a resume are not again.
+    calibration, so a cell it leaves "slow machine" by a hair is re-checked in the next pass too.
+    Not with ``--retries 0``; rows re-checked before a resume are not again.
     Once a wait for quiet has run out (the machine stays slow), a cell whose only flag is "slow machine"
     is skipped when its single probe finds the machine still slow: measuring it again could not clear the
     flag (a probe that finds it quiet ends the skipping). Before that, the waits may go on, ``wait_s`` in
