@@ -14,6 +14,23 @@ def registry():
     return discover()
 
 
+def _measured_row(median, n=10, **changes):
+    samples = [median] * n
+    row = {"status": "ok", "time_s_median": median, "time_s_iqr": 0.0, "time_s_min": median, "time_s_max": median,
+           "time_n_samples": n, "time_number_per_sample": 4, "time_noisy": False, "time_samples_s": samples,
+           "time_cpu_samples_s": [2 * s for s in samples], "calibration_s": 1e-3, "host_busy": 0.0, "attempts": 1,
+           "flops_per_s": 1e9, "ceiling_fraction": 0.5, "bytes_per_s": None, "bandwidth_fraction": None,
+           "peak_mem_bytes": 4096, "rel_error": 1e-7}
+    return {**row, **changes}
+
+
+@pytest.fixture(scope="session")
+def measured():
+    """``measured(median, n=10, **changes)``: the metrics of one clean ok measurement (n equal samples,
+    a quiet host, the calibration at 1 ms), as a runner returns them; ``changes`` overrides any field."""
+    return _measured_row
+
+
 def cuda_only():
     return pytest.mark.skipif(not torch.cuda.is_available(),
                               reason="needs a CUDA device: torch.cuda.is_available() is False here")

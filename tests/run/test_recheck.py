@@ -1,154 +1,27 @@
-"""Rounds (--rounds): every cell measured again after all were measured once, the fastest round kept."""
+"""The end of a run: cells still flagged are re-checked as one more round once the machine is quiet,
+ceilings that cells exceed are measured again, and the waits for quiet stay within their budget."""
 
+import copy
 import json
 
 import pytest
 
-from harness.analysis.rounds import merge_round, rounds_done
 from harness.analysis.trust import assess, cross_suspects
-from harness.analysis.trust import summary as trust_summary
 from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.run.config import build_config
 from harness.store.load import load_run
 
 
-def measured(median, n=10, **changes):
-    samples = [median] * n
-    row = {"status": "ok", "time_s_median": median, "time_s_iqr": 0.0, "time_s_min": median, "time_s_max": median,
-           "time_n_samples": n, "time_number_per_sample": 4, "time_noisy": False, "time_samples_s": samples,
-           "time_cpu_samples_s": [2 * s for s in samples], "calibration_s": 1e-3, "host_busy": 0.0, "attempts": 1,
-           "flops_per_s": 1e9, "ceiling_fraction": 0.5, "bytes_per_s": None, "bandwidth_fraction": None,
-           "peak_mem_bytes": 4096, "rel_error": 1e-7}
-    return {**row, **changes}
-
-
-def test_a_round_keeps_the_fastest_measurement_whole_and_each_rounds_median():
-    first = {**measured(2e-3), "run_id": "r", "case_id": "c", "wall_s": 1.0, "finished_at": 5.0,
-             "remeasured_for": "round 2"}
-    faster = measured(1e-3, time_number_per_sample=2, calibration_s=0.9e-3, host_busy=0.01, flops_per_s=2e9)
-    two = merge_round(first, faster)
-    assert "run_id" not in two and "finished_at" not in two and "remeasured_for" not in two  # the new row's own
-    assert two["time_rounds_s"] == [2e-3, 1e-3] and rounds_done(two) == 2 and rounds_done(first) == 1
-    # The faster round's measurement and the evidence taken beside it, together; attempts add up.
-    assert two["time_s_median"] == 1e-3 and two["time_n_samples"] == 10 and two["time_number_per_sample"] == 2
-    assert two["calibration_s"] == 0.9e-3 and two["host_busy"] == 0.01 and two["flops_per_s"] == 2e9
-    assert two["attempts"] == 2
-    three = merge_round(two, measured(4e-3, host_busy=0.4))  # a slower round only adds its median
-    assert three["time_rounds_s"] == [2e-3, 1e-3, 4e-3] and three["time_s_median"] == 1e-3
-    assert three["host_busy"] == 0.01 and three["attempts"] == 3 and three["time_s_max"] == 1e-3
-
-
-@pytest.mark.parametrize("medians,flagged", [([1e-3, 1.1e-3], False), ([1e-3, 1.2e-3], True),
-                                             ([3e-3, 1e-3, 1.14e-3], False), ([1e-3, 2e-3, 2e-3], True)])
-def test_a_fastest_round_no_other_reproduces_is_flagged(medians, flagged):
-    row = {**measured(min(medians)), "time_rounds_s": medians}
-    flags = json.loads(assess([row], {})[0]["time_flags"] or "[]")
-    assert any(f.startswith("unreproduced") for f in flags) == flagged
-    assert assess([row], {})[0]["time_trusted"] == (not flagged)
-    summary = trust_summary(assess([row], {}))
-    assert summary["rounds"]["cells"] == 1 and summary["rounds"]["agree"] == (0 if flagged else 1)
-
-
-def test_a_row_left_with_one_round_is_flagged_and_unusable_medians_are_skipped():
-    from harness.analysis.trust import parse_flag_filter, reproduction
-
-    one = merge_round({**measured(1e-3), "remeasured_for": None}, {"status": "timeout", "reason": "300 s"})
-    flags = json.loads(assess([{**one, "remeasured_for": "round 2"}], {})[0]["time_flags"])
-    assert flags == ["unreproduced: measured in rounds, but only one of them succeeded"]
-    assert reproduction([1e-3, None, float("nan"), 0.0]) is None and reproduction([2e-3, None, 1e-3]) == 2.0
-    assert parse_flag_filter("unreproduced, noisy") == ["unreproduced", "noisy"]
-
-
-def test_a_row_measured_once_has_no_rounds_flag_or_summary():
-    assessed = assess([measured(1e-3)], {})
-    assert assessed[0]["time_trusted"] is True and "rounds" not in trust_summary(assessed)
-
-
-def test_a_failed_round_keeps_the_measurement_and_counts_its_attempt():
-    two = merge_round(measured(1e-3), {"status": "error", "reason": "RuntimeError: boom", "attempts": 1})
-    assert two["time_s_median"] == 1e-3 and two["attempts"] == 2 and rounds_done(two) == 1
-
-
-def test_a_round_is_no_cross_cell_recheck():
-    fwd = Case("naive", seq_len=64, heads=1, head_dim=8)
-    bwd = fwd.replace(pass_="fwd_bwd")
-    rows = [{**measured(9e-3), "case_id": fwd.id, **fwd.to_record(), "remeasured_for": "round 2"},
-            {**measured(3e-3), "case_id": bwd.id, **bwd.to_record(), "remeasured_for": "round 2"}]
-    assert cross_suspects(rows) == {0: "fwd slower than its own fwd_bwd"}
-    rows[0]["remeasured_for"] = "fwd slower than its own fwd_bwd"
-    assert cross_suspects(rows) == {}
-
-
-def small(**changes):
-    return build_config({"variants": ["naive", "sdpa_flash"], "seq_lens": [16, 32], "heads": [1], "head_dims": [8],
-                         "budget_s": 0.005, "retries": 0, **changes})
-
-
-def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
-    from harness.cli.show import trust_line
-    from harness.run.sweep import run_sweep
-
-    run = run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True)
-    df, meta = load_run(run)
-    assert len(df) == 4 and df["case_id"].is_unique
-    assert df["time_rounds_s"].map(len).tolist() == [2] * 4
-    assert df["remeasured_for"].tolist() == ["round 2"] * 4 and meta["sweep"]["rounds"] == 2
-    kept_a_round = [m in r for m, r in zip(df["time_s_median"], df["time_rounds_s"])]
-    assert all(kept_a_round) and (df["time_s_median"] <= 1.15 * df["time_rounds_s"].map(min)).all()
-    assert (df["attempts"] == 2).all()
-    assert meta["trust"]["rounds"]["cells"] == 4 and 0 <= meta["trust"]["rounds"]["agree"] <= 4
-    assert ("4 cells measured more than once (rounds, re-checks) had their kept round reproduced within 15%"
-            in trust_line(meta["trust"]))
-    lines = (run / "journal.jsonl").read_text().splitlines()
-    assert len(lines) == 8  # every round journaled as it finished: Ctrl-C keeps the rounds done
-    # A resume with more rounds measures every cell once more, and nothing else.
-    run_sweep(None, resume=run, quiet=True, options={"rounds": 3})
-    df, meta = load_run(run)
-    assert len(df) == 4 and df["time_rounds_s"].map(len).tolist() == [3] * 4
-    assert len((run / "journal.jsonl").read_text().splitlines()) == 12 and meta["sweep"]["rounds"] == 3
-
-
-def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):
-    from harness.run.sweep import run_sweep
-
-    with pytest.raises(InputError, match="--rounds 2 applies to the local executor only"):
-        run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True, executor="ray")
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_clean_round_that_agrees_with_a_flagged_fastest_one_is_kept():
-    noisy = measured(1.0e-3, time_s_iqr=0.3e-3, host_busy=0.5)  # fastest, but its own evidence is flagged
-    clean = measured(1.1e-3, calibration_s=0.95e-3)
-    two = merge_round(noisy, clean, best_cal=1e-3)
-    assert two["time_s_median"] == 1.1e-3 and two["calibration_s"] == 0.95e-3 and two["time_rounds_s"] == [1e-3, 1.1e-3]
-    assessed = assess([{**two, "remeasured_for": "round 2"}], {})[0]
-    assert assessed["time_trusted"] is True  # the kept round is clean, and the fastest round reproduces it
-    # A clean round more than 15% slower than the fastest does not stand in for it: the flagged one stays.
-    far = merge_round(noisy, measured(1.3e-3), best_cal=1e-3)
-    assert far["time_s_median"] == 1.0e-3 and far["host_busy"] == 0.5
-    # Nor does a clean round within 15% of this pair but not of the fastest round seen before.
-    three = merge_round({**noisy, "time_rounds_s": [0.8e-3, 1.0e-3]}, measured(1.1e-3), best_cal=1e-3)
-    assert three["time_s_median"] == 1.0e-3 and three["time_rounds_s"] == [0.8e-3, 1.0e-3, 1.1e-3]
-    # Both clean: the faster is kept, as without flags.
-    assert merge_round(measured(1.1e-3), measured(1.0e-3), best_cal=1e-3)["time_s_median"] == 1.0e-3
-
-
-def test_reproduction_is_judged_from_the_kept_round():
-    from harness.analysis.trust import reproduction
-
-    assert reproduction([1e-3, 1.1e-3, 2e-3], kept=1.1e-3) == pytest.approx(1.1)
-    assert reproduction([1e-3, 1.5e-3, 2e-3], kept=2e-3) == pytest.approx(2 / 1.5)
-    assert reproduction([1e-3, 1.5e-3]) == pytest.approx(1.5)  # the fastest when no kept round is named
-
-
 class FakeRunner:
-    def __init__(self, median, **changes):
-        self.median, self.changes, self.calls = median, changes, []
+    """Stands in for the runner the re-check measures with: every call returns a copy of `row`."""
+
+    def __init__(self, row):
+        self.row, self.calls = row, []
 
     def metrics(self, case):
         self.calls.append(case.id)
-        return measured(self.median, **self.changes)
+        return copy.deepcopy(self.row)
 
 
 def _rows_and_cases(*rows):
@@ -156,7 +29,7 @@ def _rows_and_cases(*rows):
     return ([{**r, "case_id": c.id, **c.to_record()} for r, c in zip(rows, cases)], {c.id: c for c in cases})
 
 
-def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(monkeypatch):
+def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(measured, monkeypatch):
     from harness.run import executors, sweep
 
     monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
@@ -168,7 +41,7 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mon
         written.append(case.id)
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
-    runner = FakeRunner(1.05e-3)
+    runner = FakeRunner(measured(1.05e-3))
     sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
     assert runner.calls == [rows[1]["case_id"], rows[2]["case_id"]] == written  # the clean cell is left alone
     assert rows[1]["remeasured_for"] == "round 2 (recheck: host busy)" and rows[1]["time_rounds_s"] == [1e-3, 1.05e-3]
@@ -186,12 +59,12 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mon
     assert len(runner.calls) == 2
 
 
-def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(monkeypatch):
+def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(measured, monkeypatch):
     from harness.run import executors, sweep
 
     monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
-    runner = FakeRunner(2e-3)
+    runner = FakeRunner(measured(2e-3))
     sweep._recheck_flagged(rows, by_id, runner, lambda c, m, w: rows.append({**rows[0], **m}),
                            {"calibration": [], "ceilings_flops_per_s": {}}, build_config({"retries": 2}), quiet=True)
     flags = json.loads(assess(rows, {})[0]["time_flags"])
@@ -199,7 +72,7 @@ def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(monkeypatch):
     assert len(runner.calls) == 2  # still flagged after both: re-checked --retries times, no more
 
 
-def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(monkeypatch):
+def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(measured, monkeypatch):
     from harness.run import executors, sweep
 
     readings = iter([{"float32": 1e9}, {"float32": 3e9}, {"float32": 5e9}])
@@ -279,7 +152,7 @@ def test_the_recheck_wait_budget_scales_with_the_run_within_bounds():
             build_config({"recheck_wait_s": bad})
 
 
-def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machine_is_back(monkeypatch):
+def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machine_is_back(measured, monkeypatch):
     """The machine is slow when the re-check starts: its first wait runs out, and where no budget would
     give up on the cells flagged only 'slow machine', a budget waits on until the machine is back and
     re-checks them all; run.json records the budget and the time waited."""
@@ -296,7 +169,7 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
     slow = dict(calibration_s=1.5e-3)
     rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow), measured(1e-3, **slow))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
-    runner = FakeRunner(1e-3, calibration_s=1e-3)
+    runner = FakeRunner(measured(1e-3, calibration_s=1e-3))
 
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
@@ -309,7 +182,7 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
     assert meta["recheck_wait"]["budget_s"] == 60.0 and "waited_s" in meta["recheck_wait"]
 
 
-def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(tmp_path):
+def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(measured, tmp_path):
     from harness.analysis.trust import wait_text
     from harness.cli.show import trust_line
     from harness.run import sweep
@@ -329,12 +202,12 @@ def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(tmp_path):
     assert wait_text({"recheck_wait": "x"}) == wait_text({"recheck_wait": {"waited_s": None}}) == ""
 
 
-def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(monkeypatch):
+def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(measured, monkeypatch):
     from harness.run import executors, sweep
 
     monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
-    runner = FakeRunner(1.05e-3)
+    runner = FakeRunner(measured(1.05e-3))
     replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
     runner.metrics = lambda case: runner.calls.append(case.id) or next(replies)
 
@@ -350,7 +223,7 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     assert [r["time_trusted"] for r in assess(rows, {})] == [True, True]
 
 
-def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(monkeypatch):
+def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(measured, monkeypatch):
     """A re-check can lower the run's best calibration: a cell that was clean against the old best and
     reads more than 15% slower than the new one is re-checked in the next pass (its first), even with
     --retries 1; every cell is still re-checked at most --retries times."""
@@ -359,7 +232,7 @@ def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(monk
     monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, calibration_s=1.1e-3))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
-    runner = FakeRunner(1e-3, calibration_s=0.9e-3)  # every re-check finds the machine faster than ever
+    runner = FakeRunner(measured(1e-3, calibration_s=0.9e-3))  # every re-check finds the machine faster than ever
 
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
@@ -371,7 +244,7 @@ def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(monk
     assert [r["time_trusted"] for r in assess(rows, meta)] == [True, True]
 
 
-def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
+def test_end_of_run_details_the_recheck_relies_on(measured, monkeypatch):
     from harness.analysis.rounds import own_flags
     from harness.run import executors, sweep
 
@@ -392,7 +265,7 @@ def test_end_of_run_details_the_recheck_relies_on(monkeypatch):
     assert own_flags({"status": "ok", "time_s_median": 1e-3}, 1e-3) == ["no evidence"]
 
 
-def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(monkeypatch):
+def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(measured, monkeypatch):
     """The first wait for quiet runs out (the machine stays slow): the next cell flagged only 'slow
     machine' gets one probe, still slow, and is skipped; a cell with another flag is re-checked all the
     same; a probe that finds the machine quiet again has the next slow-only cell re-checked."""
@@ -404,7 +277,7 @@ def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(m
     rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow),
                                   measured(1e-3, host_busy=0.6, **slow), measured(1e-3, **slow))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
-    runner = FakeRunner(1e-3, **slow)
+    runner = FakeRunner(measured(1e-3, **slow))
 
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})

@@ -1,0 +1,45 @@
+"""A sweep in rounds (--rounds): every cell measured again after all were measured once, each round
+journaled, and a resume that adds a round."""
+
+import pytest
+
+from harness.core.errors import InputError
+from harness.run.config import build_config
+from harness.store.load import load_run
+
+
+def small(**changes):
+    return build_config({"variants": ["naive", "sdpa_flash"], "seq_lens": [16, 32], "heads": [1], "head_dims": [8],
+                         "budget_s": 0.005, "retries": 0, **changes})
+
+
+def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
+    from harness.cli.show import trust_line
+    from harness.run.sweep import run_sweep
+
+    run = run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True)
+    df, meta = load_run(run)
+    assert len(df) == 4 and df["case_id"].is_unique
+    assert df["time_rounds_s"].map(len).tolist() == [2] * 4
+    assert df["remeasured_for"].tolist() == ["round 2"] * 4 and meta["sweep"]["rounds"] == 2
+    kept_a_round = [m in r for m, r in zip(df["time_s_median"], df["time_rounds_s"])]
+    assert all(kept_a_round) and (df["time_s_median"] <= 1.15 * df["time_rounds_s"].map(min)).all()
+    assert (df["attempts"] == 2).all()
+    assert meta["trust"]["rounds"]["cells"] == 4 and 0 <= meta["trust"]["rounds"]["agree"] <= 4
+    assert ("4 cells measured more than once (rounds, re-checks) had their kept round reproduced within 15%"
+            in trust_line(meta["trust"]))
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    assert len(lines) == 8  # every round journaled as it finished: Ctrl-C keeps the rounds done
+    # A resume with more rounds measures every cell once more, and nothing else.
+    run_sweep(None, resume=run, quiet=True, options={"rounds": 3})
+    df, meta = load_run(run)
+    assert len(df) == 4 and df["time_rounds_s"].map(len).tolist() == [3] * 4
+    assert len((run / "journal.jsonl").read_text().splitlines()) == 12 and meta["sweep"]["rounds"] == 3
+
+
+def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):
+    from harness.run.sweep import run_sweep
+
+    with pytest.raises(InputError, match="--rounds 2 applies to the local executor only"):
+        run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True, executor="ray")
+    assert not (tmp_path / "run").exists()
