@@ -48,10 +48,15 @@ def register_cli(subparsers) -> None:
         "compare", help="compare two runs case by case: time and memory ratios, confidence, verdict",
         description="Compare NEW_RUN with BASE_RUN. For every case in both runs: new/base ratio of median time "
                     "(raw, and normalized by each run's calibration kernel so a uniformly slower machine is not a "
-                    "regression) with a bootstrap confidence interval, the peak-memory ratio, and a verdict: "
-                    "slower, faster, same, broken (ok in BASE only), fixed, not run, new (NEW only), missing "
-                    "(BASE only). Exit status: 1 if any case is slower beyond --threshold with confidence or "
-                    "broken; 2 if no case could be compared or a run is unreadable; 0 otherwise.")
+                    "regression) with a bootstrap confidence interval, the peak-memory ratio and verdict (more, "
+                    "less, same), the relative error's verdict (worse, same), and a time verdict: slower (the "
+                    "normalized interval lies above --threshold), faster (below 1 / threshold), same, untrusted "
+                    "(a side's time is flagged: no time verdict), accepted (slower, but excused by an "
+                    "[accept-regression: ...] commit marker: attnbench ci only), broken (ok in BASE, not ok in NEW), fixed "
+                    "(not ok in BASE, ok in NEW), not run (ok in neither), new (NEW only), missing (BASE only). Exit status: "
+                    "1 if any case is slower or broken, uses more peak memory (above 5% and 64 KiB) or is less "
+                    "accurate (error verdict worse); 2 if no case could be compared or a run is unreadable; 0 "
+                    "otherwise. See docs/compare.md.")
     p.add_argument("base_run", metavar="BASE_RUN", help="run folder of the baseline (made by attnbench sweep)")
     p.add_argument("new_run", metavar="NEW_RUN", help="run folder to judge against it")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
