@@ -1,42 +1,7 @@
 """The tidy table's schema: file names of a run folder, columns and their nullable dtypes, versions.
 
-Schema versions (``run.json``'s ``schema_version``):
-
-* 1: the first release.
-* 2: the engine times the prepared kernel alone; new columns ``mask_s`` (building per-shape
-  constants: masks, block masks) and ``mask_mem_bytes`` (what they hold), and ``peak_mem_bytes``
-  now counts those constants plus the call's own peak. Version-1 runs load with both new columns NA.
-  Later in version 2 (nullable additions, so no new version): ``node`` (hostname), ``node_id`` (the Ray
-  node id, NA for the local executors) and ``device_name`` (GPU or CPU model) of the process that
-  measured the row; runs written before load with them NA.
-* 3: workloads beyond square multi-head attention: case columns ``kv_heads``, ``q_len``, ``kv_len``
-  (= ``seq_len``, the key/value length) and ``doc_lens`` (JSON text, the document pattern's lengths);
-  metric columns ``bytes`` (minimum memory traffic of the call), ``bytes_per_s``,
-  ``bandwidth_bytes_per_s`` (the bandwidth ceiling) and ``bandwidth_fraction``. Older rows are square
-  multi-head cases: they load with ``kv_heads`` = ``heads`` and ``q_len`` = ``kv_len`` = ``seq_len``.
-  Also in version 3, the evidence of contention beside each time: ``time_cpu_samples_s`` (CPU time
-  per call of each sample), ``calibration_s`` (the calibration kernel timed beside the row; see below),
-  ``host_busy`` (other processes' CPU use over the timing, as a fraction of the cores), ``torch_threads``
-  (torch's intra-op threads while timed; the case column ``threads`` is the swept value, NA: all cores),
-  ``attempts`` (measurements of the cell), ``gpu_sm_clock_mhz``, ``gpu_temp_c``, ``gpu_throttle``; and
-  the verdict on it: ``time_trusted`` (NA: not assessed, as in older runs) and ``time_flags`` (JSON
-  text, the reasons; harness.analysis.trust). Later in version 3 (nullable): ``remeasured_for``, the
-  cross-cell check that had the cell measured again at the end of the sweep (NA: it was not); such a
-  row supersedes the case's earlier row in the journal. Also nullable: ``time_rounds_s``, each round's
-  median when the sweep measured its cells in several rounds (``--rounds``; harness.analysis.rounds:
-  the fastest round's measurement is the row's, or a clean one that agrees with it, ``remeasured_for``
-  "round 2", ...; a cell its own evidence still flags at the end is measured again, up to ``retries``
-  times, "round k (recheck: flags)"); NA for a cell measured once. Also nullable:
-  ``time_wait_samples_s``, per sample the time per call the process's threads waited on a run queue for
-  a CPU (Linux schedstat), and ``time_contended``, per sample whether that wait exceeded 5% of it
-  (harness.bench.timing); the time statistics are of the clean samples (all when none is clean, then
-  flagged ``contended``), ``time_samples_s`` keeps every raw one. NA where the kernel does not say.
-  Also nullable: ``time_fault_samples``, per sample the minor page faults per call over its block
-  (getrusage; harness.bench.heap: a call that faults maps fresh memory, and its time depends on the
-  allocator's state), NA where not read. Also nullable: ``time_calibration_samples_s``, per sample a warm
-  call of the calibration kernel timed right after its block; ``calibration_s`` is then their median
-  beside the clean samples (in rows written before, one block of it timed right before the row's timing;
-  NA here).
+What each schema version (``run.json``'s ``schema_version``) added, and how older runs load, is
+docs/schema.md.
 """
 
 from __future__ import annotations
