@@ -28,9 +28,10 @@ test: setup
 check: setup
 	$(BIN)/attnbench check
 
+## Benchmarks that judge their targets (each exits 1 naming the target it missed).
 bench: setup
 	$(BIN)/python scripts/bench_foundation.py
-	$(BIN)/python scripts/bench_sweep.py
+	$(BIN)/python scripts/bench_engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -15,8 +15,12 @@ The gate then runs ``--slow-runs`` times against ``slow`` and ``--same-runs`` ti
 (``attnbench ci <commit> --tree <worktree>``, the gate's defaults), interleaved so both see the same
 machine, and prints per run and at the end: per slowdown, the cases flagged out of those measured
 (detection rate) and the measured ratios; the memory increase flagged; on unchanged code, the runs
-that failed and the cases flagged (false positives, time and memory). Exit 0 always (it measures; the
-table goes to docs/regression-gate.md).
+that failed and the cases flagged (false positives, time and memory); the table goes to
+docs/regression-gate.md.
+
+Target (judged at the end; exit 1 with a one-line reason when it is missed, 0 when it is met):
+every slowed run fails the gate; the 1.5x slowdown is flagged in at least 90% of its case
+measurements and the 1.3x memory increase in all of them; no run on unchanged code fails the gate.
 
     python scripts/gate_power.py                          # 10 slowed + 20 unchanged runs (about 35 min)
     python scripts/gate_power.py --slow-runs 2 --same-runs 2 --processes 3 --recheck-processes 3
@@ -76,7 +80,8 @@ def base_peaks(variant_name: str) -> dict:
     from harness.bench.memory import peak_memory
     from harness.bench.prepare import prepare
     from harness.core.registry import get_variant
-    from harness.run.config import build_config, expand, load_toml
+    from harness.run.config import expand
+    from harness.run.validate import build_config, load_toml
 
     torch.set_num_threads(1)
     peaks = {}
@@ -160,6 +165,29 @@ def summarize(results: dict, wall: float) -> str:
     return "\n".join(out)
 
 
+def judge(results: dict) -> str | None:
+    """The target's miss as one line, or None when it is met (see the module docstring)."""
+    slow, same = results["slow"], results["same"]
+    passed = sum(d["exit_code"] == 0 for d in slow)
+    if passed:
+        return f"{passed}/{len(slow)} slowed runs passed the gate (target: every one fails)"
+    name = max(SLOWDOWNS, key=lambda n: SLOWDOWNS[n][2])
+    rows = [c for d in slow for c in d["cases"] if variant_of(c["case_id"]) == name]
+    hits = sum(c["verdict"] == "slower" for c in rows)
+    if not rows or hits < 0.9 * len(rows):
+        return (f"the {SLOWDOWNS[name][2]}x slowdown ({name}) was flagged in {hits}/{len(rows)} case measurements "
+                "(target: at least 90%)")
+    mem = [c for d in slow for c in d["cases"] if variant_of(c["case_id"]) == MEMORY_VARIANT]
+    mem_hits = sum(c["mem_verdict"] == "more" for c in mem)
+    if not mem or mem_hits < len(mem):
+        return (f"the {MEMORY_FACTOR}x memory increase ({MEMORY_VARIANT}) was flagged in {mem_hits}/{len(mem)} case "
+                "measurements (target: all)")
+    failed = sum(d["exit_code"] != 0 for d in same)
+    if failed:
+        return f"{failed}/{len(same)} runs on unchanged code failed the gate (target: none)"
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref", default="HEAD", help="commit to test (default: HEAD)")
@@ -205,6 +233,11 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"commit": commit, "args": vars(args), "wall_s": wall,
                                               "results": results}, indent=2))
+    miss = judge(results)
+    if miss:
+        print(f"gate_power: target missed: {miss}", file=sys.stderr)
+        return 1
+    print("gate_power: target met")
     return 0
 
 
