@@ -1,7 +1,7 @@
 """Display of a comparison (``harness.analysis.compare.compare_runs``'s frame): a table with a
-headline, calibration line and footnotes, as plain text, GitHub Markdown (also used by
-`attnbench ci`), a self-contained HTML fragment or JSON. Units are chosen here, through
-``harness.render.units``; the frame itself stays in seconds, bytes and ratios.
+headline, calibration line and footnotes, as plain text, GitHub Markdown (whose table `attnbench ci`
+shows too, ``harness.render.gate``), a self-contained HTML fragment or JSON. Units are chosen here,
+through ``harness.render.units``; the frame itself stays in seconds, bytes and ratios.
 """
 
 from __future__ import annotations
@@ -116,11 +116,6 @@ def markdown_table(result: pd.DataFrame) -> str:
                  if r[-1].split(" ")[0] in FAILING else _md_cell(r[-1])]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def gate_markdown(result: pd.DataFrame, title: str, lines: list[str]) -> str:
-    """`attnbench ci`'s Markdown verdict: a title, its explanatory lines, then the comparison table."""
-    return "\n".join([f"### attnbench ci: {title}", "", *[f"{x}  " for x in lines], "", markdown_table(result)])
 
 
 def render_markdown(result: pd.DataFrame, base_name: str = "BASE", new_name: str = "NEW") -> str:

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 import harness
-from harness.analysis.gate import (
+from harness.cli.main import main
+from harness.core.errors import InputError
+from harness.gate.measure import accept_markers, resolve_ref
+from harness.gate.verdict import (
     Measurements,
     accepted_by,
     block_order,
@@ -17,9 +20,6 @@ from harness.analysis.gate import (
     merge_recheck,
     parse_accept_markers,
 )
-from harness.cli.main import main
-from harness.core.errors import InputError
-from harness.run.gate import accept_markers, resolve_ref
 
 ROOT = Path(harness.__file__).resolve().parent.parent
 IDS = [f"naive/global/cpu/float32/b1h2n{n}d64/fwd" for n in (256, 1024)] + \

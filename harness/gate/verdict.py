@@ -1,9 +1,8 @@
-"""The pure parts of the `attnbench ci` regression gate: ``[accept-regression: ...]`` markers, the
-A B B A block order of a process pair, the per-pair values of both sides (``Measurements``), the
-verdict frame built from them (``judge``, with the columns of ``harness.analysis.compare``: time on
-per-pair log ratios, peak memory and error without statistics) and the recheck on fresh pairs
-(``merge_recheck``).
-Measuring lives in ``harness.run.gate``; the command and its full description in ``harness.cli.ci``.
+"""The regression gate's statistics and verdicts, pure functions of what the workers answered:
+``[accept-regression: ...]`` markers, the A B B A block order of a process pair, the per-pair values
+of both sides (``Measurements``), the verdict frame built from them (``judge``, with the columns of
+``harness.analysis.compare``: time on per-pair log ratios, peak memory and error without statistics)
+and the recheck on fresh pairs (``merge_recheck``).
 """
 
 from __future__ import annotations
@@ -19,19 +18,9 @@ import pandas as pd
 from harness.analysis.compare import COLUMNS, error_verdict, mem_verdict
 from harness.analysis.stats import case_seed, paired_ratio_ci, time_verdict
 
-DEFAULT_PROCESSES = 5
-
-
-DEFAULT_RECHECK_PROCESSES = 8
-
-
-DEFAULT_THREADS = 1
-
-
 ACCEPT_RE = re.compile(r"\[accept-regression:\s*([^\]]*)\]", re.IGNORECASE)
 
 
-# ---- pure parts: acceptance markers, statistics, verdicts ---------------------------------------
 def parse_accept_markers(messages: str) -> list[str]:
     """Case-id substrings accepted by ``[accept-regression: a, b]`` markers (``all`` accepts every case)."""
     patterns = []

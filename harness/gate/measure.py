@@ -1,8 +1,9 @@
-"""The CI gate's measuring side: git refs and worktrees, and pairs of worker processes (one per tree).
+"""The regression gate's measuring side: git refs and commit markers, and pairs of worker processes
+(one per tree).
 
 Both trees are measured by workers of *this* harness (``harness/run/worker.py``, run by path with
 the tree under test first on PYTHONPATH), so the timing loop is the same for both sides; each worker
-checks it imported the tree it was meant to. Statistics and verdicts: ``harness.analysis.gate``.
+names the files it imported and is refused when they lie outside its tree.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.analysis.gate import Measurements, block_order, parse_accept_markers
 from harness.core.errors import InputError
+from harness.gate.verdict import Measurements, block_order, parse_accept_markers
 from harness.run.protocol import WorkerDied, WorkerProcess
 from harness.store.git import git
 
