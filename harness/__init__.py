@@ -26,7 +26,7 @@ _PUBLIC = {
     "reference": "harness.core.reference",
     "prepare": "harness.bench.prepare",
     "measure": "harness.bench.measure",
-    "build_config": "harness.run.config",
+    "build_config": "harness.run.validate",
     "run_sweep": "harness.run.sweep",
     "load_run": "harness.store.load",
     "compare_runs": "harness.analysis.compare",

@@ -13,6 +13,7 @@ import logging
 import torch
 
 from harness.core.case import Case
+from harness.core.errors import one_line
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
 
@@ -35,7 +36,7 @@ def _load_xformers():
     try:
         from xformers.ops import fmha
     except Exception as exc:  # ImportError, or a broken build raising anything at import
-        return None, [f"xformers cannot be imported: {type(exc).__name__}: {exc}"]
+        return None, [f"xformers cannot be imported: {one_line(exc)}"]
     finally:
         logger.removeHandler(handler)
         logger.propagate = old_propagate
@@ -122,7 +123,7 @@ class XFormers(Variant):
         except NotImplementedError as exc:
             reasons += load_msgs + _dispatcher_reasons(str(exc))
         except Exception as exc:  # a bias or layout xformers refuses for these inputs is a reason too
-            reasons += load_msgs + [f"xformers refused these inputs: {type(exc).__name__}: {exc}".splitlines()[0]]
+            reasons += load_msgs + [f"xformers refused these inputs: {one_line(exc)}"]
         return list(dict.fromkeys(reasons))
 
     def constants(self, case: Case) -> dict:

@@ -36,13 +36,9 @@ from harness.bench.prepare import prepare
 from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.core.registry import get_variant
-from harness.run.config import (
-    SweepConfig,
-    build_config,
-    expand,
-    load_toml,
-    preset_names,
-)
+from harness.run.config import Execution, Grid, expand
+from harness.run.presets import preset_names
+from harness.run.validate import build_config, load_toml
 
 GRID_ENV = "ATTNBENCH_ASV_GRID"
 GRID_ALIASES = {"small": "asv", "large": "default"}
@@ -79,15 +75,15 @@ def param_axes(data: dict) -> list[tuple[str, list]]:
     Validates the grid with ``build_config`` without probing for a GPU: a device of "auto" is
     resolved later, in ``setup_cache``; no axis below depends on the device.
     """
-    probe_free = {**data, "device": "cpu"} if data.get("device", SweepConfig.device) == "auto" else data
+    probe_free = {**data, "device": "cpu"} if data.get("device", Grid.device) == "auto" else data
     config = build_config(probe_free)
     axes: list[tuple[str, list]] = [
-        ("variant", list(config.variants)),
-        ("pattern", [pattern_param(kind, causal) for kind in config.patterns for causal in config.causal]),
-        ("seq_len", list(config.seq_lens)),
-        ("heads", list(config.heads)),
+        ("variant", list(config.grid.variants)),
+        ("pattern", [pattern_param(kind, causal) for kind in config.grid.patterns for causal in config.grid.causal]),
+        ("seq_len", list(config.grid.seq_lens)),
+        ("heads", list(config.grid.heads)),
     ]
-    for name, values in (("batch", config.batch), ("head_dim", config.head_dims), ("dtype", config.dtypes)):
+    for name, values in (("batch", config.grid.batch), ("head_dim", config.grid.head_dims), ("dtype", config.grid.dtypes)):
         if len(values) > 1:
             axes.append((name, list(values)))
     return axes
@@ -113,7 +109,7 @@ class _Attention:
     pass_ = "fwd"
     params = PARAMS
     param_names = PARAM_NAMES
-    timeout = float(GRID.get("timeout_s", SweepConfig.timeout_s))
+    timeout = float(GRID.get("timeout_s", Execution.timeout_s))
     # asv timing: one round of 3 to 10 samples of >= 20 ms each (override: asv run -a rounds=2 ...)
     rounds = 1
     repeat = (3, 10, 2.0)
@@ -127,8 +123,8 @@ class _Attention:
         for case in expand(config):
             variant = get_variant(case.variant, **dict(case.params))
             cells[cell_key(case, PARAM_NAMES)] = (case, variant.not_supported_reasons(case))
-        return {"cells": cells, "passes": config.passes, "budget_s": config.budget_s, "grid": config.name,
-                "allocator": config.allocator}
+        return {"cells": cells, "passes": config.grid.passes, "budget_s": config.execution.budget_s, "grid": config.grid.name,
+                "allocator": config.execution.allocator}
 
     def setup(self, cache: dict, *params) -> None:
         key = (self.pass_, *params)

@@ -10,6 +10,7 @@ import torch
 from harness.bench.inputs import make_qkv
 from harness.bench.prepare import prepare
 from harness.core.case import DTYPES, Case
+from harness.core.errors import one_line
 from harness.core.patterns import Pattern
 from harness.core.reference import reference, reference_with_grads, relative_error
 from harness.core.registry import Variant, discover
@@ -129,11 +130,6 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     return res
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def check_one_safely(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: str = "float32",
                      device: str = "cpu", pass_: str = "fwd") -> CheckResult:
     """``check_one``, with an exception from the variant recorded as a failed result (the check goes on)."""
@@ -145,7 +141,7 @@ def check_one_safely(variant: Variant, kind: str, causal: bool, shape: Shape, dt
         except Exception:  # the pattern itself could not be made for this shape
             label = f"{kind}{'-causal' if causal else ''}"
         return CheckResult(variant.name, label, shape, dtype, device, pass_, tolerance=TOLERANCES[dtype],
-                           exception=_one_line(exc))
+                           exception=one_line(exc))
 
 
 def default_dtypes(device: str) -> list[str]:
@@ -161,7 +157,7 @@ def run_check(device: str = "cpu", variants: list[str] | None = None, dtypes: li
         try:
             variant = registry[name](**CHECK_PARAMS.get(name, {}))
         except Exception as exc:  # a constructor that raises fails the variant, not the check
-            res = CheckResult(name, "(any)", None, "(any)", device, "(any)", exception=_one_line(exc))
+            res = CheckResult(name, "(any)", None, "(any)", device, "(any)", exception=one_line(exc))
             results.append(res)
             if on_result:
                 on_result(res)

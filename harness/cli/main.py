@@ -8,6 +8,7 @@ imported inside the command (so ``attnbench --help`` does not pay for torch or m
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from harness.cli import check, ci, compare, list, report, show, sweep
@@ -47,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnbench {args.command}: error: cannot use{where}: {exc.strerror or exc}; hint: check that the "
               "path exists and is writable, or pass another", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"attnbench {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129 (harness.run.stops)
+        signum = getattr(stop, "signum", None)
+        what = f"stopped by {signal.Signals(signum).name}" if signum else "interrupted"
+        print(f"attnbench {args.command}: {what}", file=sys.stderr)
+        return 128 + (signum or signal.SIGINT)
 
 
 if __name__ == "__main__":

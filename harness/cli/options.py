@@ -10,9 +10,19 @@ from harness.core.errors import InputError
 from harness.run.presets import preset_names
 
 
-def _split(text: str | None) -> list[str] | None:
-    """Comma-separated items (an empty string gives an empty list, which the config refuses)."""
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+def _split(text: str | None, flag: str = "") -> list[str] | None:
+    """Comma-separated items. An empty string gives an empty list (which the config refuses for an axis
+    that needs a value); an empty item among others (``64,,128``) is an InputError naming ``flag``."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    if all(not t for t in items):
+        return []
+    if not all(items):
+        example = _EXAMPLES.get(flag, "a,b")
+        raise InputError(f"{flag or 'a list'} has an empty item in {text!r}; hint: {flag} {example} (no empty "
+                         "items between commas)")
+    return items
 
 
 def _known_variants(names: list[str] | None) -> list[str] | None:
@@ -54,15 +64,20 @@ _INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "kv_heads": "--kv-hea
 
 
 _STR_AXES = {"variants": "--variants", "patterns": "--patterns", "dtypes": "--dtypes", "passes": "--passes"}
+_EXAMPLES = {"--seq-lens": "512,1024", "--heads": "8,16", "--kv-heads": "2,8", "--q-lens": "1,16",
+             "--kv-lens": "1024,4096", "--docs": "4,16", "--threads": "1,2", "--batch": "1,4", "--head-dims": "64,128",
+             "--variants": "naive,chunked", "--patterns": "global,local", "--dtypes": "float32,bfloat16",
+             "--passes": "fwd,fwd_bwd"}
 
 
 def _ints(text: str, flag: str) -> list[int]:
     out = []
-    for item in _split(text) or []:
+    for item in _split(text, flag) or []:
         try:
             out.append(int(item))
         except ValueError:
-            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: {flag} 512,1024") from None
+            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: {flag} "
+                             f"{_EXAMPLES[flag]}") from None
     return out
 
 
@@ -82,7 +97,7 @@ def _segment(text: str) -> int | str:
 
 def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
     """Preset or --config TOML, then every axis override from the command line, into a frozen config."""
-    from harness.run.config import build_config, load_toml  # lazy: start-up
+    from harness.run.validate import build_config, load_toml  # lazy: start-up
 
     if args.preset and args.config:
         raise InputError("give --preset or --config, not both; hint: --config my.toml alone (start it from a copy "
@@ -95,10 +110,10 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
     for key, flag in _STR_AXES.items():
         value = getattr(args, key)
         if value is not None:
-            data[key] = _split(value)
+            data[key] = _split(value, flag)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", "budget_s", "timeout_s", "retries", "rounds", "recheck_wait_s", "allocator"):
+    for key in ("device", "window", *EXECUTION_FLAGS):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -109,10 +124,18 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
     return build_config(data)
 
 
-def _sweep_has_overrides(args) -> bool:
-    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "budget_s", "timeout_s", "segment", "preset", "config",
-            "allocator"]
-    return any(getattr(args, k) for k in keys) or args.isolate
+def grid_overrides(args) -> bool:
+    """Whether the command line names any of the grid (which cases), not only how they run."""
+    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "segment", "preset", "config"]
+    return any(getattr(args, k) for k in keys)
+
+
+def execution_options(args) -> dict:
+    """The execution keys the command line sets (what a resume may change)."""
+    out = {k: getattr(args, k) for k in EXECUTION_FLAGS if getattr(args, k, None) is not None}
+    if getattr(args, "isolate", False):
+        out["isolate"] = True
+    return out
 
 
 def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick") -> None:
@@ -146,11 +169,15 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                    help="upper bound on each attempt at measuring a case, in seconds (finite; no 'inf': give a "
                         "long bound such as 86400)")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
-    p.add_argument("--retries", type=int, help="re-measurements of a cell its own evidence flags (noisy, few calls, "
-                                               "host busy, slow calibration, above ceiling), and of the ceiling when "
-                                               "cells exceed it; a cell still flagged at the end is measured again "
-                                               "as one more round, up to this many times (recheck); default 2, "
-                                               "0 for none")
+    p.add_argument("--retries", type=int, help="attempts per cell after its first: re-measurements of a cell its own "
+                                               "evidence flags (noisy, few calls, host busy, slow calibration, above "
+                                               "ceiling), each after a short wait for quiet; default 2, 0 for none")
+    p.add_argument("--ceiling-retries", dest="ceiling_retries", type=int,
+                   help="end-of-run re-measurements of the matmul ceiling while cells read above it (a ceiling "
+                        "measured on a busy machine reads low); default 2, 0 for none")
+    p.add_argument("--recheck-retries", dest="recheck_retries", type=int,
+                   help="end-of-run re-checks of a cell its own evidence still flags, each one more round; "
+                        "default 2, 0 for no re-check")
     p.add_argument("--recheck-wait-s", dest="recheck_wait_s", type=float, metavar="SECONDS",
                    help="how long the end-of-run re-check may wait, all waits together, for a slow machine to come "
                         "back near its best speed (the calibration kernel within 15%% of the run's best) before "
@@ -172,7 +199,7 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:
     """--executor and the Ray executor's flags (how cases run, so they may change on --resume)."""
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
+    p.add_argument("--executor", choices=["local", "ray"],
                    help="local (this machine, one case at a time) or ray (cases spread over a Ray cluster: one "
                         "GPU, or one node's CPUs, per case; needs pip install -e '.[ray]'); see docs/scale-out.md")
     p.add_argument("--ray-address", dest="ray_address", metavar="ADDRESS",
@@ -183,5 +210,5 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
                         "correctness sweeps, not timing (recorded in run.json)")
 
 
-def executor_args(args: argparse.Namespace) -> dict:
-    return {"executor": args.executor, "ray_address": args.ray_address, "ray_cpus_per_case": args.ray_cpus_per_case}
+EXECUTION_FLAGS = ("budget_s", "timeout_s", "retries", "ceiling_retries", "recheck_retries", "rounds",
+                   "recheck_wait_s", "allocator", "executor", "ray_address", "ray_cpus_per_case")

@@ -10,3 +10,10 @@ class InputError(ValueError):
 
 class UnsupportedCaseError(InputError):
     """A variant was asked to run a case it cannot run; the message carries its reasons."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text, ``"TypeName: first line of its message"`` (the name alone when
+    the message is empty): the reason a row, a log line or an error message gives for it."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0].strip()}" if text else type(exc).__name__

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from harness.core.case import DTYPES, Case
-from harness.core.errors import InputError, UnsupportedCaseError
+from harness.core.errors import InputError, UnsupportedCaseError, one_line
 from harness.core.patterns import Pattern
 from harness.core.reference import check_qkv
 
@@ -193,7 +193,7 @@ def discover() -> dict[str, type[Variant]]:
             try:
                 ep.load()
             except Exception as exc:  # a broken plug-in must not take the harness down
-                LOAD_ERRORS[ep.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line
+                LOAD_ERRORS[ep.name] = one_line(exc)
         _discovered = True
     return dict(sorted(REGISTRY.items()))
 

@@ -85,3 +85,9 @@ class Progress:
     def close(self) -> None:
         if self.bar:
             self.bar.stop()
+
+
+def say(quiet: bool, msg: str) -> None:
+    """A line on stderr for the user (nothing when ``quiet``)."""
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)

@@ -113,12 +113,12 @@ class RayExecutor:
         self.owned = True
 
     def _task_resources(self, node: _Node) -> dict:
-        if self.config.device == "cuda":
+        if self.config.grid.device == "cuda":
             return {"num_gpus": 1, "num_cpus": self.cpus_per_case or 1}
         return {"num_cpus": self.cpus_per_case or node.cpus}
 
     def _slots(self, cpus: int, gpus: int) -> int:
-        if self.config.device == "cuda":
+        if self.config.grid.device == "cuda":
             return min(gpus, cpus // (self.cpus_per_case or 1))
         return cpus // self.cpus_per_case if self.cpus_per_case else (1 if cpus else 0)
 
@@ -141,7 +141,7 @@ class RayExecutor:
 
     def _validate(self) -> None:
         resources = self.ray.cluster_resources()
-        if self.config.device == "cuda" and not resources.get("GPU"):
+        if self.config.grid.device == "cuda" and not resources.get("GPU"):
             raise InputError(f"{self.where} has no GPU for this device=cuda sweep (cluster resources: "
                              f"{_brief(resources)}); hint: add GPU nodes (`ray start --address ... --num-gpus N`) "
                              "or sweep --device cpu")
@@ -151,12 +151,12 @@ class RayExecutor:
                 raise InputError(f"--ray-cpus-per-case {self.cpus_per_case} is more than any node of {self.where} "
                                  f"has (largest: {most} CPUs); hint: --ray-cpus-per-case {max(most, 1)} or less")
         if not self.nodes:
-            raise InputError(f"{self.where} has no node that can run a {self.config.device} case (cluster resources: "
+            raise InputError(f"{self.where} has no node that can run a {self.config.grid.device} case (cluster resources: "
                              f"{_brief(resources)}); hint: start nodes with `ray start --address ...`")
 
     def execution(self) -> dict:
         """What run.json records under "execution"."""
-        policy = ("one GPU per case" if self.config.device == "cuda" else
+        policy = ("one GPU per case" if self.config.grid.device == "cuda" else
                   f"{self.cpus_per_case} CPUs per case (packed: for correctness, not timing)" if self.cpus_per_case
                   else "a whole node's CPUs per case")
         return {"executor": "ray", "ray_address": self.address, "ray_cpus_per_case": self.cpus_per_case,
@@ -175,11 +175,11 @@ class RayExecutor:
         return self._remote[fn].options(**options).remote(*args)
 
     def _cpus(self, node: _Node) -> int:
-        return self._task_resources(node)["num_cpus"] if self.config.device == "cpu" else 0
+        return self._task_resources(node)["num_cpus"] if self.config.grid.device == "cpu" else 0
 
     def _figures_args(self, node: _Node, meta: dict, when: str) -> tuple:
         stored = (meta.get("nodes") or {}).get(node.hostname, {})
-        return (self.config.device, list(self.config.dtypes), self._cpus(node),
+        return (self.config.grid.device, list(self.config.grid.dtypes), self._cpus(node),
                 not stored.get("ceilings_flops_per_s"), when)
 
     def _store_figures(self, meta: dict, node: _Node, fig: dict) -> None:
@@ -223,7 +223,7 @@ class RayExecutor:
         ray = self.ray
         pending: deque[Case] = deque(cases)
         flights: dict = {}
-        config = json.loads(json.dumps(self.config.to_dict()))
+        config = self.config.to_dict()
         last_progress = last_refresh = time.monotonic()
         idle_since = None
         try:
@@ -247,7 +247,7 @@ class RayExecutor:
                 if not flights:
                     idle_since = idle_since or now
                     if now - idle_since > NO_NODE_GIVE_UP_S:
-                        raise InputError(f"{self.where} has had no node able to run {self.config.device} cases for "
+                        raise InputError(f"{self.where} has had no node able to run {self.config.grid.device} cases for "
                                          f"{NO_NODE_GIVE_UP_S:g} s; {len(pending)} cases left; hint: add nodes, "
                                          "then finish with --resume")
                     time.sleep(1.0)

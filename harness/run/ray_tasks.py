@@ -8,20 +8,19 @@ import os
 import time
 
 from harness.core.case import Case
-from harness.run.config import SweepConfig
 
 _RUNNERS: dict[str, object] = {}  # one executor per worker process, reused across its tasks
 
 
 def _runner(config: dict, ceilings: dict):
-    from harness.run.config import build_config
     from harness.run.executors import InProcess, Isolated
+    from harness.run.validate import build_config
 
     key = json.dumps([config, ceilings], sort_keys=True)
     if key not in _RUNNERS:
         _RUNNERS.clear()
         cfg = build_config(config)
-        _RUNNERS[key] = (Isolated if cfg.isolate else InProcess)(cfg, ceilings)
+        _RUNNERS[key] = (Isolated if cfg.execution.isolate else InProcess)(cfg, ceilings)
     return _RUNNERS[key]
 
 
@@ -51,13 +50,12 @@ def node_figures(device: str, dtypes: list[str], cpus: int, ceilings: bool, when
     import ray
 
     from harness.run.executors import node_fields
-    from harness.run.sweep import calibrate, measure_ceilings
+    from harness.run.figures import calibrate, measure_ceilings
     from harness.store.provenance import cpu_model
 
     threads = _use_cpus(device, cpus)
-    cfg = SweepConfig(device=device, dtypes=tuple(dtypes))
     out = {**node_fields(device), "node_id": ray.get_runtime_context().get_node_id(), "cpu_model": cpu_model(),
            "cpu_count": os.cpu_count(), "torch_num_threads": threads, "calibration": calibrate(device, when)}
     if ceilings:
-        out["ceilings_flops_per_s"] = measure_ceilings(cfg, quiet=True)
+        out["ceilings_flops_per_s"] = measure_ceilings(device, dtypes, quiet=True)
     return out

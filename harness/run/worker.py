@@ -44,8 +44,8 @@ def sweep_mode(job: dict) -> None:
     """Full rows (time, memory, error) of the cases sent, measured by this tree's in-process executor."""
     from harness.core.case import Case
     from harness.core.registry import discover
-    from harness.run.config import build_config
     from harness.run.executors import InProcess
+    from harness.run.validate import build_config
 
     executor = InProcess(build_config(job["config"]), job.get("ceilings") or {})
     _reply({"ready": True, **_files(discover(), [])})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.core.errors import InputError
+from harness.core.errors import InputError, one_line
 from harness.store.journal import Journal
 from harness.store.schema import (
     CASE_COLUMNS,
@@ -179,7 +179,7 @@ def _read_parquet(run_dir: Path) -> pd.DataFrame | None:
     try:
         df = pd.read_parquet(path, dtype_backend="numpy_nullable")
     except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError, a bad footer an OSError
-        reason = "it is missing" if not path.exists() else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        reason = "it is missing" if not path.exists() else one_line(exc)
         if not journal.exists():
             raise InputError(f"cannot load {run_dir}: {path} cannot be read ({reason}) and there is no {JOURNAL} "
                              "to rebuild it from; hint: measure the run again") from None

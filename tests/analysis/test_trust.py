@@ -8,7 +8,7 @@ from harness.analysis.trust import assess, best_calibration, bimodal, cross_flag
 from harness.cli.main import main
 from harness.core.case import Case
 from harness.run import executors
-from harness.run.config import build_config
+from harness.run.validate import build_config
 
 
 def ok_row(**changes):
@@ -46,7 +46,7 @@ def test_contended_samples_are_left_out_of_the_sample_flags():
 
 
 def test_the_summary_counts_the_samples_left_out_as_contended():
-    from harness.analysis.trust import contention_text, evidence_clauses
+    from harness.render.trust_text import contention_text, evidence_clauses
     from harness.cli.show import trust_line
 
     rows = assess([ok_row(time_contended=[False] * 8 + [True] * 2), ok_row(time_contended=[True] * 10),
@@ -171,7 +171,7 @@ def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
 
 def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement():
     from harness.analysis.trust import cross_suspects
-    from harness.run.sweep import _remeasure_suspects
+    from harness.run.remeasure import Cells, remeasure_suspects
 
     fwd = Case("naive", seq_len=64, heads=1, head_dim=8)
     bwd = fwd.replace(pass_="fwd_bwd")
@@ -193,7 +193,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
     runner = Runner(1e-3)
-    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, runner, record, {"calibration": []}, quiet=True)
+    remeasure_suspects(Cells(rows, {c.id: c for c in (fwd, bwd, long)}, runner, record, {"calibration": []}, quiet=True))
     assert runner.calls == [fwd.id] and len(rows) == 3 and rows[0]["case_id"] == fwd.id
     assert rows[0]["time_s_median"] == 1e-3 and rows[0]["attempts"] == 2
     assert rows[0]["remeasured_for"] == "fwd slower than its own fwd_bwd"

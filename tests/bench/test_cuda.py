@@ -29,7 +29,7 @@ def test_cuda_backend_reasons_are_readable(name):
 
 
 def test_cuda_sweep_half_precision(tmp_path):
-    from harness.run.config import build_config
+    from harness.run.validate import build_config
     from harness.run.sweep import run_sweep
     from harness.store.load import load_run
 

@@ -104,7 +104,7 @@ def test_a_row_whose_calls_fault_is_flagged_on_its_clean_samples():
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc is not the process's (another OS, or a preloaded malloc)")
 def test_memory_a_steady_heap_keeps_counts_as_free_and_a_sweep_warns_when_its_allocator_differs(tmp_path, capsys):
-    from harness.run.config import build_config
+    from harness.run.validate import build_config
     from harness.run.sweep import run_sweep
     from harness.store.load import load_run
 

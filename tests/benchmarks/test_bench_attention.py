@@ -20,7 +20,8 @@ from harness.bench.prepare import prepare
 from harness.bench.timing import sync
 from harness.core.patterns import PATTERN_KINDS
 from harness.core.registry import get_variant
-from harness.run.config import build_config, expand
+from harness.run.config import expand
+from harness.run.validate import build_config
 
 GRID = {
     "name": "pytest-benchmark",
@@ -47,7 +48,7 @@ def test_fwd(benchmark, case):
     reasons = variant.not_supported_reasons(case)
     if reasons:
         pytest.skip(f"{case.id}: " + "; ".join(reasons))
-    pin_allocator(CONFIG.allocator)  # as a sweep measures (harness.bench.heap)
+    pin_allocator(CONFIG.execution.allocator)  # as a sweep measures (harness.bench.heap)
     prepared = prepare(variant, case)  # reasons, masks, compilation: never timed
     fn = prepared.fn
 

@@ -40,7 +40,7 @@ def tiny() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One finished run folder of the TINY sweep (for show and report)."""
-    from harness.run.config import build_config
+    from harness.run.validate import build_config
     from harness.run.sweep import run_sweep
 
     config = build_config({"variants": ["naive"], "patterns": ["global"], "causal": [False], "seq_lens": [16],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from harness.run.config import preset_names
+from harness.run.presets import preset_names
 
 
 def test_list_shows_backward_per_device(cli, registry):

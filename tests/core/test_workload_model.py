@@ -11,7 +11,8 @@ from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.core.patterns import Pattern, make_doc_lens
 from harness.render.roofline import plot_roofline, roofline_points
-from harness.run.config import build_config, expand
+from harness.run.config import expand
+from harness.run.validate import build_config
 
 
 @pytest.mark.parametrize("kind,causal", list(itertools.product(["global", "local", "hierarchical", "document"],

@@ -20,7 +20,8 @@ pytest.importorskip("asv", reason="asv is not installed (it is in the test extra
 
 import harness.asv_bench.benchmarks as suite_module  # noqa: E402
 from harness.core.errors import InputError
-from harness.run.config import build_config, expand, load_toml
+from harness.run.config import expand
+from harness.run.validate import build_config, load_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [f"benchmarks.{cls}.{name}" for cls in ("Fwd", "FwdBwd")

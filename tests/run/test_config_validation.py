@@ -9,7 +9,7 @@ import pytest
 
 from harness.core.errors import InputError
 from harness.core.registry import Variant, get_variant
-from harness.run.config import build_config, load_toml
+from harness.run.validate import build_config, load_toml
 
 
 @pytest.mark.parametrize("data, words", [
@@ -71,4 +71,4 @@ def test_run_names_cannot_leave_results(tmp_path):
     toml = tmp_path / "my sweep (v2).toml"
     toml.write_text('variants = ["naive"]\n')
     assert load_toml(str(toml), False)["name"] == "my-sweep-v2"  # a file's stem is made safe, not refused
-    assert build_config(load_toml(str(toml), False)).name == "my-sweep-v2"
+    assert build_config(load_toml(str(toml), False)).grid.name == "my-sweep-v2"

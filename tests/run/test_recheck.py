@@ -9,7 +9,9 @@ import pytest
 from harness.analysis.trust import assess, cross_suspects
 from harness.core.case import Case
 from harness.core.errors import InputError
-from harness.run.config import build_config
+from harness.run import figures, quiet
+from harness.run.remeasure import Cells, recheck_flagged
+from harness.run.validate import build_config
 from harness.store.load import load_run
 
 
@@ -30,9 +32,9 @@ def _rows_and_cases(*rows):
 
 
 def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(measured, monkeypatch):
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3), measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     meta = {"calibration": [], "ceilings_flops_per_s": {}}
     written = []
@@ -42,7 +44,7 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mea
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
     runner = FakeRunner(measured(1.05e-3))
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 1)
     assert runner.calls == [rows[1]["case_id"], rows[2]["case_id"]] == written  # the clean cell is left alone
     assert rows[1]["remeasured_for"] == "round 2 (recheck: host busy)" and rows[1]["time_rounds_s"] == [1e-3, 1.05e-3]
     assert rows[1]["time_s_median"] == 1.05e-3 and rows[1]["host_busy"] == 0.0  # the clean round that agrees
@@ -51,53 +53,52 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mea
     assert [r["time_trusted"] for r in assessed] == [True, True, True]
     # A row is re-checked once: a resume (or a second call) leaves it alone, still flagged if it is.
     rows[1].update(host_busy=0.7)
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 1)
     assert len(runner.calls) == 2 and assess(rows, meta)[1]["time_trusted"] is False
     # --retries 0: no re-measurement at all.
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 0}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 0)
     assert len(runner.calls) == 2
 
 
 def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(measured, monkeypatch):
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
     runner = FakeRunner(measured(2e-3))
-    sweep._recheck_flagged(rows, by_id, runner, lambda c, m, w: rows.append({**rows[0], **m}),
-                           {"calibration": [], "ceilings_flops_per_s": {}}, build_config({"retries": 2}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, lambda c, m, w: rows.append({**rows[0], **m}),
+                          {"calibration": [], "ceilings_flops_per_s": {}}, quiet=True), 2)
     flags = json.loads(assess(rows, {})[0]["time_flags"])
     assert rows[0]["time_s_median"] == 1e-3 and {f.split(":")[0] for f in flags} == {"host busy", "unreproduced"}
     assert len(runner.calls) == 2  # still flagged after both: re-checked --retries times, no more
 
 
 def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(measured, monkeypatch):
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
     readings = iter([{"float32": 1e9}, {"float32": 3e9}, {"float32": 5e9}])
     waits = []
-    monkeypatch.setattr(sweep, "measure_ceilings", lambda config, quiet: next(readings))
-    monkeypatch.setattr(sweep, "calibrate", lambda device, when: {"when": when, "time_s_median": 1e-3})
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: waits.append(best) or True)
+    monkeypatch.setattr(figures, "measure_ceilings", lambda device, dtypes, quiet: next(readings))
+    monkeypatch.setattr(figures, "calibrate", lambda device, when: {"when": when, "time_s_median": 1e-3})
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: waits.append(best) or True)
     rows = [{**measured(1e-3, flops_per_s=2e9), "dtype": "float32"}]
     meta = {"calibration": [], "ceilings_flops_per_s": {"float32": 0.5e9}}
-    sweep._measure_end(meta, rows, build_config({"retries": 2}), quiet=True)
+    figures.measure_end(meta, rows, "cpu", ["float32"], retries=2, quiet=True)
     # 2e9 FLOP/s is above the end's 1e9 ceiling: measured again after waiting for quiet; 3e9 settles it.
     assert meta["ceilings_flops_per_s"]["float32"] == 3e9 and waits == [1e-3]
     assert [m["when"] for m in meta["ceilings_measured"]] == ["end", "end, again: 1 cell(s) above it"]
-    assert sweep._above_ceiling(rows, meta["ceilings_flops_per_s"]) == 0
+    assert figures.above_ceiling(rows, meta["ceilings_flops_per_s"]) == 0
 
 
 def test_after_a_wait_for_quiet_that_ran_out_the_next_waits_only_probe(monkeypatch):
-    from harness.run import executors
 
     readings = []  # calibration medians the probes will read, in order
-    monkeypatch.setattr(executors, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
-    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    monkeypatch.setattr(quiet, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
+    monkeypatch.setattr(quiet.time, "sleep", lambda s: None)
     clock = iter(range(10**6))  # one second per reading of the clock
-    monkeypatch.setattr(executors.time, "perf_counter", lambda: float(next(clock)))
-    wait = executors.QuietWaiter()
+    monkeypatch.setattr(quiet.time, "perf_counter", lambda: float(next(clock)))
+    wait = quiet.QuietWaiter()
     readings[:] = [2e-3] * 10
     assert wait("cpu", 1e-3) is False and wait.missed and len(readings) == 5  # probed for QUIET_WAIT_S
     assert wait("cpu", 1e-3) is False and len(readings) == 4  # then a single probe
@@ -110,15 +111,14 @@ def test_after_a_wait_for_quiet_that_ran_out_the_next_waits_only_probe(monkeypat
 def test_a_wait_budget_waits_out_a_slow_spell_then_stops_at_its_bound(monkeypatch):
     """--recheck-wait-s: a wait that runs out goes on, all waits together within the budget, until the
     machine comes back; once the budget is spent, the waits are single probes again."""
-    from harness.run import executors
 
     readings = []  # calibration medians the probes will read, in order
-    monkeypatch.setattr(executors, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
-    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    monkeypatch.setattr(quiet, "calibrate", lambda device, budget_s, min_samples: {"time_s_median": readings.pop(0)})
+    monkeypatch.setattr(quiet.time, "sleep", lambda s: None)
     clock = iter(range(10**6))  # one second per reading of the clock
-    monkeypatch.setattr(executors.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(quiet.time, "perf_counter", lambda: float(next(clock)))
     said = []
-    wait = executors.QuietWaiter(budget_s=30.0, log=said.append)
+    wait = quiet.QuietWaiter(budget_s=30.0, log=said.append)
     readings[:] = [2e-3] * 12 + [1e-3, 2e-3]  # slow for 12 probes (past the 5 s wait), then back
     assert wait("cpu", 1e-3) is True and not wait.missed and readings == [2e-3]
     assert 12 < wait.waited_s < 30 and len(said) == 2
@@ -133,20 +133,20 @@ def test_a_wait_budget_waits_out_a_slow_spell_then_stops_at_its_bound(monkeypatc
     left = len(readings)
     assert wait("cpu", 1e-3) is False and len(readings) == left - 1  # the budget is spent: a single probe
     # No budget (every other waiter): a wait that runs out is not extended.
-    plain = executors.QuietWaiter()
+    plain = quiet.QuietWaiter()
     readings[:] = [2e-3] * 20
     assert plain("cpu", 1e-3) is False and len(readings) == 15
 
 
 def test_the_recheck_wait_budget_scales_with_the_run_within_bounds():
-    from harness.run.executors import QUIET_WAIT_S, RECHECK_WAIT_MAX_S, recheck_wait_budget_s
+    from harness.run.quiet import QUIET_WAIT_S, RECHECK_WAIT_MAX_S, recheck_wait_budget_s
 
-    default = build_config({})
+    default = build_config({}).execution
     assert recheck_wait_budget_s(default, 10.0) == QUIET_WAIT_S  # a short run: the single wait it always had
     assert recheck_wait_budget_s(default, 600.0) == pytest.approx(90.0)  # 15% of the cases' time
     assert recheck_wait_budget_s(default, 10**5) == RECHECK_WAIT_MAX_S
-    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 0}), 600.0) == 0.0
-    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 42}), 1.0) == 42.0
+    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 0}).execution, 600.0) == 0.0
+    assert recheck_wait_budget_s(build_config({"recheck_wait_s": 42}).execution, 1.0) == 42.0
     for bad in (-1, float("nan"), float("inf"), "x", True):
         with pytest.raises(InputError, match="recheck_wait_s must be"):
             build_config({"recheck_wait_s": bad})
@@ -156,7 +156,7 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
     """The machine is slow when the re-check starts: its first wait runs out, and where no budget would
     give up on the cells flagged only 'slow machine', a budget waits on until the machine is back and
     re-checks them all; run.json records the budget and the time waited."""
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
     limits = []
     probes = iter([False, True, True, True])  # the 5 s wait runs out; the longer one sees the machine back
@@ -165,7 +165,7 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
         limits.append(limit_s)
         return next(probes)
 
-    monkeypatch.setattr(executors, "wait_for_quiet", fake_wait)
+    monkeypatch.setattr(quiet, "wait_for_quiet", fake_wait)
     slow = dict(calibration_s=1.5e-3)
     rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow), measured(1e-3, **slow))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
@@ -175,25 +175,25 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
     ids = [r["case_id"] for r in rows]
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True, wait_s=60.0)
-    assert runner.calls == ids and limits[0] == executors.QUIET_WAIT_S and 59 < limits[1] <= 60
-    assert limits[2:] == [executors.QUIET_WAIT_S] * 2  # back: each cell's wait is the usual one
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 1, wait_s=60.0)
+    assert runner.calls == ids and limits[0] == quiet.QUIET_WAIT_S and 59 < limits[1] <= 60
+    assert limits[2:] == [quiet.QUIET_WAIT_S] * 2  # back: each cell's wait is the usual one
     assert [r["time_trusted"] for r in assess(rows, meta)] == [True] * 3
     assert meta["recheck_wait"]["budget_s"] == 60.0 and "waited_s" in meta["recheck_wait"]
 
 
 def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(measured, tmp_path):
-    from harness.analysis.trust import wait_text
+    from harness.render.trust_text import wait_text
     from harness.cli.show import trust_line
     from harness.run import sweep
 
     rows, _ = _rows_and_cases(measured(1e-3))
     meta = {"schema_version": 3, "run_id": "r", "calibration": [], "ceilings_flops_per_s": {}, "sweep": {}, "provenance": {},
             "recheck_wait": {"budget_s": 135.0, "waited_s": 42.4}}
-    sweep._finish(tmp_path, meta, [{"run_id": "r", **r} for r in rows], "complete", build_config({}), quiet=True)
+    sweep._finish(tmp_path, meta, [{"run_id": "r", **r} for r in rows], "complete", quiet=True)
     _, stored = load_run(tmp_path)
     assert stored["trust"]["recheck_wait"] == {"budget_s": 135.0, "waited_s": 42.4} and "recheck_wait" not in stored
-    sweep._finish(tmp_path, stored, [{"run_id": "r", **r} for r in rows], "complete", build_config({}), quiet=True)
+    sweep._finish(tmp_path, stored, [{"run_id": "r", **r} for r in rows], "complete", quiet=True)
     assert load_run(tmp_path)[1]["trust"]["recheck_wait"]["waited_s"] == 42.4  # a resume that waited not keeps it
     assert ("the end-of-run re-check waited 42 s (of up to 135 s, --recheck-wait-s) for the machine to come back"
             in trust_line(stored["trust"]))
@@ -203,9 +203,9 @@ def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(measured, tmp_pat
 
 
 def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(measured, monkeypatch):
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     runner = FakeRunner(measured(1.05e-3))
     replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
@@ -214,8 +214,7 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
-    sweep._recheck_flagged(rows, by_id, runner, record, {"calibration": [], "ceilings_flops_per_s": {}},
-                           build_config({"retries": 3}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, {"calibration": [], "ceilings_flops_per_s": {}}, quiet=True), 3)
     # Pass 1 re-checks both; only the first is still flagged (its recheck read 3 ms, busy), so pass 2 re-checks it.
     assert runner.calls == [rows[0]["case_id"], rows[1]["case_id"], rows[0]["case_id"]]
     assert rows[0]["remeasured_for"] == "round 3 (recheck: host busy, unreproduced)"
@@ -227,9 +226,9 @@ def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(meas
     """A re-check can lower the run's best calibration: a cell that was clean against the old best and
     reads more than 15% slower than the new one is re-checked in the next pass (its first), even with
     --retries 1; every cell is still re-checked at most --retries times."""
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, calibration_s=1.1e-3))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
     runner = FakeRunner(measured(1e-3, calibration_s=0.9e-3))  # every re-check finds the machine faster than ever
@@ -239,23 +238,23 @@ def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(meas
 
     ids = [r["case_id"] for r in rows]
     assert assess(rows, meta)[1]["time_trusted"] is True  # 1.1x the best: clean before the re-check
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 1)
     assert runner.calls == ids and rows[1]["remeasured_for"] == "round 2 (recheck: slow machine)"
     assert [r["time_trusted"] for r in assess(rows, meta)] == [True, True]
 
 
 def test_end_of_run_details_the_recheck_relies_on(measured, monkeypatch):
     from harness.analysis.rounds import own_flags
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
     # The best ceilings are updated in place: the runner that measures the re-checks holds that dict.
     meta = {"ceilings_flops_per_s": {"float32": 1e9}}
     held = meta["ceilings_flops_per_s"]
-    sweep._keep_best_ceilings(meta, {"float32": 3e9}, "end")
+    figures.keep_best_ceilings(meta, {"float32": 3e9}, "end")
     assert held is meta["ceilings_flops_per_s"] and held["float32"] == 3e9
     # A probe that fails is no evidence of quiet, and no crash.
-    monkeypatch.setattr(executors, "calibrate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error")))
-    assert executors.wait_for_quiet("cuda", 1e-3) is False
+    monkeypatch.setattr(quiet, "calibrate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error")))
+    assert quiet.wait_for_quiet("cuda", 1e-3) is False
     # A re-checked row is not suspected again by a cross-cell check (a resume would otherwise re-measure it).
     fwd = Case("naive", seq_len=64, heads=1, head_dim=8)
     rows = [{**measured(9e-3), "case_id": fwd.id, **fwd.to_record(), "remeasured_for": "round 3 (recheck: noisy)"},
@@ -269,10 +268,10 @@ def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(m
     """The first wait for quiet runs out (the machine stays slow): the next cell flagged only 'slow
     machine' gets one probe, still slow, and is skipped; a cell with another flag is re-checked all the
     same; a probe that finds the machine quiet again has the next slow-only cell re-checked."""
-    from harness.run import executors, sweep
+    from harness.run import sweep
 
     probes = iter([False, False, False, True])
-    monkeypatch.setattr(executors, "wait_for_quiet", lambda device, best, limit_s=5.0: next(probes))
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: next(probes))
     slow = dict(calibration_s=1.5e-3)
     rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow),
                                   measured(1e-3, host_busy=0.6, **slow), measured(1e-3, **slow))
@@ -283,6 +282,6 @@ def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(m
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
 
     ids = [r["case_id"] for r in rows]
-    sweep._recheck_flagged(rows, by_id, runner, record, meta, build_config({"retries": 1}), quiet=True)
+    recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 1)
     assert runner.calls == [ids[0], ids[2], ids[3]]
     assert rows[1].get("remeasured_for") is None and all("recheck" in rows[i]["remeasured_for"] for i in (0, 2, 3))

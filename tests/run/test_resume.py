@@ -11,7 +11,8 @@ import pytest
 
 from harness.cli.main import main
 from harness.core.errors import InputError
-from harness.run.config import build_config, expand
+from harness.run.config import expand
+from harness.run.validate import build_config
 from harness.run.sweep import run_sweep
 from harness.store.load import load_run
 

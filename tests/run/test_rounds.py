@@ -4,7 +4,7 @@ journaled, and a resume that adds a round."""
 import pytest
 
 from harness.core.errors import InputError
-from harness.run.config import build_config
+from harness.run.validate import build_config
 from harness.store.load import load_run
 
 
@@ -13,19 +13,19 @@ def small(**changes):
                          "budget_s": 0.005, "retries": 0, **changes})
 
 
-def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
+def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path, fake_measure):
+    """The rounds' logic on clean measurements (faked): nothing else re-measures, so the counts are exact."""
     from harness.cli.show import trust_line
     from harness.run.sweep import run_sweep
 
     run = run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True)
     df, meta = load_run(run)
-    assert len(df) == 4 and df["case_id"].is_unique
+    ids = df["case_id"].tolist()
+    assert len(df) == 4 and df["case_id"].is_unique and fake_measure == ids + ids  # round 2 after all of round 1
     assert df["time_rounds_s"].map(len).tolist() == [2] * 4
     assert df["remeasured_for"].tolist() == ["round 2"] * 4 and meta["sweep"]["rounds"] == 2
-    kept_a_round = [m in r for m, r in zip(df["time_s_median"], df["time_rounds_s"])]
-    assert all(kept_a_round) and (df["time_s_median"] <= 1.15 * df["time_rounds_s"].map(min)).all()
-    assert (df["attempts"] == 2).all()
-    assert meta["trust"]["rounds"]["cells"] == 4 and 0 <= meta["trust"]["rounds"]["agree"] <= 4
+    assert (df["time_s_median"] == df["time_rounds_s"].map(min)).all() and (df["attempts"] == 2).all()
+    assert meta["trust"]["rounds"] == {**meta["trust"]["rounds"], "cells": 4, "agree": 4}
     assert ("4 cells measured more than once (rounds, re-checks) had their kept round reproduced within 15%"
             in trust_line(meta["trust"]))
     lines = (run / "journal.jsonl").read_text().splitlines()
@@ -33,8 +33,26 @@ def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path):
     # A resume with more rounds measures every cell once more, and nothing else.
     run_sweep(None, resume=run, quiet=True, options={"rounds": 3})
     df, meta = load_run(run)
-    assert len(df) == 4 and df["time_rounds_s"].map(len).tolist() == [3] * 4
+    assert len(df) == 4 and df["time_rounds_s"].map(len).tolist() == [3] * 4 and fake_measure[8:] == ids
     assert len((run / "journal.jsonl").read_text().splitlines()) == 12 and meta["sweep"]["rounds"] == 3
+
+
+def test_a_timed_sweep_in_rounds_keeps_a_round_per_cell_whatever_the_load(tmp_path):
+    """Real timing: a busy machine may add rounds (cross-cell checks, re-checks), so only what holds
+    however many there were is asserted: at least the rounds asked for, one row per cell, the kept
+    median one of the rounds and within 15% of the fastest, every measurement journaled."""
+    from harness.run.sweep import run_sweep
+
+    run = run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True)
+    df, meta = load_run(run)
+    rounds = df["time_rounds_s"].map(len)
+    assert len(df) == 4 and df["case_id"].is_unique and (rounds >= 2).all() and meta["sweep"]["rounds"] == 2
+    assert df["remeasured_for"].str.startswith("round ").all()
+    kept_a_round = [m in r for m, r in zip(df["time_s_median"], df["time_rounds_s"])]
+    assert all(kept_a_round) and (df["time_s_median"] <= 1.15 * df["time_rounds_s"].map(min)).all()
+    assert (df["attempts"] >= rounds).all() and meta["trust"]["rounds"]["cells"] == 4
+    assert 0 <= meta["trust"]["rounds"]["agree"] <= 4
+    assert len((run / "journal.jsonl").read_text().splitlines()) >= rounds.sum()  # a row per round at least
 
 
 def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):

@@ -19,7 +19,9 @@ from harness.cli.main import main
 from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.core.registry import get_variant
-from harness.run.config import build_config, expand, load_toml, preset_names
+from harness.run.config import expand
+from harness.run.presets import preset_names
+from harness.run.validate import build_config, load_toml
 from harness.run.sweep import run_sweep
 from harness.store.load import load_run
 

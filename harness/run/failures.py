@@ -1,0 +1,21 @@
+"""An exception raised while measuring a case, as the row's status and one-line reason."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.core.errors import one_line
+from harness.run.alarm import CaseTimeout
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) for an exception raised while measuring a case."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
+    if isinstance(exc, CaseTimeout):
+        return "timeout", str(exc)
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return "oom", reason
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()):
+        return "oom", reason
+    return "error", reason
