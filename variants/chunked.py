@@ -1,15 +1,25 @@
 """chunked: exact attention in O(N) memory, after Rabe & Staats, "Self-attention does not need
 O(n^2) memory" (2021).
 
-Queries are split into chunks of ``chunk_q`` and keys into chunks of ``chunk_k``. For each query
-chunk, key chunks are visited in turn while a running row maximum, a running sum of exponentials and
-an unnormalized output are merged (log-sum-exp merge), so the extra memory is O(chunk_q * chunk_k)
-per head. Key chunks with no allowed pair (causal, local band) are skipped.
+Queries are split into chunks of ``chunk_q`` and keys into pieces; the partial results of a query
+chunk against each key piece are merged by their log-sum-exp, so nothing of size N x N is held.
+Two paths compute a (query chunk, key piece) block, chosen by ``kernel``:
 
-The backward pass recomputes each chunk's probabilities from the saved log-sum-exp instead of saving
+* ``flash`` (``auto`` on CPU): torch's fused CPU flash-attention kernel (``variants._flash``) on
+  the block, which never materializes the block's scores either (it tiles them internally), so the
+  key pieces can be long: ``chunk_k="auto"`` takes the whole key range in one piece where every pair
+  is allowed (global), splits causal rows at the diagonal (the diagonal block runs with the kernel's
+  top-left causal flag, no mask tensor) and cuts masked patterns (local, document) into pieces of
+  at most 1024 keys, each with its additive mask. ``chunk_q="auto"`` is 1024 queries. Extra memory:
+  O(chunk_q * D) per head for the block's output, plus O(chunk_q * piece) for a masked piece.
+* ``torch`` (``auto`` on every other device, CUDA included): plain matmuls with an online softmax
+  over (chunk_q, chunk_k) score tiles, ``"auto"`` = 512 x 1024; extra memory O(chunk_q * chunk_k)
+  per head. Key chunks with no allowed pair (causal, local band) are skipped.
+
+The backward pass recomputes each block's probabilities from the saved log-sum-exp instead of saving
 them (the paper recomputes with checkpointing; a custom autograd.Function does the same with one
-recompute per chunk pair), so it keeps the same O(chunk_q * chunk_k) bound. Softmax statistics are
-accumulated in float32 whatever the input dtype.
+recompute per block), so it keeps the same memory bound. Softmax statistics are accumulated in
+float32 whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -18,8 +28,13 @@ import math
 
 import torch
 
+from harness.core.case import Case
+from harness.core.errors import InputError
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
+from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, merge, use_flash
+
+MASK_PIECE = 1024  # keys per masked piece on the flash path (its additive mask is chunk_q x MASK_PIECE)
 
 
 def _chunk_mask(pattern: Pattern, p0: int, p1: int, k0: int, k1: int, doc, device) -> torch.Tensor | None:
@@ -72,7 +87,8 @@ class _ChunkedAttention(torch.autograd.Function):
         scale = 1.0 / math.sqrt(d)
         doc = pattern.doc_ids(kv_len, q.device) if pattern.kind == "document" else None
         qg = q.view(b, h_kv, g, q_len, d)  # (B, Hkv, g, Q, D)
-        out = torch.empty_like(q).view(b, h_kv, g, q_len, d)
+        # Contiguous whatever q's strides; _blocks' query chunks cover [0, Q), so every row is written.
+        out = torch.empty(b, h_kv, g, q_len, d, dtype=q.dtype, device=q.device)  # (B, Hkv, g, Q, D)
         lse = torch.empty(b, h_kv, g, q_len, dtype=torch.float32, device=q.device)  # (B, Hkv, g, Q)
         for q0, q1, p0, kblocks in _blocks(pattern, q_len, kv_len, cq, ck):
             qc = qg[:, :, :, q0:q1] * scale  # (B, Hkv, g, cq, D), pre-scaled once per query chunk
@@ -117,10 +133,11 @@ class _ChunkedAttention(torch.autograd.Function):
         delta = (go_all.float() * out.view(b, h_kv, g, q_len, d).float()).sum(dim=-1, keepdim=True)  # (B, Hkv, g, Q, 1)
         for q0, q1, p0, kblocks in _blocks(pattern, q_len, kv_len, cq, ck):
             qc, go = qg[:, :, :, q0:q1], go_all[:, :, :, q0:q1]
+            qs = qc * scale  # (B, Hkv, g, cq, D): the forward's pre-scaled queries, so p is recomputed alike
             lse_c, delta_c = lse[:, :, :, q0:q1, None], delta[:, :, :, q0:q1]
             for k0, k1 in kblocks:
                 kc, vc = k[:, :, None, k0:k1], v[:, :, None, k0:k1]  # (B, Hkv, 1, ck, D)
-                s = (qc @ kc.transpose(-1, -2)).float() * scale  # (B, Hkv, g, cq, ck)
+                s = (qs @ kc.transpose(-1, -2)).float()  # (B, Hkv, g, cq, ck) scaled scores
                 mask = _chunk_mask(pattern, p0, p0 + q1 - q0, k0, k1, doc, q.device)
                 if mask is not None:
                     s.masked_fill_(~mask, float("-inf"))
@@ -134,14 +151,133 @@ class _ChunkedAttention(torch.autograd.Function):
         return dq.view(b, h, q_len, d).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
+def _heads(x: torch.Tensor, g: int) -> torch.Tensor:
+    """(B, Hkv, n, D) -> (B, Hkv * g, n, D) for the flash kernel, which wants one key head per query head."""
+    return x if g == 1 else x.repeat_interleave(g, dim=1)  # a copy of this piece only
+
+
+def _flash_plan(pattern: Pattern, q_len: int, kv_len: int, cq: int, ck: int):
+    """Yield (q0, q1, p0, pieces): query rows [q0, q1) at positions p0.., and their key pieces
+    (k0, k1, kind), kind "full" (every pair allowed), "causal" (the diagonal block) or "mask"."""
+    offset = kv_len - q_len
+    bounds = pattern.doc_bounds() if pattern.kind == "document" else None
+    for q0 in range(0, q_len, cq):
+        q1 = min(q_len, q0 + cq)
+        p0, p1 = offset + q0, offset + q1
+        lo, hi = _key_range(pattern, p0, p1, kv_len, bounds)
+        if pattern.kind == "global":
+            full_hi = p0 if pattern.causal else hi  # causal: keys before the chunk are allowed for all rows
+            pieces = [(k0, min(full_hi, k0 + ck), "full") for k0 in range(lo, full_hi, ck)]
+            if pattern.causal:
+                pieces.append((p0, p1, "causal"))  # query p0 + r sees key p0 + c iff c <= r: top-left causal
+        else:
+            step = min(ck, MASK_PIECE)
+            pieces = [(k0, min(hi, k0 + step), "mask") for k0 in range(lo, hi, step)]
+        yield q0, q1, p0, pieces
+
+
+def _piece_mask(pattern: Pattern, p0: int, p1: int, k0: int, k1: int, kind: str, doc, dtype, device):
+    """(additive mask or None, rows with no allowed key or None) of one "mask" piece."""
+    if kind != "mask":
+        return None, None
+    allowed = _chunk_mask(pattern, p0, p1, k0, k1, doc, device)  # (cq, ck) bool
+    if allowed is None or bool(allowed.all()):
+        return None, None
+    empty = ~allowed.any(dim=-1)  # (cq,)
+    return additive(allowed, dtype), (empty if bool(empty.any()) else None)
+
+
+class _FlashChunked(torch.autograd.Function):
+    """The flash path: q (B, H, Q, D), k and v (B, Hkv, K, D); each (query chunk, key piece) block is
+    one call of the fused kernel, merged into the chunk's output by log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pattern: Pattern, cq: int, ck: int):
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # the kernel's one demand
+        b, h, q_len, d = q.shape
+        kv_len = k.shape[2]
+        g = h // k.shape[1]
+        scale = 1.0 / math.sqrt(d)
+        doc = pattern.doc_ids(kv_len, q.device) if pattern.kind == "document" else None
+        # _flash_plan's query chunks cover [0, Q), so every row of out and lse is written below.
+        out = torch.empty(b, h, q_len, d, dtype=q.dtype, device=q.device)  # (B, H, Q, D)
+        lse = torch.empty(b, h, q_len, dtype=torch.float32, device=q.device)  # (B, H, Q)
+        for q0, q1, p0, pieces in _flash_plan(pattern, q_len, kv_len, cq, ck):
+            qc = q[:, :, q0:q1]  # (B, H, cq, D)
+            acc = acc_lse = None
+            for k0, k1, kind in pieces:
+                mask, empty = _piece_mask(pattern, p0, p0 + q1 - q0, k0, k1, kind, doc, q.dtype, q.device)
+                o, l = flash_fwd(qc, _heads(k[:, :, k0:k1], g), _heads(v[:, :, k0:k1], g), scale, mask,
+                                 kind == "causal")  # (B, H, cq, D), (B, H, cq)
+                if empty is not None:  # the kernel gives such rows lse 0: they hold no key of this piece
+                    l = l.masked_fill(empty, float("-inf"))
+                acc, acc_lse = (o, l) if len(pieces) == 1 else merge(acc, acc_lse, o, l)
+            out[:, :, q0:q1] = acc
+            lse[:, :, q0:q1] = acc_lse
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.pattern, ctx.cq, ctx.ck = pattern, cq, ck
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        pattern, cq, ck = ctx.pattern, ctx.cq, ctx.ck
+        b, h, q_len, d = q.shape
+        h_kv, kv_len = k.shape[1], k.shape[2]
+        g = h // h_kv
+        scale = 1.0 / math.sqrt(d)
+        doc = pattern.doc_ids(kv_len, q.device) if pattern.kind == "document" else None
+        go_all = grad_out.contiguous()  # (B, H, Q, D)
+        dq = torch.zeros(b, h, q_len, d, dtype=torch.float32, device=q.device)
+        dk = torch.zeros(b, h_kv, kv_len, d, dtype=torch.float32, device=q.device)
+        dv = torch.zeros_like(dk)
+        for q0, q1, p0, pieces in _flash_plan(pattern, q_len, kv_len, cq, ck):
+            qc, go, oc, lc = q[:, :, q0:q1], go_all[:, :, q0:q1], out[:, :, q0:q1], lse[:, :, q0:q1]
+            for k0, k1, kind in pieces:
+                mask, _ = _piece_mask(pattern, p0, p0 + q1 - q0, k0, k1, kind, doc, q.dtype, q.device)
+                dqc, dkc, dvc = flash_bwd(go, qc, _heads(k[:, :, k0:k1], g), _heads(v[:, :, k0:k1], g), oc, lc,
+                                          scale, mask, kind == "causal")
+                dq[:, :, q0:q1] += dqc
+                dk[:, :, k0:k1] += dkc.view(b, h_kv, g, k1 - k0, d).sum(dim=2)  # (B, Hkv, piece, D)
+                dv[:, :, k0:k1] += dvc.view(b, h_kv, g, k1 - k0, d).sum(dim=2)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+
+
+AUTO_CHUNKS = {True: (1024, None), False: (512, 1024)}  # flash path: (chunk_q, chunk_k); None = all keys
+
+
 @register
 class Chunked(Variant):
     name = "chunked"
-    description = "Exact attention, query x key chunks with online softmax (Rabe & Staats), O(N) memory"
+    description = ("Exact attention, query chunks x key pieces merged by log-sum-exp (Rabe & Staats), O(N) "
+                   "memory; fused CPU flash kernel per block")
     patterns = ("global", "local", "document")
     gqa = True
     decode = True
-    default_params = {"chunk_q": 512, "chunk_k": 1024}
+    default_params = {"chunk_q": "auto", "chunk_k": "auto", "kernel": "auto"}
+
+    @classmethod
+    def check_param(cls, key, value) -> None:
+        if key in ("chunk_q", "chunk_k"):
+            if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise InputError(f"variant 'chunked': parameter {key} must be an integer >= 1 or 'auto', got "
+                                 f"{value!r}; hint: {key} = 'auto' (chosen from the shape)")
+            return
+        if key == "kernel" and value not in ("auto", "flash", "torch"):
+            raise InputError(f"variant 'chunked': parameter kernel must be 'auto', 'flash' or 'torch', got "
+                             f"{value!r}; hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
+        super().check_param(key, value)
+
+    def not_supported_reasons(self, case: Case) -> list[str]:
+        return super().not_supported_reasons(case) + flash_kernel_reasons(case.device, self.params["kernel"])
+
+    def chunks(self, flash: bool, kv_len: int) -> tuple[int, int]:
+        """(chunk_q, chunk_k) for this path: the parameters, or AUTO_CHUNKS where they are 'auto'."""
+        auto_q, auto_k = AUTO_CHUNKS[flash]
+        cq, ck = self.params["chunk_q"], self.params["chunk_k"]
+        return (auto_q if cq == "auto" else cq), ((auto_k or kv_len) if ck == "auto" else ck)
 
     def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
-        return _ChunkedAttention.apply(q, k, v, pattern, int(self.params["chunk_q"]), int(self.params["chunk_k"]))
+        flash = use_flash(q.device, self.params["kernel"])
+        cq, ck = self.chunks(flash, k.shape[2])
+        return (_FlashChunked if flash else _ChunkedAttention).apply(q, k, v, pattern, cq, ck)
