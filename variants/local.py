@@ -1,9 +1,23 @@
 """local: sliding-window attention in blocks of queries, O(N * w) time and memory.
 
-Keys are padded by w on each side and viewed (no copy) as one overlapping window of block + 2w keys
-per block of queries, so the whole pattern is one batched matmul; no N x N tensor is ever built.
-Queries sit at the end of the keys (a decode step's window is aligned to the end of the cache), and
-a group of query heads shares its key/value head through a broadcast dimension (no copy of k, v).
+Each block of ``block`` queries sees one window of keys: from w before its first query to w after
+its last (causal: to its last query), clipped to the keys; no N x N tensor is ever built. Queries
+sit at the end of the keys (a decode step's window is aligned to the end of the cache). Two paths,
+chosen by ``kernel``:
+
+* ``flash`` (``auto`` on CPU): one call of torch's fused CPU flash-attention kernel
+  (``variants._flash``) per query block on its key window, with the band as an additive mask. The
+  band is the same for every block: one (block, block + 2w) mask is built per shape (``constants``)
+  and each block passes a view of it (fewer rows for the last block, fewer columns where the window
+  is clipped). Extra memory: the block's output, O(block * D) per head. The backward is a custom
+  autograd.Function calling the kernel's backward per block with the saved row log-sum-exp.
+* ``torch`` (``auto`` on every other device, CUDA included): keys padded by w on each side and
+  viewed (no copy) as one overlapping window of block + 2w keys per block of queries, so the whole
+  pattern is one batched matmul over a (blocks, block, block + 2w) score tensor per head; autograd
+  differentiates it.
+
+A group of query heads shares its key/value head: a broadcast dimension on the torch path, a copy of
+the block's window on the flash path (the kernel wants one key head per query head).
 """
 
 from __future__ import annotations
@@ -14,8 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.case import Case
+from harness.core.errors import InputError
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
+from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, use_flash
 
 
 def _geometry(q_len: int, window: int, causal: bool, block: int) -> tuple[int, int, int, int]:
@@ -39,19 +55,109 @@ def _blocked(pattern: Pattern, q_len: int, kv_len: int, block: int, device) -> t
     return ~(band & (key_pos >= 0) & (key_pos < kv_len))  # (nb, blk, span)
 
 
+def _band(pattern: Pattern, blk: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(blk, blk + w + right) additive mask of a block's window: query r of the block (position P0 + r)
+    may see slot c (key P0 - w + c) iff r <= c <= r + w + right, right = 0 (causal) or w."""
+    w = pattern.window
+    right = 0 if pattern.causal else w
+    r = torch.arange(blk, device=device)[:, None]  # (blk, 1)
+    c = torch.arange(blk + w + right, device=device)[None, :]  # (1, span)
+    return additive((c >= r) & (c <= r + w + right), dtype)  # (blk, span)
+
+
+def _windows(pattern: Pattern, q_len: int, kv_len: int, blk: int):
+    """Yield (i0, i1, lo, hi, c0): query rows [i0, i1), their keys [lo, hi), and the band column of key lo."""
+    offset, w = kv_len - q_len, pattern.window
+    right = 0 if pattern.causal else w
+    for i0 in range(0, q_len, blk):
+        i1 = min(q_len, i0 + blk)
+        start = offset + i0 - w  # the window's first key before clipping
+        lo, hi = max(0, start), min(kv_len, offset + i1 + right)
+        yield i0, i1, lo, hi, lo - start
+
+
+def _heads(x: torch.Tensor, g: int) -> torch.Tensor:
+    """(B, Hkv, n, D) -> (B, Hkv * g, n, D): one key head per query head (a copy of this window only)."""
+    return x if g == 1 else x.repeat_interleave(g, dim=1)
+
+
+class _FlashLocal(torch.autograd.Function):
+    """The flash path: q (B, H, Q, D), k and v (B, Hkv, K, D), band (blk, span) from ``_band``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pattern: Pattern, blk: int, band: torch.Tensor):
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # the kernel's one demand
+        b, h, q_len, d = q.shape
+        kv_len, g = k.shape[2], h // k.shape[1]
+        scale = 1.0 / math.sqrt(d)
+        # _windows' blocks cover [0, Q), so every row of out and lse is written below.
+        out = torch.empty(b, h, q_len, d, dtype=q.dtype, device=q.device)  # (B, H, Q, D)
+        lse = torch.empty(b, h, q_len, dtype=torch.float32, device=q.device)  # (B, H, Q)
+        for i0, i1, lo, hi, c0 in _windows(pattern, q_len, kv_len, blk):
+            mask = band[: i1 - i0, c0: c0 + hi - lo]  # (rows, keys) view of the band
+            o, l = flash_fwd(q[:, :, i0:i1], _heads(k[:, :, lo:hi], g), _heads(v[:, :, lo:hi], g), scale, mask)
+            out[:, :, i0:i1] = o
+            lse[:, :, i0:i1] = l
+        ctx.save_for_backward(q, k, v, out, lse, band)
+        ctx.pattern, ctx.blk = pattern, blk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, band = ctx.saved_tensors
+        b, h, q_len, d = q.shape
+        h_kv, kv_len = k.shape[1], k.shape[2]
+        g = h // h_kv
+        scale = 1.0 / math.sqrt(d)
+        go = grad_out.contiguous()  # (B, H, Q, D)
+        dq = torch.empty_like(out)  # every row is one block's: written once below
+        dk = torch.zeros(b, h_kv, kv_len, d, dtype=torch.float32, device=q.device)
+        dv = torch.zeros_like(dk)
+        for i0, i1, lo, hi, c0 in _windows(ctx.pattern, q_len, kv_len, ctx.blk):
+            mask = band[: i1 - i0, c0: c0 + hi - lo]
+            dqc, dkc, dvc = flash_bwd(go[:, :, i0:i1], q[:, :, i0:i1], _heads(k[:, :, lo:hi], g),
+                                      _heads(v[:, :, lo:hi], g), out[:, :, i0:i1], lse[:, :, i0:i1], scale, mask)
+            dq[:, :, i0:i1] = dqc
+            dk[:, :, lo:hi] += dkc.view(b, h_kv, g, hi - lo, d).sum(dim=2)  # (B, Hkv, keys, D)
+            dv[:, :, lo:hi] += dvc.view(b, h_kv, g, hi - lo, d).sum(dim=2)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
+
+
 @register
 class Local(Variant):
     name = "local"
-    description = "Blocked sliding window: each query block sees block + 2w keys, O(N*w) time and memory"
+    description = "Blocked sliding window: each query block sees block + 2w keys (fused CPU flash kernel), O(N*w)"
     patterns = ("local",)
     gqa = True
     decode = True
-    default_params = {"block": 128}
+    default_params = {"block": 128, "kernel": "auto"}
+
+    @classmethod
+    def check_param(cls, key, value) -> None:
+        if key == "kernel" and value not in ("auto", "flash", "torch"):
+            raise InputError(f"variant 'local': parameter kernel must be 'auto', 'flash' or 'torch', got {value!r}; "
+                             "hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
+        super().check_param(key, value)
+
+    def not_supported_reasons(self, case: Case) -> list[str]:
+        return super().not_supported_reasons(case) + flash_kernel_reasons(case.device, self.params["kernel"])
 
     def constants(self, case: Case) -> dict:
+        blk = min(self.params["block"], case.q_len)
+        if use_flash(torch.device(case.device), self.params["kernel"]):
+            return {"band": _band(case.pattern_obj, blk, case.torch_dtype, case.device)}
         return {"blocked": _blocked(case.pattern_obj, case.q_len, case.seq_len, self.params["block"], case.device)}
 
-    def forward(self, q, k, v, pattern: Pattern, blocked: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q, k, v, pattern: Pattern, blocked: torch.Tensor | None = None,
+                band: torch.Tensor | None = None) -> torch.Tensor:
+        if use_flash(q.device, self.params["kernel"]):
+            blk = min(self.params["block"], q.shape[2])
+            if band is None:
+                band = _band(pattern, blk, q.dtype, q.device)
+            return _FlashLocal.apply(q, k, v, pattern, blk, band)
+        return self._torch_forward(q, k, v, pattern, blocked)
+
+    def _torch_forward(self, q, k, v, pattern: Pattern, blocked: torch.Tensor | None) -> torch.Tensor:
         b, h, q_len, d = q.shape
         h_kv, kv_len = k.shape[1], k.shape[2]
         g = h // h_kv
