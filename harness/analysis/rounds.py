@@ -1,7 +1,6 @@
 """Rounds: a cell measured several times over a run, the fastest round kept (``--rounds``).
 
-A machine's speed drifts over minutes (on this project's 2-core VM, one cell read 8, 12, 17 and 23 ms
-at different times on a quiet machine, while the calibration matmul timed beside it moved about 10%): a
+A machine's speed drifts over minutes, more than the calibration matmul timed beside a cell shows: a
 cell timed once, for a fraction of a second, reports whichever state the machine was in. With
 ``rounds`` > 1, the sweep measures every cell again after all cells have been measured once, round
 after round (asv's ``rounds``, pyperf's several processes). Load and drift only ever add time, so the

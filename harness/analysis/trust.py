@@ -1,4 +1,4 @@
-"""How far each timing can be trusted: flags from the evidence kept beside it (issue 9).
+"""How far each timing can be trusted: flags from the evidence kept beside it.
 
 A row's flags (short reasons) come from its own evidence and from its neighbours:
 
@@ -32,6 +32,7 @@ import statistics
 import pandas as pd
 
 from harness.core.errors import InputError
+from harness.store.schema import CASE_COLUMNS
 
 MIN_CALLS = 5
 NOISE = 0.10
@@ -189,15 +190,26 @@ def _series_key(row: dict) -> tuple:
                                    "kv_heads", "head_dim", "params", "pass")), None if square else row.get("q_len"), docs)
 
 
+def _cell_key(row: dict) -> tuple:
+    """The case a row measured, without its pass: its fwd and fwd_bwd rows share it (missing and NA
+    fields read as None, so rows read back from a table join as the rows written)."""
+    return tuple(None if _missing(row.get(c)) else row.get(c) for c in CASE_COLUMNS if c != "pass")
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def cross_flags(rows: list[dict]) -> dict[int, list[str]]:
-    """Flags that need two rows: a fwd_bwd faster than its own fwd; a time that falls by more than
-    ``DROP`` from one sequence length to the next larger one (same variant, pattern, shape and pass)."""
+    """Flags that need two rows: a fwd_bwd faster than its own fwd (the fwd row of the same case
+    fields); a time that falls by more than ``DROP`` from one sequence length to the next larger one
+    (same variant, pattern, shape and pass)."""
     out: dict[int, list[str]] = {}
     ok = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and _num(r.get("time_s_median"))]
-    by_case = {str(r.get("case_id")): (i, r) for i, r in ok if r.get("pass") == "fwd"}
+    fwd = {_cell_key(r): (i, r) for i, r in ok if r.get("pass") == "fwd"}
     for i, r in ok:
         if r.get("pass") == "fwd_bwd":
-            twin = by_case.get(str(r.get("case_id")).replace("/fwd_bwd", "/fwd"))
+            twin = fwd.get(_cell_key(r))
             if twin and _num(r["time_s_median"]) < _num(twin[1]["time_s_median"]):
                 out.setdefault(i, []).append("fwd_bwd faster than its own fwd")
                 out.setdefault(twin[0], []).append("fwd slower than its own fwd_bwd")
@@ -266,38 +278,3 @@ def summary(rows: list[dict]) -> dict:
                          "spread_median": statistics.median(max(r["time_rounds_s"]) / min(r["time_rounds_s"])
                                                             for r in rounds)}
     return out
-
-
-def rounds_text(trust: dict) -> str:
-    """One clause on how well a run measured in rounds agrees with itself ('' without rounds)."""
-    r = trust.get("rounds")
-    if not r:
-        return ""
-    return (f"{r['agree']} of {r['cells']} cells measured more than once (rounds, re-checks) had their kept round "
-            f"reproduced within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")
-
-
-def contention_text(trust: dict) -> str:
-    """One clause on the samples that waited for a CPU ('' when none did or none was marked)."""
-    c = trust.get("contention")
-    if not c:
-        return ""
-    return (f"{c['contended']} of {c['samples']} timing samples (in {c['cells']} cells) waited for a CPU another "
-            f"process held and were left out of their cell's statistics"
-            + (f" ({c['all_contended']} cells had no other sample)" if c.get("all_contended") else ""))
-
-
-def wait_text(trust: dict) -> str:
-    """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
-    it waited less than a second or did not run)."""
-    w = trust.get("recheck_wait")
-    waited, budget = (_num(w.get("waited_s")), _num(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
-    if not waited or waited < 1:
-        return ""
-    of_budget = f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget else ""
-    return f"the end-of-run re-check waited {waited:.0f} s{of_budget} for the machine to come back near its best speed"
-
-
-def evidence_clauses(trust: dict) -> list[str]:
-    """The run-level clauses beside the trusted count: rounds that agree, samples left out, the wait."""
-    return [text for text in (rounds_text(trust), contention_text(trust), wait_text(trust)) if text]

@@ -67,7 +67,7 @@ def trust_line(trust: dict | None) -> str:
     """run.json's trust summary in one line (runs written before trust flags: not assessed)."""
     if not trust or not trust.get("measured"):
         return "trust: not assessed (a run written before trust flags, or nothing measured)"
-    from harness.analysis.trust import evidence_clauses  # lazy: start-up
+    from harness.render.trust_text import evidence_clauses  # lazy: start-up
 
     flags = ", ".join(f"{k} {v}" for k, v in sorted(trust.get("flags", {}).items(), key=lambda kv: -kv[1]))
     rounds = "; ".join(evidence_clauses(trust))

@@ -1,1 +1,2 @@
-"""Display: units, HTML tables, figures, the report page and its index, and the compare renderers."""
+"""Display: units, labels and sentences, HTML tables, figures, the report page and its index, and the
+compare and gate renderers."""

@@ -1,6 +1,7 @@
 """What the report page shows: everything ``templates/report.html`` reads, built from loaded runs.
 
-``build_context`` runs the derived tables of ``harness.analysis.derived``, draws the figures of
+``build_context`` prepares the runs' frame (``harness.render.prepare``), builds the tables of
+``harness.render.cell_tables`` and ``harness.render.scaling``, draws the figures of
 ``harness.render.figures`` and lays both out as escaped HTML fragments, per shape, next to the
 environment, sweep, calibration and ceiling tables of each run and the notes a reader must see first:
 how far each run's timings can be trusted (``trust_banner``), an unfinished run, a busy machine, a
@@ -13,20 +14,16 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from harness.analysis.derived import (
+from harness.analysis.trust_frame import trust_summary, untrusted_mask
+from harness.core.errors import InputError
+from harness.render.cell_tables import (
     ceiling_summary,
     failure_reasons,
     failures,
-    prepare,
     status_counts,
-    trust_summary,
     untrusted_cells,
-    untrusted_mask,
     worst_errors,
 )
-from harness.analysis.scaling import crossovers, fit_exponents, relative_to_baseline
-from harness.analysis.trust import evidence_clauses
-from harness.core.errors import InputError
 from harness.render.figures import (
     figure_img,
     plot_baseline_heatmap,
@@ -34,9 +31,12 @@ from harness.render.figures import (
     plot_vs_n,
 )
 from harness.render.roofline import plot_roofline
+from harness.render.prepare import prepare
 from harness.render.run_tables import runs_tables
+from harness.render.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.tables import Col, html_table
 from harness.render.timeline import ceilings_text, plot_timeline
+from harness.render.trust_text import evidence_clauses
 from harness.render.units import (
     fmt_bool,
     fmt_exp,

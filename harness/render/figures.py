@@ -1,4 +1,4 @@
-"""The report's figures: a prepared frame (``harness.analysis.derived.prepare``) in, a matplotlib
+"""The report's figures: a prepared frame (``harness.render.prepare.prepare``) in, a matplotlib
 ``Figure`` out (metric vs N per variant, heatmaps of speedup and memory saving over a baseline), and
 the Figure as PNG bytes or an embedded ``<img>`` tag. Figures are plain ``Figure`` objects drawn with
 the Agg canvas, never pyplot, so no global state changes. matplotlib and seaborn are imported inside
@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from harness.analysis.derived import facet_layout, untrusted_mask
+from harness.analysis.trust_frame import untrusted_mask
+from harness.render.prepare import facet_layout
+
 
 # ---- figures ----------------------------------------------------------------------------------
 SERIES_DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2)]

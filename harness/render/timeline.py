@@ -1,4 +1,4 @@
-"""The machine during a run (issue 9): one figure per run, x = seconds since the run started.
+"""The machine during a run: one figure per run, x = seconds since the run started.
 
 Top panel: the calibration kernel timed beside each ok cell (``calibration_s``), the run-level
 calibrations of run.json (``calibration``: start, end, resume, per node) as larger markers, and a

@@ -8,14 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from harness.analysis.derived import (
-    flag_reason,
-    parse_flags,
-    prepare,
-    trust_summary,
-    untrusted_cells,
-)
-from harness.analysis.scaling import crossovers, fit_exponents
+from harness.analysis.trust_frame import flag_reason, parse_flags, trust_summary
+from harness.render.cell_tables import untrusted_cells
+from harness.render.prepare import prepare
+from harness.render.scaling import crossovers, fit_exponents
 from harness.store.schema import rows_to_frame
 
 NS = (256, 512, 1024, 2048)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.compare import compare_runs, node_calibration_s
-from harness.analysis.derived import prepare
 from harness.core.case import Case
+from harness.render.prepare import prepare
 from harness.store.schema import rows_to_frame
 
 

@@ -46,8 +46,8 @@ def test_contended_samples_are_left_out_of_the_sample_flags():
 
 
 def test_the_summary_counts_the_samples_left_out_as_contended():
-    from harness.render.trust_text import contention_text, evidence_clauses
     from harness.cli.show import trust_line
+    from harness.render.trust_text import contention_text, evidence_clauses
 
     rows = assess([ok_row(time_contended=[False] * 8 + [True] * 2), ok_row(time_contended=[True] * 10),
                    ok_row(time_contended=None)], {})

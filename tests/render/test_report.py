@@ -8,22 +8,22 @@ import re
 import pandas as pd
 import pytest
 
-from harness.analysis.derived import (
+from harness.render.cell_tables import (
     ceiling_summary,
     failure_reasons,
     failures,
-    prepare,
     status_counts,
     worst_errors,
 )
-from harness.analysis.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.figures import (
     figure_png,
     plot_baseline_heatmap,
     plot_ceiling,
     plot_vs_n,
 )
+from harness.render.prepare import prepare
 from harness.render.report import build_report, report_name
+from harness.render.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.tables import Col, html_table
 from harness.render.units import fmt_exp, fmt_num
 from harness.store.schema import rows_to_frame

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from harness.analysis.derived import prepare, worst_errors
-from harness.analysis.scaling import relative_to_baseline
+from harness.render.cell_tables import worst_errors
 from harness.render.figures import figure_png, plot_baseline_heatmap
+from harness.render.prepare import prepare
 from harness.render.report import build_report
+from harness.render.scaling import relative_to_baseline
 from harness.store.schema import rows_to_frame
 
 

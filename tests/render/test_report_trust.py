@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
 
-from harness.analysis.derived import prepare
 from harness.render.context import build_context
 from harness.render.figures import UNTRUSTED_LABEL, plot_vs_n, variant_palette
+from harness.render.prepare import prepare
 from harness.render.report import load_runs, render_report
 from harness.store.schema import rows_to_frame
 

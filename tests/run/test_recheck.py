@@ -183,8 +183,8 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
 
 
 def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(measured, tmp_path):
-    from harness.render.trust_text import wait_text
     from harness.cli.show import trust_line
+    from harness.render.trust_text import wait_text
     from harness.run import sweep
 
     rows, _ = _rows_and_cases(measured(1e-3))

@@ -1,0 +1,53 @@
+"""A run's trust summary (run.json's ``trust``, ``harness.analysis.trust.summary`` and the sweep's
+re-check) in English: the clauses the report's banner and `attnbench show` print beside the count of
+trusted cells."""
+
+from __future__ import annotations
+
+import math
+
+from harness.analysis.trust import ROUNDS_AGREE
+
+
+def _seconds(value) -> float | None:
+    """A number of run.json as a float, or None when it is missing, NaN or not a number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def rounds_text(trust: dict) -> str:
+    """One clause on how well a run measured in rounds agrees with itself ('' without rounds)."""
+    r = trust.get("rounds")
+    if not r:
+        return ""
+    return (f"{r['agree']} of {r['cells']} cells measured more than once (rounds, re-checks) had their kept round "
+            f"reproduced within {ROUNDS_AGREE - 1:.0%} (median slowest/fastest round {r['spread_median']:.2f}x)")
+
+
+def contention_text(trust: dict) -> str:
+    """One clause on the samples that waited for a CPU ('' when none did or none was marked)."""
+    c = trust.get("contention")
+    if not c:
+        return ""
+    return (f"{c['contended']} of {c['samples']} timing samples (in {c['cells']} cells) waited for a CPU another "
+            f"process held and were left out of their cell's statistics"
+            + (f" ({c['all_contended']} cells had no other sample)" if c.get("all_contended") else ""))
+
+
+def wait_text(trust: dict) -> str:
+    """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
+    it waited less than a second or did not run)."""
+    w = trust.get("recheck_wait")
+    waited, budget = (_seconds(w.get("waited_s")), _seconds(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
+    if not waited or waited < 1:
+        return ""
+    of_budget = f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget else ""
+    return f"the end-of-run re-check waited {waited:.0f} s{of_budget} for the machine to come back near its best speed"
+
+
+def evidence_clauses(trust: dict) -> list[str]:
+    """The run-level clauses beside the trusted count: rounds that agree, samples left out, the wait."""
+    return [text for text in (rounds_text(trust), contention_text(trust), wait_text(trust)) if text]
