@@ -27,9 +27,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.sweep import run_sweep  # lazy: start-up
 
     config = sweep_config_from_args(args, default_preset="default")
-    if args.baseline is not None and args.baseline not in config.variants:
-        raise InputError(f"baseline variant {args.baseline!r} is not in this sweep ({', '.join(config.variants)}); "
-                         f"hint: --baseline {config.variants[0]}, or add it to --variants")
+    if args.baseline is not None and args.baseline not in config.grid.variants:
+        raise InputError(f"baseline variant {args.baseline!r} is not in this sweep ({', '.join(config.grid.variants)}); "
+                         f"hint: --baseline {config.grid.variants[0]}, or add it to --variants")
     check_out_dir(args.out)
     run_dir = run_sweep(config, out=args.out, quiet=args.quiet)
     out, index = build_report([run_dir], baseline=args.baseline, reports_root=args.reports_root)
