@@ -31,6 +31,34 @@ def measured():
     return _measured_row
 
 
+FAKE_FLOP_PER_S = 1e6  # far below any real machine's ceiling: a faked row is never "above ceiling"
+
+
+@pytest.fixture
+def fake_measure(monkeypatch, measured):
+    """Replaces the measurement the in-process executor makes of each case (``harness.run.executors.measure``)
+    with a clean one that takes no time: median ``case.flops / FAKE_FLOP_PER_S`` (so a fwd_bwd is slower
+    than its fwd and a longer case slower than a shorter one: no cross-cell check suspects it), equal
+    samples, a quiet host and a calibration below any real one. Whatever the machine is doing, no row is
+    flagged, so a sweep's re-measurements are exactly the ones its logic plans. Returns the ids of the
+    cases measured, in order, one per measurement."""
+    from harness.run import executors
+
+    calls = []
+
+    def fake(variant, case, budget_s=0.5, ceiling=None, **_):
+        calls.append(case.id)
+        median = case.flops / FAKE_FLOP_PER_S
+        row = measured(median, calibration_s=1e-9, flops_per_s=FAKE_FLOP_PER_S, ceiling_flops_per_s=ceiling,
+                       ceiling_fraction=FAKE_FLOP_PER_S / ceiling if ceiling else None, bytes_per_s=case.bytes / median,
+                       reason="")
+        del row["attempts"]  # the executor counts its attempts
+        return row
+
+    monkeypatch.setattr(executors, "measure", fake)
+    return calls
+
+
 def cuda_only():
     return pytest.mark.skipif(not torch.cuda.is_available(),
                               reason="needs a CUDA device: torch.cuda.is_available() is False here")
@@ -50,11 +78,12 @@ from harness.core.registry import Variant, register
 @register
 class Misbehave(Variant):
     name = "test_misbehave"
-    description = "test plug-in: ok, raise, oom, sleep, hang, stuck or segfault"
+    description = ("test plug-in: ok, raise, oom, sleep, hang, stuck or segfault; wrong outputs: nan, float64, "
+                   "scaled, cached, precomputed, shape")
     patterns = ("global",)
     default_params = {"mode": "ok"}
 
-    def forward(self, q, k, v, pattern):
+    def forward(self, q, k, v, pattern, precomputed=None):
         mode = self.params["mode"]
         if mode == "raise":
             raise ValueError("deliberate failure")
@@ -71,7 +100,30 @@ class Misbehave(Variant):
             time.sleep(3600)
         if mode == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+        if mode == "precomputed":  # the answer for the timed inputs, worked out ahead of time
+            return precomputed
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+        if mode == "nan":
+            return torch.full_like(out, float("nan"))
+        if mode == "float64":
+            return torch.zeros(out.shape, dtype=torch.float64)
+        if mode == "scaled":
+            return out * 1.01
+        if mode == "shape":
+            return out[..., :-1]
+        if mode == "cached":  # the first call's output, returned again
+            if not hasattr(self, "first"):
+                self.first = out.detach()
+            return self.first
+        return out
+
+    def constants(self, case):
+        if self.params["mode"] != "precomputed":
+            return {}
+        from harness.bench.inputs import make_inputs
+
+        q, k, v = make_inputs(case).qkv()
+        return {"precomputed": torch.nn.functional.scaled_dot_product_attention(q, k, v).detach()}
 '''
 
 

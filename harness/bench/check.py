@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.bench.fidelity import output_problem
 from harness.bench.inputs import make_qkv
 from harness.bench.prepare import prepare
 from harness.core.case import DTYPES, Case
@@ -117,6 +118,10 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     prepared = prepare(variant, case, inputs)  # the path sweeps time: constants bound, forward called directly
     with variant.timing_context(case), torch.set_grad_enabled(backward):
         out = prepared.kernel(q, k, v)
+    problem = output_problem(out, q)  # the judgement a sweep's rows get (harness.bench.fidelity)
+    if problem is not None:
+        res.exception = problem
+        return res
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
     if backward:
         ref, ref_grads = reference_with_grads(q, k, v, pattern, grad_out)

@@ -1,4 +1,4 @@
-"""Measuring one case: time, peak memory and error against the float64 reference.
+"""Measuring one case: time, peak memory, and whether its output is right (harness.bench.fidelity).
 
 Nothing here catches errors: the executors turn exceptions into rows. ``harness.bench.prepare``
 keeps validation, constants and compilation out of the timed call; raw samples are kept.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from harness.bench.fidelity import ReferenceCache, check_case
 from harness.bench.host import gpu_state, host_busy, snapshot
 from harness.bench.memory import peak_memory
-from harness.bench.prepare import Prepared, prepare
+from harness.bench.prepare import prepare
 from harness.bench.timing import calibration_kernel, time_callable
 from harness.core.case import Case
 from harness.core.patterns import make_doc_lens
-from harness.core.reference import reference, relative_error
 from harness.core.registry import Variant
 
 CALIBRATION_BUDGET_S = 0.05  # one probe of the calibration kernel (waiting for a quiet machine)
@@ -41,38 +41,11 @@ def error_twin(case: Case, max_elements: int = ERROR_MAX_ELEMENTS) -> Case:
     return twin.replace(**changes)
 
 
-class ReferenceCache:
-    """Keeps the last few float64 reference outputs: the same inputs serve every variant of a shape."""
-
-    def __init__(self, size: int = 2) -> None:
-        self.size, self._items = size, {}
-
-    def get(self, case: Case, inputs):
-        key = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device)
-        if key not in self._items:
-            q, k, v = inputs.qkv()
-            with torch.no_grad():
-                self._items[key] = reference(q.detach(), k.detach(), v.detach(), case.pattern_obj)
-            while len(self._items) > self.size:
-                self._items.pop(next(iter(self._items)))
-        return self._items[key]
-
-
 def output_error(variant: Variant, case: Case, max_elements: int = ERROR_MAX_ELEMENTS,
-                 cache: ReferenceCache | None = None, prepared: Prepared | None = None) -> dict:
-    """Relative error of the forward output against the float64 reference (on a twin if too big).
-
-    ``prepared`` (the case's own, for a ``fwd`` case) is reused when the case is its own twin.
-    """
-    twin = error_twin(case, max_elements).replace(pass_="fwd")
-    if prepared is None or prepared.case != twin:
-        prepared = prepare(variant, twin)
-    out = prepared.run()
-    ref = (cache or ReferenceCache(1)).get(twin, prepared.inputs)
-    return {"rel_error": relative_error(out, ref), "error_seq_len": twin.seq_len,
-            "error_batch": twin.batch, "error_heads": twin.heads,
-            "error_on_twin": (twin.seq_len, twin.q_len, twin.batch, twin.heads) != (case.seq_len, case.q_len, case.batch,
-                                                                                  case.heads)}
+                 cache: ReferenceCache | None = None) -> dict:
+    """The forward output's relative error against the float64 reference (on a twin if too big), with
+    the twin's figures and ``wrong``: why the output fails its pattern, or None."""
+    return check_case(variant, case, error_twin(case, max_elements).replace(pass_="fwd"), None, cache)
 
 
 def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
@@ -104,6 +77,10 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     rec["bytes_per_s"] = case.bytes / timing.median if timing.median > 0 else None
     rec["bandwidth_bytes_per_s"] = bandwidth
     rec["bandwidth_fraction"] = rec["bytes_per_s"] / bandwidth if bandwidth and rec["bytes_per_s"] else None
-    if measure_error:
-        rec.update(output_error(variant, case, max_error_elements, ref_cache, prepared))
+    if measure_error:  # after timing, on fresh inputs: harness.bench.fidelity
+        checked = check_case(variant, case, error_twin(case, max_error_elements), prepared, ref_cache)
+        wrong = checked.pop("wrong")
+        rec.update(checked)
+        if wrong:
+            rec.update(status="wrong", reason=wrong)
     return rec

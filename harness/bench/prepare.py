@@ -24,6 +24,7 @@ from harness.bench.inputs import Inputs, make_inputs
 from harness.bench.memory import track_allocations
 from harness.bench.timing import sync
 from harness.core.case import Case
+from harness.core.errors import WrongOutput
 from harness.core.registry import Variant
 
 WARM_SEED = 12345  # the compile call's inputs differ from the timed ones (no aliasing, no reuse)
@@ -54,8 +55,15 @@ def timed_call(kernel: Callable[..., torch.Tensor], case: Case, inputs: Inputs) 
     grad = inputs.grad_out
 
     def fwd_bwd():
-        return torch.autograd.grad(kernel(q, k, v), (q, k, v), grad)
+        out = kernel(q, k, v)
+        if getattr(out, "shape", None) != grad.shape:  # else torch's own broadcasting message
+            raise WrongOutput(f"returned {_shape_text(out)}, expected shape {tuple(grad.shape)}")
+        return torch.autograd.grad(out, (q, k, v), grad)
     return fwd_bwd
+
+
+def _shape_text(out) -> str:
+    return f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
 
 
 def prepare(variant: Variant, case: Case, inputs: Inputs | None = None) -> Prepared:

@@ -8,6 +8,10 @@ class InputError(ValueError):
     """Bad user input (shapes, dtypes, pattern parameters). The message names the value and a hint."""
 
 
+class WrongOutput(Exception):
+    """A kernel returned something that cannot be its pattern's output; the message says what."""
+
+
 class UnsupportedCaseError(InputError):
     """A variant was asked to run a case it cannot run; the message carries its reasons."""
 

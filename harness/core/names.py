@@ -1,5 +1,5 @@
 """Names every layer shares, in a module with no imports (the CLI and the report read them at start-up
 without importing torch): the statuses a row can have, and run.json's key for the bandwidth ceiling."""
 
-STATUSES = ("ok", "unsupported", "oom", "timeout", "error")
+STATUSES = ("ok", "wrong", "unsupported", "oom", "timeout", "error")  # wrong: ran, but not what its pattern defines
 BANDWIDTH_KEY = "bandwidth_bytes_per_s"  # beside the per-dtype matmul ceilings in run.json's ceilings

@@ -16,7 +16,8 @@ import torch
 from harness.analysis.trust import MIN_CALLS, row_flags, worth_remeasuring
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
-from harness.bench.measure import ReferenceCache, measure
+from harness.bench.fidelity import ReferenceCache
+from harness.bench.measure import measure
 from harness.core.case import Case
 from harness.core.registry import get_variant
 from harness.run.alarm import Alarm, CaseTimeout, case_limit_s

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from harness.core.errors import one_line
+from harness.core.errors import WrongOutput, one_line
 from harness.run.alarm import CaseTimeout
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) for an exception raised while measuring a case."""
     reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
+    if isinstance(exc, WrongOutput):
+        return "wrong", str(exc)
     if isinstance(exc, CaseTimeout):
         return "timeout", str(exc)
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):

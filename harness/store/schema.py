@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # older runs are migrated on load: missing columns are NA
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # older runs are migrated on load: missing columns are NA
 JOURNAL = "journal.jsonl"
 RUN_JSON = "run.json"
 PARQUET = "results.parquet"
@@ -24,7 +24,7 @@ CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "doc_lens",
 METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
                   "time_n_samples", "time_number_per_sample", "time_noisy", "peak_mem_bytes", "mask_mem_bytes", "peak_mem_method",
                   "flops", "flops_per_s", "ceiling_flops_per_s", "ceiling_fraction", "bytes", "bytes_per_s",
-                  "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "error_seq_len",
+                  "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "grad_rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
@@ -39,7 +39,7 @@ NULLABLE_DTYPES = {
                      "mask_mem_bytes", "error_seq_len", "error_batch", "error_heads"), "Int64"),
     **dict.fromkeys(("setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
                      "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
-                     "bandwidth_fraction", "rel_error", "wall_s", "finished_at"), "Float64"),
+                     "bandwidth_fraction", "rel_error", "grad_rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
     **dict.fromkeys(("calibration_s", "host_busy", "gpu_temp_c"), "Float64"),
     **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz"), "Int64"),

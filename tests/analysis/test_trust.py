@@ -140,7 +140,11 @@ def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkey
     calls.append(1)  # now the first attempt overruns too: the case is a timeout row
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["status"] == "timeout" and "timeout-s" in rec["reason"]
-    assert executors.case_limit_s(build_config({"timeout_s": 10, "retries": 2})) == 10 * 3 + 2 * executors.QUIET_WAIT_S + executors.WORKER_GRACE_S
+    from harness.run.alarm import WORKER_GRACE_S, case_limit_s
+    from harness.run.quiet import QUIET_WAIT_S
+
+    limit = case_limit_s(build_config({"timeout_s": 10, "retries": 2}).execution)
+    assert limit == 10 * 3 + 2 * QUIET_WAIT_S + WORKER_GRACE_S
 
 
 @pytest.mark.parametrize("flag,value", [("retries", "-1"), ("retries", "x"), ("rounds", "0"), ("rounds", "-2"),
@@ -161,7 +165,8 @@ def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
     from harness.store.load import load_run
 
     config = build_config({"variants": ["naive"], "seq_lens": [32], "heads": [1], "head_dims": [8], "threads": [1, 2],
-                           "budget_s": 0.01, "retries": 0})
+                           "budget_s": 0.01, "retries": 0, "ceiling_retries": 0,
+                           "recheck_retries": 0})
     df, meta = load_run(run_sweep(config, out=tmp_path / "run", quiet=True))
     assert sorted(df["case_id"].str.rsplit("/", n=1).str[-1]) == ["t1", "t2"]
     assert df["threads"].tolist() == df["torch_threads"].tolist() == [1, 2]

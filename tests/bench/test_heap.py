@@ -114,7 +114,7 @@ def test_memory_a_steady_heap_keeps_counts_as_free_and_a_sweep_warns_when_its_al
     del x
     assert free_heap_bytes() >= held + 60 * 2**20
     tiny = dict(variants=["naive"], patterns=["global"], seq_lens=[16], heads=[1], head_dims=[8], budget_s=0.01,
-                retries=0, allocator="system")
+                retries=0, ceiling_retries=0, recheck_retries=0, allocator="system")
     _, meta = load_run(run_sweep(build_config(tiny), out=tmp_path / "run", quiet=True))
     assert meta["sweep"]["allocator"] == "system" and meta["allocator"]["allocator"] == "steady"
     assert "asked for --allocator system, but the host allocator is steady" in capsys.readouterr().err

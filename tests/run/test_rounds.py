@@ -10,7 +10,8 @@ from harness.store.load import load_run
 
 def small(**changes):
     return build_config({"variants": ["naive", "sdpa_flash"], "seq_lens": [16, 32], "heads": [1], "head_dims": [8],
-                         "budget_s": 0.005, "retries": 0, **changes})
+                         "budget_s": 0.005, "retries": 0, "ceiling_retries": 0, "recheck_retries": 0,
+                         **changes})
 
 
 def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path, fake_measure):
