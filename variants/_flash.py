@@ -71,3 +71,24 @@ def merge(acc: torch.Tensor | None, acc_lse: torch.Tensor | None, out: torch.Ten
     safe = new.masked_fill(torch.isneginf(new), 0.0)  # rows with no key in either part: weights exp(-inf) = 0
     acc = acc.mul_((acc_lse - safe).exp_()[..., None]).add_(out.float() * (lse - safe).exp_()[..., None])
     return acc, new
+
+
+def slots(b: int, h: int, h_kv: int) -> list[tuple[int, int, int, int | None]]:
+    """(batch, first query head, query heads, kv head or None) of each call that puts something else
+    than heads in the kernel's head dimension. Multi-head: all heads at once (kv head None: the same
+    heads); grouped: one kv head, viewed with stride 0 under its group of query heads."""
+    g = h // h_kv
+    if g == 1:
+        return [(i, 0, h, None) for i in range(b)]
+    return [(i, j * g, g, j) for i in range(b) for j in range(h_kv)]
+
+
+def row_blocks(x: torch.Tensor, i: int, h0: int, nh: int, row0: int, nblk: int, length: int, every: int,
+               shared_head: int | None = None) -> torch.Tensor:
+    """(nh, nblk, length, D) view of x (B, H, N, D) at batch i, heads h0.., without a copy: block t holds
+    rows row0 + t * every .. + length (overlapping when every < length). ``shared_head``: that one head,
+    stride 0 over nh (a kv head under its group of query heads)."""
+    sb, sh, sn, sd = x.stride()
+    head, head_stride = (h0, sh) if shared_head is None else (shared_head, 0)
+    return x.as_strided((nh, nblk, length, x.shape[3]), (head_stride, every * sn, sn, sd),
+                        x.storage_offset() + i * sb + head * sh + row0 * sn)

@@ -10,8 +10,9 @@ Two paths compute a (query chunk, key piece) block, chosen by ``kernel``:
   key pieces can be long: ``chunk_k="auto"`` takes the whole key range in one piece where every pair
   is allowed (global), splits causal rows at the diagonal (the diagonal block runs with the kernel's
   top-left causal flag, no mask tensor) and cuts masked patterns (local, document) into pieces of
-  at most 1024 keys, each with its additive mask. ``chunk_q="auto"`` is 1024 queries. Extra memory:
-  O(chunk_q * D) per head for the block's output, plus O(chunk_q * piece) for a masked piece.
+  at most 1024 keys, each with its additive mask. ``chunk_q="auto"`` is a quarter of the queries
+  (at least 1024) for global, 1024 for masked patterns (``flash_chunks``). Extra memory: O(chunk_q * D)
+  per head for the block's output, plus O(chunk_q * piece) for a masked piece's mask.
 * ``torch`` (``auto`` on every other device, CUDA included): plain matmuls with an online softmax
   over (chunk_q, chunk_k) score tiles, ``"auto"`` = 512 x 1024; extra memory O(chunk_q * chunk_k)
   per head. Key chunks with no allowed pair (causal, local band) are skipped.
@@ -199,10 +200,13 @@ class _FlashChunked(torch.autograd.Function):
         g = h // k.shape[1]
         scale = 1.0 / math.sqrt(d)
         doc = pattern.doc_ids(kv_len, q.device) if pattern.kind == "document" else None
-        # _flash_plan's query chunks cover [0, Q), so every row of out and lse is written below.
-        out = torch.empty(b, h, q_len, d, dtype=q.dtype, device=q.device)  # (B, H, Q, D)
-        lse = torch.empty(b, h, q_len, dtype=torch.float32, device=q.device)  # (B, H, Q)
-        for q0, q1, p0, pieces in _flash_plan(pattern, q_len, kv_len, cq, ck):
+        plan = list(_flash_plan(pattern, q_len, kv_len, cq, ck))
+        out = lse = None  # one block: the kernel's own output; more: written chunk by chunk below
+        if len(plan) > 1 or len(plan[0][3]) > 1:
+            # _flash_plan's query chunks cover [0, Q), so every row of out and lse is written below.
+            out = torch.empty(b, h, q_len, d, dtype=q.dtype, device=q.device)  # (B, H, Q, D)
+            lse = torch.empty(b, h, q_len, dtype=torch.float32, device=q.device)  # (B, H, Q)
+        for q0, q1, p0, pieces in plan:
             qc = q[:, :, q0:q1]  # (B, H, cq, D)
             acc = acc_lse = None
             for k0, k1, kind in pieces:
@@ -212,8 +216,11 @@ class _FlashChunked(torch.autograd.Function):
                 if empty is not None:  # the kernel gives such rows lse 0: they hold no key of this piece
                     l = l.masked_fill(empty, float("-inf"))
                 acc, acc_lse = (o, l) if len(pieces) == 1 else merge(acc, acc_lse, o, l)
-            out[:, :, q0:q1] = acc
-            lse[:, :, q0:q1] = acc_lse
+            if out is None:
+                out, lse = acc, acc_lse
+            else:
+                out[:, :, q0:q1] = acc
+                lse[:, :, q0:q1] = acc_lse
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.pattern, ctx.cq, ctx.ck = pattern, cq, ck
         return out
@@ -243,7 +250,14 @@ class _FlashChunked(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
-AUTO_CHUNKS = {True: (1024, None), False: (512, 1024)}  # flash path: (chunk_q, chunk_k); None = all keys
+TORCH_CHUNKS = (512, 1024)  # the torch path's "auto" (chunk_q, chunk_k): one score tile per head
+
+
+def flash_chunks(pattern: Pattern, q_len: int, kv_len: int) -> tuple[int, int]:
+    """The flash path's "auto" (chunk_q, chunk_k): every key in one piece; query chunks of a quarter of
+    the rows (at least 1024) for global, whose pieces need no mask tensor, 1024 for masked patterns."""
+    cq = max(1024, -(-q_len // 4)) if pattern.kind == "global" else 1024
+    return cq, kv_len
 
 
 @register
@@ -271,13 +285,13 @@ class Chunked(Variant):
     def not_supported_reasons(self, case: Case) -> list[str]:
         return super().not_supported_reasons(case) + flash_kernel_reasons(case.device, self.params["kernel"])
 
-    def chunks(self, flash: bool, kv_len: int) -> tuple[int, int]:
-        """(chunk_q, chunk_k) for this path: the parameters, or AUTO_CHUNKS where they are 'auto'."""
-        auto_q, auto_k = AUTO_CHUNKS[flash]
+    def chunks(self, flash: bool, pattern: Pattern, q_len: int, kv_len: int) -> tuple[int, int]:
+        """(chunk_q, chunk_k) for this path: the parameters, or the path's choice where they are 'auto'."""
+        auto_q, auto_k = flash_chunks(pattern, q_len, kv_len) if flash else TORCH_CHUNKS
         cq, ck = self.params["chunk_q"], self.params["chunk_k"]
-        return (auto_q if cq == "auto" else cq), ((auto_k or kv_len) if ck == "auto" else ck)
+        return (auto_q if cq == "auto" else cq), (auto_k if ck == "auto" else ck)
 
     def forward(self, q, k, v, pattern: Pattern) -> torch.Tensor:
         flash = use_flash(q.device, self.params["kernel"])
-        cq, ck = self.chunks(flash, k.shape[2])
+        cq, ck = self.chunks(flash, pattern, q.shape[2], k.shape[2])
         return (_FlashChunked if flash else _ChunkedAttention).apply(q, k, v, pattern, cq, ck)

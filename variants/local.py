@@ -31,7 +31,9 @@ from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
-from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, use_flash
+from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, row_blocks, slots, use_flash
+
+GROUP_ROWS = 2048  # flash path: query rows of full-window blocks per kernel call (blocks as its heads)
 
 
 def _geometry(q_len: int, window: int, causal: bool, block: int) -> tuple[int, int, int, int]:
@@ -81,23 +83,59 @@ def _heads(x: torch.Tensor, g: int) -> torch.Tensor:
     return x if g == 1 else x.repeat_interleave(g, dim=1)
 
 
+def _runs(blocks: list, blk: int, span: int, per_call: int):
+    """Split _windows' blocks into calls: ("run", first block, count) for consecutive blocks with a
+    full window of ``span`` keys (at most ``per_call`` of them), ("one", block) for the others."""
+    out, run = [], []
+    for blk_ in blocks:
+        i0, i1, lo, hi, c0 = blk_
+        if i1 - i0 == blk and c0 == 0 and hi - lo == span and len(run) < per_call:
+            run.append(blk_)
+            continue
+        if run:
+            out.append(("run", run[0], len(run)))
+            run = []
+        if i1 - i0 == blk and c0 == 0 and hi - lo == span:
+            run.append(blk_)
+        else:
+            out.append(("one", blk_, 1))
+    if run:
+        out.append(("run", run[0], len(run)))
+    return out
+
+
 class _FlashLocal(torch.autograd.Function):
-    """The flash path: q (B, H, Q, D), k and v (B, Hkv, K, D), band (blk, span) from ``_band``."""
+    """The flash path: q (B, H, Q, D), k and v (B, Hkv, K, D), band (blk, span) from ``_band``.
+
+    Consecutive blocks with an unclipped window go to the kernel together, as its head dimension:
+    queries (nh, blocks, blk, D) and overlapping key windows (nh, blocks, span, D), both views; the
+    band broadcasts over them. Blocks at the ends (clipped windows, the shorter last block) are one
+    call each, on all heads, with a view of the band."""
 
     @staticmethod
     def forward(ctx, q, k, v, pattern: Pattern, blk: int, band: torch.Tensor):
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # the kernel's one demand
         b, h, q_len, d = q.shape
-        kv_len, g = k.shape[2], h // k.shape[1]
+        h_kv, kv_len = k.shape[1], k.shape[2]
+        g, span = h // h_kv, band.shape[1]
         scale = 1.0 / math.sqrt(d)
-        # _windows' blocks cover [0, Q), so every row of out and lse is written below.
+        calls = _runs(list(_windows(pattern, q_len, kv_len, blk)), blk, span, max(1, GROUP_ROWS // blk))
+        # The calls' blocks cover [0, Q), so every row of out and lse is written below.
         out = torch.empty(b, h, q_len, d, dtype=q.dtype, device=q.device)  # (B, H, Q, D)
         lse = torch.empty(b, h, q_len, dtype=torch.float32, device=q.device)  # (B, H, Q)
-        for i0, i1, lo, hi, c0 in _windows(pattern, q_len, kv_len, blk):
-            mask = band[: i1 - i0, c0: c0 + hi - lo]  # (rows, keys) view of the band
-            o, l = flash_fwd(q[:, :, i0:i1], _heads(k[:, :, lo:hi], g), _heads(v[:, :, lo:hi], g), scale, mask)
-            out[:, :, i0:i1] = o
-            lse[:, :, i0:i1] = l
+        for kind, (i0, i1, lo, hi, c0), nblk in calls:
+            if kind == "one":
+                mask = band[: i1 - i0, c0: c0 + hi - lo]  # (rows, keys) view of the band
+                o, l = flash_fwd(q[:, :, i0:i1], _heads(k[:, :, lo:hi], g), _heads(v[:, :, lo:hi], g), scale, mask)
+                out[:, :, i0:i1], lse[:, :, i0:i1] = o, l
+                continue
+            rows = slice(i0, i0 + nblk * blk)
+            for i, h0, nh, j in slots(b, h, h_kv):
+                o, l = flash_fwd(row_blocks(q, i, h0, nh, i0, nblk, blk, blk),  # (nh, nblk, blk, D)
+                                 row_blocks(k, i, h0, nh, lo, nblk, span, blk, j),  # (nh, nblk, span, D) windows
+                                 row_blocks(v, i, h0, nh, lo, nblk, span, blk, j), scale, band)
+                out[i, h0:h0 + nh, rows] = o.reshape(nh, nblk * blk, d)
+                lse[i, h0:h0 + nh, rows] = l.reshape(nh, nblk * blk)
         ctx.save_for_backward(q, k, v, out, lse, band)
         ctx.pattern, ctx.blk = pattern, blk
         return out
@@ -105,21 +143,43 @@ class _FlashLocal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse, band = ctx.saved_tensors
+        blk = ctx.blk
         b, h, q_len, d = q.shape
         h_kv, kv_len = k.shape[1], k.shape[2]
-        g = h // h_kv
+        g, span = h // h_kv, band.shape[1]
         scale = 1.0 / math.sqrt(d)
         go = grad_out.contiguous()  # (B, H, Q, D)
         dq = torch.empty_like(out)  # every row is one block's: written once below
         dk = torch.zeros(b, h_kv, kv_len, d, dtype=torch.float32, device=q.device)
         dv = torch.zeros_like(dk)
-        for i0, i1, lo, hi, c0 in _windows(ctx.pattern, q_len, kv_len, ctx.blk):
-            mask = band[: i1 - i0, c0: c0 + hi - lo]
-            dqc, dkc, dvc = flash_bwd(go[:, :, i0:i1], q[:, :, i0:i1], _heads(k[:, :, lo:hi], g),
-                                      _heads(v[:, :, lo:hi], g), out[:, :, i0:i1], lse[:, :, i0:i1], scale, mask)
-            dq[:, :, i0:i1] = dqc
-            dk[:, :, lo:hi] += dkc.view(b, h_kv, g, hi - lo, d).sum(dim=2)  # (B, Hkv, keys, D)
-            dv[:, :, lo:hi] += dvc.view(b, h_kv, g, hi - lo, d).sum(dim=2)
+        stride = -(-span // blk)  # windows this many blocks apart do not overlap
+        calls = _runs(list(_windows(ctx.pattern, q_len, kv_len, blk)), blk, span, max(1, GROUP_ROWS // blk))
+        for kind, (i0, i1, lo, hi, c0), nblk in calls:
+            if kind == "one":
+                mask = band[: i1 - i0, c0: c0 + hi - lo]
+                dqc, dkc, dvc = flash_bwd(go[:, :, i0:i1], q[:, :, i0:i1], _heads(k[:, :, lo:hi], g),
+                                          _heads(v[:, :, lo:hi], g), out[:, :, i0:i1], lse[:, :, i0:i1], scale,
+                                          mask)
+                dq[:, :, i0:i1] = dqc
+                dk[:, :, lo:hi] += dkc.view(b, h_kv, g, hi - lo, d).sum(dim=2)  # (B, Hkv, keys, D)
+                dv[:, :, lo:hi] += dvc.view(b, h_kv, g, hi - lo, d).sum(dim=2)
+                continue
+            rows = slice(i0, i0 + nblk * blk)
+            for i, h0, nh, j in slots(b, h, h_kv):
+                blocks = lambda x, j=None: row_blocks(x, i, h0, nh, i0, nblk, blk, blk, j)  # noqa: E731
+                windows = lambda x, j=j: row_blocks(x, i, h0, nh, lo, nblk, span, blk, j)  # noqa: E731
+                dqc, dkw, dvw = flash_bwd(blocks(go), blocks(q), windows(k), windows(v), blocks(out),
+                                          lse[i, h0:h0 + nh, rows].view(nh, nblk, blk), scale, band)
+                dq[i, h0:h0 + nh, rows] = dqc.reshape(nh, nblk * blk, d)
+                # Overlapping windows' gradients: added one residue class of blocks at a time, whose
+                # windows are disjoint, into (heads, count, span, D) views of dk and dv.
+                kh0, knh = (h0, nh) if j is None else (j, 1)
+                for r in range(min(stride, nblk)):
+                    count = len(range(r, nblk, stride))
+                    for grad, part in ((dk, dkw), (dv, dvw)):
+                        part = part[:, r::stride]  # (nh, count, span, D)
+                        part = part if j is None else part.sum(0, keepdim=True)
+                        row_blocks(grad, i, kh0, knh, lo + r * blk, count, span, stride * blk).add_(part)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
