@@ -2,7 +2,7 @@
 
 Target: on a machine where torch sees a CUDA device, no cell of `attnbench check --device cuda` is
 wrong or raises, and no row of a short sweep (the `gpu` preset at N = 1024 and 4096, H=8, B=1, D=64:
-float16 and bfloat16, fwd and fwd_bwd, every variant) is `error`, `timeout` or `oom`; and no cell is
+float16 and bfloat16, fwd and fwd_bwd, every variant) is `wrong`, `error`, `timeout` or `oom`; and no cell is
 unsupported unless that is expected:
 
 * expected: the cell lies outside the variant's declared capabilities (a reason of the form
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-FAILED_STATUSES = ("error", "timeout", "oom")
+FAILED_STATUSES = ("wrong", "error", "timeout", "oom")
 # A declared limit names the case field it concerns: "dtype=float64 (supported: ...)".
 DECLARED = re.compile(r"^[a-z_]+=")
 # What a missing or mismatched build of an optional dependency says (xformers' own messages).
