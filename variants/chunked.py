@@ -10,9 +10,11 @@ Two paths compute a (query chunk, key piece) block, chosen by ``kernel``:
   key pieces can be long: ``chunk_k="auto"`` takes the whole key range in one piece where every pair
   is allowed (global), splits causal rows at the diagonal (the diagonal block runs with the kernel's
   top-left causal flag, no mask tensor) and cuts masked patterns (local, document) into pieces of
-  at most 1024 keys, each with its additive mask. ``chunk_q="auto"`` is a quarter of the queries
-  (at least 1024) for global, 1024 for masked patterns (``flash_chunks``). Extra memory: O(chunk_q * D)
-  per head for the block's output, plus O(chunk_q * piece) for a masked piece's mask.
+  at most 1024 keys, each with its additive mask. ``chunk_q="auto"`` is every query for global
+  (then global non-causal is one kernel call, the same call as SDPA's FLASH backend on CPU, and the
+  kernel's own 256 x 512 tiles are the chunks) and 1024 for masked patterns (``flash_chunks``). Extra
+  memory: O(chunk_q * D) per head for a block's output, O(chunk_q * piece) for a masked piece's mask,
+  and the kernel's per-thread tiles.
 * ``torch`` (``auto`` on every other device, CUDA included): plain matmuls with an online softmax
   over (chunk_q, chunk_k) score tiles, ``"auto"`` = 512 x 1024; extra memory O(chunk_q * chunk_k)
   per head. Key chunks with no allowed pair (causal, local band) are skipped.
@@ -254,10 +256,13 @@ TORCH_CHUNKS = (512, 1024)  # the torch path's "auto" (chunk_q, chunk_k): one sc
 
 
 def flash_chunks(pattern: Pattern, q_len: int, kv_len: int) -> tuple[int, int]:
-    """The flash path's "auto" (chunk_q, chunk_k): every key in one piece; query chunks of a quarter of
-    the rows (at least 1024) for global, whose pieces need no mask tensor, 1024 for masked patterns."""
-    cq = max(1024, -(-q_len // 4)) if pattern.kind == "global" else 1024
-    return cq, kv_len
+    """The flash path's "auto" (chunk_q, chunk_k): every key in one piece; for global (whose pieces need
+    no mask tensor) every query in one chunk too, 1024 queries for masked patterns (local, document).
+
+    One global chunk is one kernel call whose output is returned uncopied: the kernel tiles queries
+    and keys itself (256 x 512 per thread on CPU, with an online softmax), so splitting the queries
+    further would add copies and calls but save no memory."""
+    return (q_len if pattern.kind == "global" else 1024), kv_len
 
 
 @register
