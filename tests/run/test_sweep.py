@@ -209,8 +209,12 @@ def test_kill_and_interrupt_lose_nothing_and_resume_finishes(misbehave_plugin, t
     assert meta["status"] == "complete" and len(df) == 12 and df["case_id"].is_unique
     done_before = {r["case_id"]: r["finished_at"] for r in rows_before}
     kept = df[df.case_id.isin(list(done_before))]
-    assert len(kept) == len(done_before)  # finished cases were not redone
-    assert all(kept.set_index("case_id")["finished_at"][cid] == pytest.approx(t) for cid, t in done_before.items())
+    assert len(kept) == len(done_before)  # finished cases were not redone...
+    # ...unless a cross-cell check suspected one once every cell existed (real timing: a busy machine can
+    # make a short case look slower than the next length's), and then the new row says why.
+    again = kept["remeasured_for"].notna()
+    assert kept[again]["remeasured_for"].str.contains("slower|drop").all()
+    assert all(t == pytest.approx(done_before[cid]) for cid, t in zip(kept[~again].case_id, kept[~again].finished_at))
 
 
 def test_resume_refuses_different_sweep_or_environment(tmp_path):
