@@ -1,24 +1,17 @@
-"""Every variant, on every pattern it declares, against the float64 reference (forward and backward)."""
+"""Every variant, on every pattern it declares, against the float64 reference (forward and backward).
+
+The CPU cells a variant supports are one test each; the cells it declines are not collected (each is
+declined with its reasons, checked once below). On CUDA one test checks every cell and skips once
+where there is no CUDA device."""
+
+import collections
 
 import pytest
 import torch
 
-from harness.bench.check import CHECK_PARAMS, CHECK_SHAPES, check_one, default_dtypes
+from harness.bench.check import CHECK_PARAMS, CHECK_SHAPES, check_one, check_one_safely, default_dtypes, pattern_for
+from harness.core.case import Case
 from harness.core.registry import discover
-
-
-def _cells(device):
-    for name, cls in discover().items():
-        for kind in cls.patterns:
-            for causal in (False, True):
-                for shape in CHECK_SHAPES:
-                    for dtype in default_dtypes(device):
-                        for pass_ in ("fwd", "fwd_bwd") if cls.backward else ("fwd",):
-                            marks = [pytest.mark.slow] if name == "flex" else []
-                            yield pytest.param(name, kind, causal, shape, dtype, pass_, marks=marks,
-                                               id=f"{name}-{kind}{'-causal' if causal else ''}-{dtype}-{pass_}-"
-                                                  f"{shape.label.replace(' ', '_')}")
-
 
 _VARIANTS: dict = {}
 
@@ -29,23 +22,80 @@ def _variant(name):
     return _VARIANTS[name]
 
 
-def _run(device, name, kind, causal, shape, dtype, pass_):
+def _reasons(name, kind, causal, shape, dtype, device, pass_):
+    """The variant's reasons to decline the case check_one would build for this cell."""
+    variant, pattern = _variant(name), pattern_for(kind, causal, shape)
+    case = Case(variant=name, pattern=kind, causal=causal, window=pattern.window, segment=pattern.segment,
+                device=device, dtype=dtype, batch=shape.batch, heads=shape.heads, seq_len=shape.seq_len,
+                head_dim=shape.head_dim, pass_=pass_, params=tuple(variant.params.items()),
+                kv_heads=shape.kv_heads, q_len=shape.q_len, doc_lens=pattern.doc_lens)
+    return variant.not_supported_reasons(case)
+
+
+def _cells(device):
+    """(name, kind, causal, shape, dtype, pass_) of every cell a check on ``device`` covers."""
+    for name, cls in discover().items():
+        for kind in cls.patterns:
+            for causal in (False, True):
+                for shape in CHECK_SHAPES:
+                    for dtype in default_dtypes(device):
+                        for pass_ in ("fwd", "fwd_bwd") if cls.backward else ("fwd",):
+                            yield name, kind, causal, shape, dtype, pass_
+
+
+def _param(cell):
+    name, kind, causal, shape, dtype, pass_ = cell
+    return pytest.param(*cell, marks=[pytest.mark.slow] if name == "flex" else [],
+                        id=f"{name}-{kind}{'-causal' if causal else ''}-{dtype}-{pass_}-{shape.label.replace(' ', '_')}")
+
+
+CPU_CELLS = [c for c in _cells("cpu") if not _reasons(*c[:5], "cpu", c[5])]
+
+
+def _check(device, name, kind, causal, shape, dtype, pass_):
     res = check_one(_variant(name), kind, causal, shape, dtype, device, pass_)
-    if res.skipped:
-        pytest.skip(f"{name} unavailable: " + "; ".join(res.reasons))
+    assert not res.skipped, res.reasons
     assert res.errors, "nothing was compared"
     assert res.ok, res.describe()
 
 
-@pytest.mark.parametrize("name, kind, causal, shape, dtype, pass_", list(_cells("cpu")))
+@pytest.mark.parametrize("name, kind, causal, shape, dtype, pass_", [_param(c) for c in CPU_CELLS])
 def test_cpu_matches_reference(name, kind, causal, shape, dtype, pass_):
-    _run("cpu", name, kind, causal, shape, dtype, pass_)
+    _check("cpu", name, kind, causal, shape, dtype, pass_)
+
+
+def test_cpu_cells_are_declined_only_by_variants_without_a_cpu_kernel_or_backward():
+    """What the CPU tests leave out: the CUDA-only variants wholly, flex's backward, hierarchical's
+    cells its segment cannot tile; every other variant runs every cell it declares."""
+    declined = collections.defaultdict(list)
+    for cell in _cells("cpu"):
+        reasons = _reasons(*cell[:5], "cpu", cell[5])
+        if reasons:
+            declined[cell[0]].append((cell, reasons))
+    ran = collections.Counter(c[0] for c in CPU_CELLS)
+    assert {"sdpa_cudnn", "sdpa_efficient", "xformers"} <= set(declined) and not {"naive", "chunked", "sdpa_math"} & set(declined)
+    assert all(ran[name] == 0 for name in ("sdpa_cudnn", "sdpa_efficient", "xformers"))
+    assert all(cell[5] == "fwd_bwd" for cell, _ in declined["flex"]) and ran["flex"] > 0
+    assert all(reasons and all(isinstance(r, str) and r for r in reasons) for cells in declined.values()
+               for _, reasons in cells)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.is_available() is False")
-@pytest.mark.parametrize("name, kind, causal, shape, dtype, pass_", list(_cells("cuda")))
-def test_cuda_matches_reference(name, kind, causal, shape, dtype, pass_):
-    _run("cuda", name, kind, causal, shape, dtype, pass_)
+def test_cuda_matches_reference_on_every_cell():
+    """Every CUDA cell, in one test: the wrong or raising ones are listed together; a variant with a
+    CUDA kernel must have compared at least one cell."""
+    wrong, compared = [], collections.Counter()
+    for name, kind, causal, shape, dtype, pass_ in _cells("cuda"):
+        res = check_one_safely(_variant(name), kind, causal, shape, dtype, "cuda", pass_)  # a raise: one wrong cell
+        if res.skipped:
+            continue
+        compared[name] += 1
+        if not res.errors or not res.ok:
+            wrong.append(res.describe())
+    assert not wrong, "\n".join(wrong)
+    for name in discover():
+        if not _variant(name).device_reasons("cuda"):
+            assert compared[name] > 0, f"{name} has a CUDA kernel but compared no cell"
 
 
 def test_check_catches_a_wrong_variant(monkeypatch):
