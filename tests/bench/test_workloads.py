@@ -1,7 +1,8 @@
 """Every variant against the float64 reference on the workloads of language models: grouped-query and
 multi-query heads, decoding (q_len < kv_len, queries at the end of the keys), packed documents
 (documents of length 1), a window wider than the keys, head dims 128 and 256; forward and backward.
-A variant may decline a case, but only with reasons; naive and chunked decline none of their patterns."""
+Only the cases a variant supports are collected; a variant may decline a case, but only with reasons;
+naive and chunked decline none of their patterns."""
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def make_case(name, shape, pattern, causal, pass_):
                 seq_len=kv_len, head_dim=d, pass_=pass_, params=tuple(PARAMS.get(name, {}).items()), **extra)
 
 
-def cells():
+def all_cells():
     for name in discover():
         for shape in SHAPES:
             for pattern in PATTERNS:
@@ -50,18 +51,38 @@ def cells():
                     continue
                 for causal in (False, True):
                     for pass_ in ("fwd", "fwd_bwd"):
-                        yield pytest.param(name, shape, pattern, causal, pass_,
-                                           id=f"{name}-{shape}-{pattern}-{'causal' if causal else 'full'}-{pass_}")
+                        yield name, shape, pattern, causal, pass_
 
 
-@pytest.mark.parametrize("name,shape,pattern,causal,pass_", list(cells()))
+def declined(cell) -> list[str]:
+    name, shape, pattern, causal, pass_ = cell
+    return get_variant(name, **PARAMS.get(name, {})).not_supported_reasons(make_case(*cell))
+
+
+SUPPORTED = [c for c in all_cells() if not declined(c)]  # only these are collected
+
+
+def test_every_variant_with_a_cpu_kernel_runs_some_workload_and_declines_with_reasons():
+    """What the collection leaves out is declined with reasons; naive and chunked decline none of
+    their patterns; every variant available on CPU has workloads collected."""
+    ran = {c[0] for c in SUPPORTED}
+    for cell in all_cells():
+        reasons = declined(cell)
+        variant = get_variant(cell[0], **PARAMS.get(cell[0], {}))
+        if reasons:
+            assert all(isinstance(r, str) and r for r in reasons), (cell, reasons)
+            assert cell[0] not in ("naive", "chunked") or make_case(*cell).pattern not in variant.patterns, reasons
+    for name in discover():
+        if not get_variant(name, **PARAMS.get(name, {})).device_reasons("cpu"):
+            assert name in ran, f"{name} runs on CPU but no workload was collected for it"
+
+
+@pytest.mark.parametrize("name,shape,pattern,causal,pass_", [
+    pytest.param(*c, id=f"{c[0]}-{c[1]}-{c[2]}-{'causal' if c[3] else 'full'}-{c[4]}") for c in SUPPORTED])
 def test_variant_matches_reference(name, shape, pattern, causal, pass_):
     variant = get_variant(name, **PARAMS.get(name, {}))
     case = make_case(name, shape, pattern, causal, pass_)
-    reasons = variant.not_supported_reasons(case)
-    if reasons:
-        assert name not in ("naive", "chunked") or case.pattern not in variant.patterns, reasons
-        pytest.skip("; ".join(reasons))
+    assert not variant.not_supported_reasons(case)
     inputs = make_inputs(case)
     prepared = prepare(variant, case, inputs)
     q, k, v = inputs.qkv()
