@@ -1,4 +1,4 @@
-"""Bad inputs and faults thrown at the command line (issue 10).
+"""Bad inputs and faults thrown at the command line.
 
 Every bad input: exit status 2 and exactly one line on stderr that names the value and says what works
 ("hint", the valid values, or argparse's choices). Every fault: a row with a status and a reason, no row
