@@ -5,11 +5,12 @@ every cell of a group once, in an order that rotates from round to round):
 
 * local (w=256) at N=16384, forward: own ``local`` against ``flex`` (FlexAttention) and against
   ``sdpa_flash`` on the same local pattern (SDPA's fused kernel with a dense N x N boolean mask);
-* global at N=4096 and 8192, forward: ``chunked`` against ``sdpa_flash``;
+* global at N=4096 and 8192, forward: ``chunked`` against ``sdpa_flash`` (three times the rounds: the
+  calls are short and the ratio is judged at 1.05);
 * hierarchical (s = round(sqrt N)) at N=4096, 8192, 16384, forward: the time exponent from 4K to 16K;
-* forward+backward: own ``local`` against ``flex`` and ``sdpa_flash``, ``chunked`` against
-  ``sdpa_flash``, at the same shapes (Flex has no CPU backward: its row says so and its target is
-  reported as not applicable, never as met);
+* forward+backward: own ``local`` against ``flex``, ``chunked`` against ``sdpa_flash`` at N=8192,
+  ``hierarchical`` at N=16384 (Flex has no CPU backward: its row says so and its target is reported
+  as not applicable, never as met; SDPA's dense-mask local backward, ~50 s a call here, is left out);
 * peak memory of each of the three at its largest N, forward, against the analytic minimum (the output
   tensor, B * H * N * D * 4 bytes; the inputs are not counted), via ``harness.bench.memory``.
 
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     for n in n_glob:
         g_glob += [make_cell(f"chunked N={n}", "chunked", seq_len=n), make_cell(f"sdpa_flash N={n}", "sdpa_flash",
                                                                                seq_len=n)]
-    measure_group(g_glob, args.rounds)
+    measure_group(g_glob, 3 * args.rounds)  # short calls, a ratio judged at 1.05: three times the rounds
     show(g_glob)
 
     print("\n== hierarchical s=round(sqrt N), forward")
@@ -186,7 +187,6 @@ def main(argv=None) -> int:
         bk = dict(pass_="fwd_bwd")
         g_bwd = [make_cell("local fwd_bwd", "local", **local_kw, **bk),
                  make_cell("flex fwd_bwd", "flex", **local_kw, **bk),
-                 make_cell("sdpa_flash local fwd_bwd", "sdpa_flash", **local_kw, **bk),
                  make_cell(f"chunked fwd_bwd N={n_glob[1]}", "chunked", seq_len=n_glob[1], **bk),
                  make_cell(f"sdpa_flash fwd_bwd N={n_glob[1]}", "sdpa_flash", seq_len=n_glob[1], **bk),
                  make_cell(f"hierarchical fwd_bwd N={n_hier[-1]}", "hierarchical", pattern="hierarchical",
@@ -215,15 +215,15 @@ def main(argv=None) -> int:
     t4, t16 = g_hier[0].median, g_hier[-1].median
     judge("hier_exponent", math.log(t16 / t4) / math.log(n_hier[-1] / n_hier[0]) if t4 and t16 else None, "<=", 1.35)
     if g_bwd:
-        lb, fb, sb, cb, cs, hb = g_bwd
+        lb, fb, cb, cs, hb = g_bwd
         judge("local_fwd_bwd_vs_flex", ratio(lb, fb), "<=", 1.2, f"flex: {fb.reason}" if fb.reason else "")
         judge("chunked_fwd_bwd_vs_flex", None, "<=", 1.2, "not measured on global (flex's CPU backward is absent)")
         judge("hierarchical_fwd_bwd_vs_flex", None, "<=", 1.2, "flex has no hierarchical pattern")
-        for info, a, b in (("local_fwd_bwd / sdpa", lb, sb), ("chunked_fwd_bwd / sdpa", cb, cs)):
+        for info, a, b in (("chunked_fwd_bwd / sdpa", cb, cs), ("local_fwd_bwd / local", lb, loc),
+                           ("hierarchical_fwd_bwd / fwd", hb, g_hier[-1])):
             if ratio(a, b):
                 print(f"  {'(info) ' + info:<30} {ratio(a, b):9.3f}  (time ratio, not a target)")
-        err(lb, sb, "local_fwd_bwd", grad_tol)
-        err(cb, cs, "chunked_fwd_bwd", grad_tol)
+        err(cb, cs, "chunked_fwd_bwd_dq", grad_tol)
     for name, value in mem.items():
         judge(f"{name}_peak_mem", value, "<=", 1.5)
     print(f"\nload {os.getloadavg()[0]:.2f}; {len(missed)} target(s) missed")
