@@ -14,6 +14,11 @@ new calibration / base calibration, so a uniformly slower machine is not a regre
 are reported. A case is ``slower`` only when the lower bound of the normalized interval is above the
 threshold, ``faster`` only when its upper bound is below 1 / threshold, else ``same``.
 
+Correctness comes before time: a case ok in BASE whose NEW row is ``wrong`` (its output is not what
+its pattern defines), or whose NEW relative error is non-finite, missing where BASE's was measured,
+or above the dtype's tolerance where BASE's was within it, is ``wrong`` whatever its time, and fails
+the comparison as ``broken`` and ``slower`` do (``output_problem``).
+
 The bootstrap holds only within-run noise. Machine drift during a run is not in it, so the normalized
 interval is widened by each run's calibration spread (max / min of its calibration medians): a case
 measured at any point of a run that drifted by 30% can be off by that much, and a verdict then needs
@@ -45,21 +50,25 @@ from harness.core.errors import InputError
 from harness.core.tolerances import TOLERANCES
 from harness.store.load import load_run
 
-# Verdicts. slower and broken fail the comparison (exit 1); the others do not.
-VERDICTS = ("slower", "broken", "accepted", "untrusted", "faster", "same", "fixed", "not run", "new", "missing")
+# Verdicts. slower, broken and wrong fail the comparison (exit 1); the others do not.
+VERDICTS = ("wrong", "slower", "broken", "accepted", "untrusted", "faster", "same", "fixed", "not run", "new",
+            "missing")
 
 
-FAILING = ("slower", "broken")
+FAILING = ("wrong", "slower", "broken")
 
 
 VERDICT_HELP = {
+    "wrong": "ok in BASE and wrong in NEW (an output that is not what its pattern defines: non-finite, another "
+             "shape or dtype, an error above the dtype's tolerance), or NEW's error is non-finite, or missing "
+             "where BASE's was measured, whatever the time",
     "slower": "normalized time ratio's confidence interval lies above the threshold",
-    "broken": "ok in BASE, not ok in NEW (its status and reason are shown)",
-    "untrusted": "a side's time is flagged (time_trusted false: noisy, host busy, slow machine...): no time verdict",
+    "broken": "ok in BASE, another failure in NEW, with its status and reason: oom, timeout, error, unsupported",
+    "untrusted": "a side's time is flagged, time_trusted false (noisy, host busy, slow machine...): no time verdict",
     "accepted": "slower, but accepted by an [accept-regression: ...] commit marker (attnbench ci only)",
     "faster": "normalized time ratio's confidence interval lies below 1 / threshold",
     "same": "no confident change beyond the threshold",
-    "fixed": "not ok in BASE, ok in NEW",
+    "fixed": "not ok in BASE (wrong included), ok in NEW",
     "not run": "in both runs, ok in neither",
     "new": "only in NEW",
     "missing": "only in BASE",
@@ -110,6 +119,38 @@ def _num(value) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def _median_s(row) -> float | None:
+    """A row's median time, kept by a ``wrong`` row too (None when it has none)."""
+    value = _num(row.get("time_s_median"))
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def status_verdict(base_status: str, new_status: str) -> str:
+    """The verdict of a case not ok on both sides: ``wrong`` (ok -> wrong), ``broken`` (ok -> not ok),
+    ``fixed`` (not ok -> ok, wrong -> ok included) or ``not run`` (ok in neither)."""
+    if base_status == "ok":
+        return "wrong" if new_status == "wrong" else "broken"
+    return "fixed" if new_status == "ok" else "not run"
+
+
+def output_problem(base_error, new_error, dtype) -> str | None:
+    """Why NEW's output counts as wrong from its relative error alone, or None: the error is non-finite,
+    missing where BASE's was measured (a non-finite or misshapen output has no error), or above the
+    dtype's forward tolerance where BASE's was within it."""
+    base, new = _num(base_error), _num(new_error)
+    name = str(dtype) if str(dtype) in TOLERANCES else "float32"
+    tol = TOLERANCES[name][0]
+    if new is None:
+        return None if base is None else (f"NEW's relative error is missing where BASE's was measured ({base:.1e}): "
+                                          "its output could not be checked (non-finite values?)")
+    if not math.isfinite(new):
+        return f"NEW's relative error is {new} against the float64 reference"
+    if new > tol and (base is None or base <= tol):
+        return f"NEW's relative error {new:.2e} is above {name}'s tolerance {tol:g}" + (
+            f" (BASE's {base:.1e})" if base is not None else "")
+    return None
+
+
 def _by_case(df: pd.DataFrame, side: str) -> dict[str, dict]:
     if "case_id" not in df.columns or "status" not in df.columns:
         raise InputError(f"the {side} run has no case_id/status columns; hint: pass a folder made by "
@@ -143,8 +184,11 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             continue
         b_ok, n_ok = b["status"] == "ok", n["status"] == "ok"
         if not (b_ok and n_ok):
-            rec["verdict"] = ("broken" if b_ok else "fixed") if b_ok != n_ok else "not run"
+            rec["verdict"] = status_verdict(b["status"], n["status"])
             rec["reason"] = str((n if b_ok or not n_ok else b).get("reason") or "")
+            if "wrong" in (b["status"], n["status"]):  # a wrong row kept its time: shown, never judged
+                rec.update(base_time_s_median=_median_s(b), new_time_s_median=_median_s(n),
+                           base_rel_error=_num(b.get("rel_error")), new_rel_error=_num(n.get("rel_error")))
             out.append(rec)
             continue
         bs, ns = _samples(b), _samples(n)
@@ -177,6 +221,9 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             rec["verdict"] = "untrusted"
             rec["reason"] = "; ".join(f"{side}: {', '.join(json.loads(f)) if isinstance(f, str) and f else 'flagged'}"
                                       for side, f in flagged)
+        problem = output_problem(b.get("rel_error"), n.get("rel_error"), n.get("dtype"))
+        if problem:  # whatever the time
+            rec.update(verdict="wrong", reason=problem)
         out.append(rec)
     frame = pd.DataFrame(out, columns=COLUMNS)
     noisy = [bool(r.get("time_noisy")) if not pd.isna(r.get("time_noisy")) else False
@@ -203,26 +250,29 @@ def mem_verdict(base: float | None, new: float | None) -> str | None:
 
 
 def error_verdict(base: float | None, new: float | None, dtype) -> str | None:
-    """``worse`` when the new error is above the dtype's forward tolerance (``attnbench check``'s), or
-    ``ERROR_FACTOR`` x the base's while above 1% of that tolerance."""
+    """``worse`` when the new error is non-finite or above the dtype's forward tolerance (``attnbench
+    check``'s), or ``ERROR_FACTOR`` x the base's while above 1% of that tolerance; ``missing`` when the
+    base's was measured and the new one's was not; None when neither was."""
     if new is None:
-        return None
+        return "missing" if base is not None else None
     tol = TOLERANCES.get(str(dtype), TOLERANCES["float32"])[0]
-    if new > tol or (base is not None and new > ERROR_FACTOR * base and new > tol / 100):
+    if not math.isfinite(new) or new > tol or (base is not None and new > ERROR_FACTOR * base and new > tol / 100):
         return "worse"
     return "same"
 
 
 def summarize(result: pd.DataFrame) -> dict:
     """Counts per verdict, the compared count, and the exit status the comparison implies: 1 when a
-    case is slower or broken, or uses more memory, or is less accurate; 2 when nothing was compared."""
+    case is wrong, slower or broken, or uses more memory, or is less accurate (its error worse or
+    missing); 2 when nothing was compared."""
     counts = {v: int((result["verdict"] == v).sum()) for v in VERDICTS}
     compared = counts["slower"] + counts["accepted"] + counts["faster"] + counts["same"] + counts["untrusted"]
     worse = result["verdict"].isin(FAILING)
     if "mem_verdict" in result.columns:
-        worse |= (result["mem_verdict"] == "more") | (result["error_verdict"] == "worse")
+        worse |= (result["mem_verdict"] == "more") | result["error_verdict"].isin(("worse", "missing"))
     failing = result.loc[worse, "case_id"].tolist()
-    exit_code = 2 if compared + counts["broken"] + counts["fixed"] == 0 else (1 if failing else 0)
+    judged = compared + counts["wrong"] + counts["broken"] + counts["fixed"]
+    exit_code = 2 if judged == 0 else (1 if failing else 0)
     return {"counts": counts, "compared": compared, "exit_code": exit_code, "failing": failing}
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.analysis.compare import compare_runs, load_for_compare, summarize
+from harness.analysis.compare import (
+    FAILING,
+    VERDICT_HELP,
+    VERDICTS,
+    compare_runs,
+    load_for_compare,
+    summarize,
+)
 from harness.analysis.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_THRESHOLD,
@@ -49,14 +56,11 @@ def register_cli(subparsers) -> None:
         description="Compare NEW_RUN with BASE_RUN. For every case in both runs: new/base ratio of median time "
                     "(raw, and normalized by each run's calibration kernel so a uniformly slower machine is not a "
                     "regression) with a bootstrap confidence interval, the peak-memory ratio and verdict (more, "
-                    "less, same), the relative error's verdict (worse, same), and a time verdict: slower (the "
-                    "normalized interval lies above --threshold), faster (below 1 / threshold), same, untrusted "
-                    "(a side's time is flagged: no time verdict), accepted (slower, but excused by an "
-                    "[accept-regression: ...] commit marker: attnbench ci only), broken (ok in BASE, not ok in NEW), fixed "
-                    "(not ok in BASE, ok in NEW), not run (ok in neither), new (NEW only), missing (BASE only). Exit status: "
-                    "1 if any case is slower or broken, uses more peak memory (above 5% and 64 KiB) or is less "
-                    "accurate (error verdict worse); 2 if no case could be compared or a run is unreadable; 0 "
-                    "otherwise. See docs/compare.md.")
+                    "less, same), the relative error's verdict (worse, missing, same), and a verdict per case. "
+                    + "; ".join(f"{v}: {VERDICT_HELP[v]}" for v in VERDICTS) + ". Exit status: 1 if any case is "
+                    + ", ".join(FAILING) + ", uses more peak memory (above 5% and 64 KiB) or is less accurate (error "
+                    "verdict worse or missing); 2 if no case could be compared or a run is unreadable; 0 otherwise. "
+                    "See docs/compare.md.")
     p.add_argument("base_run", metavar="BASE_RUN", help="run folder of the baseline (made by attnbench sweep)")
     p.add_argument("new_run", metavar="NEW_RUN", help="run folder to judge against it")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,

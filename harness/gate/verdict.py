@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analysis.compare import COLUMNS, error_verdict, mem_verdict
+from harness.analysis.compare import COLUMNS, error_verdict, mem_verdict, output_problem, status_verdict
 from harness.analysis.stats import case_seed, paired_ratio_ci, time_verdict
 
 ACCEPT_RE = re.compile(r"\[accept-regression:\s*([^\]]*)\]", re.IGNORECASE)
@@ -104,7 +104,9 @@ def judge(case_ids: list[str], m: Measurements, threshold: float, confidence: fl
           accept: list[str] | None = None, dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     """compare's frame (same columns and verdicts) from the pairs: time by the per-pair log ratios of
     calibration-normalized values (``paired_ratio_ci``), peak memory by ``mem_verdict`` on the median
-    over processes, error by ``error_verdict`` on the largest error a process measured."""
+    over processes, error by ``error_verdict`` on the largest error a process measured. A case ok in
+    BASE is ``wrong`` when NEW answered status ``wrong`` or its error fails ``output_problem``
+    (non-finite, missing where BASE's was measured, above the dtype's tolerance), whatever its time."""
     rows = []
     for cid in case_ids:
         rec = {c: None for c in COLUMNS}
@@ -129,7 +131,7 @@ def judge(case_ids: list[str], m: Measurements, threshold: float, confidence: fl
             elif b_ok and n_ok:  # each side ok somewhere, never both in one pair: nothing paired to judge
                 rec["verdict"], rec["reason"] = "not run", "no pair of processes ran the case ok on both sides"
             else:
-                rec["verdict"] = ("broken" if b_ok else "fixed") if b_ok != n_ok else "not run"
+                rec["verdict"] = status_verdict(b_state, n_state)
                 rec["reason"] = (m.status.get(("new", cid)) or m.status.get(("base", cid)) or ("", ""))[1]
             rows.append(rec)
             continue
@@ -143,6 +145,12 @@ def judge(case_ids: list[str], m: Measurements, threshold: float, confidence: fl
                    new_time_s_median=float(np.median([p[1] for p in raw_pairs])), base_n_samples=len(pairs),
                    new_n_samples=len(pairs), time_ratio_raw=raw.ratio, time_ratio_raw_lo=raw.lo,
                    time_ratio_raw_hi=raw.hi, time_ratio=ci.ratio, time_ratio_lo=ci.lo, time_ratio_hi=ci.hi)
+        problem = output_problem(err_b, err_n, (dtypes or {}).get(cid, "float32"))
+        seen = m.status.get(("new", cid), ("", ""))
+        if seen[0] == "wrong":  # wrong in one NEW process, ok in others: a flake shows
+            problem = f"wrong in a NEW process: {seen[1]}"
+        if problem:  # whatever the time; no marker accepts it
+            rec.update(verdict="wrong", reason=problem)
         rows.append(rec)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     cal_b = float(np.median(m.calibration_s["base"])) if m.calibration_s["base"] else None

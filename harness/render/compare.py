@@ -29,13 +29,14 @@ def _table(result: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in _order(result).to_dict("records"):
         verdict = r["verdict"]
-        if verdict == "not run":
+        if verdict == "not run" and "wrong" not in (r["base_status"], r["new_status"]):
             continue
         if verdict == "accepted":
             verdict += f" ({r['reason']})"
-        elif verdict in ("broken", "fixed", "not run") and r["reason"]:
-            verdict += f" ({r['base_status'] or '-'} -> {r['new_status'] or '-'}: {r['reason']})"
-        elif verdict == "untrusted" and r["reason"]:
+        elif verdict in ("wrong", "broken", "fixed", "not run") and not r["base_status"] == r["new_status"] == "ok":
+            verdict += f" ({r['base_status'] or '-'} -> {r['new_status'] or '-'}" + (
+                f": {r['reason']})" if r["reason"] else ")")
+        elif verdict in ("wrong", "untrusted") and r["reason"]:
             verdict += f" ({r['reason']})"
         if r.get("mem_verdict") == "more":
             verdict += "; MORE MEMORY"
@@ -83,10 +84,15 @@ def _calibration_line(result: pd.DataFrame) -> str:
 
 def _footnotes(result: pd.DataFrame) -> list[str]:
     notes = []
-    not_run = int((result["verdict"] == "not run").sum())
-    if not_run:
-        notes.append(f"{not_run} case(s) ok in neither run (unsupported, for instance) are not listed; "
+    not_run = result["verdict"] == "not run"
+    hidden = int((not_run & (result["base_status"] != "wrong") & (result["new_status"] != "wrong")).sum())
+    if hidden:
+        notes.append(f"{hidden} case(s) ok in neither run (unsupported, for instance) are not listed; "
                      "--format json lists them")
+    wrong = int((result["verdict"] == "wrong").sum())
+    if wrong:
+        notes.append(f"{wrong} case(s) wrong in NEW: their output is not what the pattern defines, so their time "
+                     "is shown but not judged, and they fail the comparison")
     if result.attrs.get("noisy_rows"):
         notes.append(f"{result.attrs['noisy_rows']} measurement(s) flagged noisy (IQR/median > 10%) in their run")
     return notes
@@ -130,7 +136,7 @@ def render_markdown(result: pd.DataFrame, base_name: str = "BASE", new_name: str
 _HTML_STYLE = (".attnbench-compare table{border-collapse:collapse;font:13px sans-serif}"
                ".attnbench-compare th,.attnbench-compare td{border:1px solid #ccc;padding:2px 6px}"
                ".attnbench-compare td.num{text-align:right;font-variant-numeric:tabular-nums}"
-               ".attnbench-compare .slower,.attnbench-compare .broken{background:#fdd}"
+               ".attnbench-compare .slower,.attnbench-compare .broken,.attnbench-compare .wrong{background:#fdd}"
                ".attnbench-compare .faster{background:#dfd}")
 
 

@@ -23,13 +23,15 @@ def gate_lines(result: pd.DataFrame, info: dict) -> list[str]:
              f"slower = {to_pct(info['confidence']):g}% bootstrap CI (over pairs) lower bound of new/base above "
              f"{info['threshold']:g}, where new/base is the median over process pairs of the pair's ratio of "
              "calibration-normalized medians; more memory = peak above base by 5% and 64 KiB; less accurate = error "
-             "above the dtype's tolerance or 10x base's"]
+             "above the dtype's tolerance or 10x base's; wrong = ok at base, but the new output is wrong (error "
+             "non-finite, missing or above the dtype's tolerance), whatever its time"]
     if info["rechecked"]:
         lines.append(f"re-measured {len(info['rechecked'])} flagged case(s) in {info['recheck_processes']} fresh "
                      "process pairs, judged on those pairs alone (the first round's figures are in the reason)")
     if failing:
         lines.append(f"**regressed: {', '.join(f'`{c}`' for c in failing)}**; to accept an intentional slowdown, "
-                     "put `[accept-regression: <case-id substring or all>]` in the commit message")
+                     "put `[accept-regression: <case-id substring or all>]` in the commit message (it accepts no wrong or "
+                     "broken case)")
     if accepted:
         lines.append(f"accepted by commit marker: {', '.join(f'`{c}`' for c in accepted)}")
     return lines
