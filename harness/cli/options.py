@@ -121,12 +121,14 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
         data["segment"] = _segment(args.segment)
     if args.isolate:
         data["isolate"] = True
+    if getattr(args, "all_cells", False):
+        data["all_cells"] = True
     return build_config(data)
 
 
 def grid_overrides(args) -> bool:
     """Whether the command line names any of the grid (which cases), not only how they run."""
-    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "segment", "preset", "config"]
+    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "segment", "preset", "config", "all_cells"]
     return any(getattr(args, k) for k in keys)
 
 
@@ -169,6 +171,10 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                    help="upper bound on each attempt at measuring a case, in seconds (finite; no 'inf': give a "
                         "long bound such as 86400)")
     p.add_argument("--isolate", action="store_true", help="run each case in a fresh subprocess")
+    p.add_argument("--all-cells", dest="all_cells", action="store_true",
+                   help="a row for every planned cell, also of a variant that cannot run on this device at all "
+                        "(by default such a variant is said once, with its reasons, in run.json's 'unavailable', "
+                        "show and the report)")
     p.add_argument("--retries", type=int, help="attempts per cell after its first: re-measurements of a cell its own "
                                                "evidence flags (noisy, few calls, host busy, slow calibration, above "
                                                "ceiling), each after a short wait for quiet; default 2, 0 for none")

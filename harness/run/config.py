@@ -42,6 +42,7 @@ class Grid:
     max_error_elements: int = 2**26  # larger outputs are checked on a smaller twin of the case
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"  # a label, not a case field: a resume keeps the run's own
+    all_cells: bool = False  # rows also for variants that cannot run on the device at all (see ``planned``)
 
     def segment_for(self, n: int) -> int:
         return max(1, round(math.sqrt(n))) if self.segment == "sqrt" else int(self.segment)
@@ -119,6 +120,27 @@ def expand(config: SweepConfig | Grid) -> list[Case]:
                     dtype=dtype, batch=b, heads=h, seq_len=n, head_dim=d, pass_=pass_, params=tuple(params.items()),
                     kv_heads=kvh, q_len=q_len, doc_lens=doc_lens, threads=threads))
     return cases
+
+
+def unavailable(grid: Grid, cases: list[Case]) -> dict[str, list[str]]:
+    """The grid's variants that cannot run on its device at all, with the reasons they give once
+    (``Variant.device_reasons``): those whose every case of ``cases`` they refuse."""
+    registry = discover()
+    out = {}
+    for name in grid.variants:
+        variant = registry[name](**dict(dict(grid.params).get(name, ())))
+        reasons = variant.device_reasons(grid.device)
+        if reasons and all(variant.not_supported_reasons(c) for c in cases if c.variant == name):
+            out[name] = reasons
+    return out
+
+
+def planned(config: SweepConfig) -> tuple[list[Case], dict[str, list[str]]]:
+    """The cases a sweep measures into rows, and the variants left out because they cannot run on
+    the device at all (``unavailable``; none with ``all_cells``: then each of their cells is a row)."""
+    cases = expand(config)
+    left_out = {} if config.grid.all_cells else unavailable(config.grid, cases)
+    return [c for c in cases if c.variant not in left_out], left_out
 
 
 def _doc_axis(grid: Grid, kind: str, kv_len: int) -> list[tuple[int, ...] | None]:

@@ -10,7 +10,7 @@ from harness.run.alarm import CaseTimeout
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) for an exception raised while measuring a case."""
-    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
+    reason = one_line(exc)
     if isinstance(exc, WrongOutput):
         return "wrong", str(exc)
     if isinstance(exc, CaseTimeout):

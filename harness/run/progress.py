@@ -91,3 +91,29 @@ def say(quiet: bool, msg: str) -> None:
     """A line on stderr for the user (nothing when ``quiet``)."""
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
+
+
+class Phases:
+    """Where a run's time goes: seconds per phase (measuring the cases, further rounds, cross-cell
+    re-measurements, the end's machine figures, the re-check and its waits, writing the tables),
+    summed over the run and its resumes in ``meta["phases_s"]`` (run.json; ``attnbench show``)."""
+
+    def __init__(self, meta: dict, clock=time.perf_counter) -> None:
+        self.totals = meta.setdefault("phases_s", {})
+        self.clock = clock
+
+    def __call__(self, name: str):
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, phases: Phases, name: str) -> None:
+        self.phases, self.name = phases, name
+
+    def __enter__(self):
+        self.t0 = self.phases.clock()
+
+    def __exit__(self, *exc):
+        totals = self.phases.totals
+        totals[self.name] = round(totals.get(self.name, 0.0) + self.phases.clock() - self.t0, 3)
+        return False

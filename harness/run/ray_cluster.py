@@ -9,7 +9,7 @@ import socket
 import sys
 
 from harness.bench.memory import quiet_stderr_fd
-from harness.core.errors import InputError
+from harness.core.errors import InputError, one_line
 
 INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray>=2.40')"
 
@@ -27,11 +27,6 @@ def import_ray():
     return ray
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _check_reachable(address: str) -> None:
     """host:port must accept a TCP connection within CONNECT_TIMEOUT_S (ray.init may wait much longer)."""
     hostport = address.removeprefix("ray://")
@@ -42,7 +37,7 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise InputError(f"--ray-address {address!r} is unreachable ({type(exc).__name__}: {exc}); hint: start "
+        raise InputError(f"--ray-address {address!r} is unreachable ({one_line(exc)}); hint: start "
                          "the cluster with `ray start --head` there, or omit --ray-address for a local instance") from None
 
 

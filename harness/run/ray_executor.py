@@ -26,12 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.core.case import Case
-from harness.core.errors import InputError
+from harness.core.errors import InputError, one_line
 from harness.run.config import SweepConfig
 from harness.run.ray_cluster import (
     _bounded_connect,
     _check_reachable,
-    _first_line,
     import_ray,
 )
 from harness.run.ray_tasks import node_figures, run_case
@@ -108,7 +107,7 @@ class RayExecutor:
                     ray.init(address=self.address, **{k: v for k, v in common.items() if k != "include_dashboard"})
             except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
                 raise InputError(f"cannot connect to the Ray cluster at --ray-address {self.address!r} "
-                                 f"({type(exc).__name__}: {_first_line(exc)}); hint: start one with "
+                                 f"({one_line(exc)}); hint: start one with "
                                  "`ray start --head`, or omit --ray-address for a local instance") from None
         self.owned = True
 
@@ -212,7 +211,7 @@ class RayExecutor:
             try:
                 self._store_figures(meta, node, self.ray.get(ref))
             except self.ray.exceptions.RayError as exc:  # tried once more when the cases start, then refused
-                self._log(f"ray: node {node.hostname}: no machine figures ({type(exc).__name__}: {_first_line(exc)})")
+                self._log(f"ray: node {node.hostname}: no machine figures ({one_line(exc)})")
 
     def run(self, cases: list[Case], meta: dict, on_row: Callable[[Case, dict, float], None],
             total: int, done: int) -> None:
@@ -281,7 +280,7 @@ class RayExecutor:
         except self.ray.exceptions.RayError as exc:  # a node that cannot measure gets no cases
             flight.node.refused = True
             self._log(f"ray: node {flight.node.hostname}: no machine figures, no cases sent there "
-                      f"({type(exc).__name__}: {_first_line(exc)})")
+                      f"({one_line(exc)})")
 
     def _result(self, flight: _Flight, ref) -> tuple[dict, float]:
         """(row fields, wall_s) of a finished case; a task that died is a row naming why and where."""
@@ -293,9 +292,9 @@ class RayExecutor:
             node = flight.node
             cause = getattr(exc, "cause", None)
             if isinstance(exc, exceptions.RayTaskError) and isinstance(cause, BaseException):
-                reason = f"{type(cause).__name__}: {_first_line(cause)} (raised in the Ray task)"
+                reason = f"{one_line(cause)} (raised in the Ray task)"
             else:
-                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                reason = one_line(exc)
             if isinstance(exc, (exceptions.NodeDiedError,)) or not self._node_alive(node):
                 reason = f"node {node.hostname} lost: {reason}"
             status = "oom" if isinstance(exc, exceptions.OutOfMemoryError) else "error"

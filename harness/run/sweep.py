@@ -10,6 +10,7 @@ and SIGHUP are stops, not crashes (harness.run.stops).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,10 +20,10 @@ from harness.analysis.trust import summary as trust_summary
 from harness.bench.heap import pin_allocator
 from harness.core.case import STATUSES, Case
 from harness.core.errors import InputError
-from harness.run.config import EXECUTION_KEYS, SweepConfig, expand
+from harness.run.config import EXECUTION_KEYS, SweepConfig, planned
 from harness.run.executors import InProcess, Isolated
 from harness.run.figures import against, calibrate, keep_best_ceilings, measure_ceilings, measure_end
-from harness.run.progress import Progress, say
+from harness.run.progress import Phases, Progress, say
 from harness.run.quiet import recheck_wait_budget_s
 from harness.run.remeasure import Cells, more_rounds, recheck_flagged, remeasure_suspects
 from harness.run.resume import check_resumable, resumed_config
@@ -73,10 +74,9 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
         if options:
             config = build_config({**config.to_dict(), **options})
         run_dir = Path(out) if out is not None else RESULTS_ROOT / new_run_id(config.grid.name)
-        _check_new(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir):
-            _check_new(run_dir)  # another sweep may have started and finished in it meanwhile
+        with RunLock(run_dir):  # first: a folder another sweep is writing names that sweep
+            _check_new(run_dir)
             meta = {"schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "status": "running",
                     "started_at": time.time(), "finished_at": None, "provenance": provenance(config.grid.device),
                     "sweep": config.to_dict(), "calibration": [], "ceilings_flops_per_s": {}}
@@ -91,7 +91,11 @@ def _check_new(run_dir: Path) -> None:
 
 def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet: bool) -> Path:
     ex = config.execution
-    cases = expand(config)
+    cases, left_out = planned(config)
+    meta["unavailable"] = left_out
+    for name, reasons in left_out.items():
+        say(quiet, f"{name} cannot run on {config.grid.device} at all ({'; '.join(reasons)}): its cells are left "
+                   "out of the table (--all-cells keeps them as rows)")
     ids = {c.id for c in cases}
     journal = Journal(run_dir / JOURNAL)
     rows = journal.read(repair=True)
@@ -114,18 +118,19 @@ def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet:
                 f"hint: attnbench sweep --resume {run_dir} --isolate (each case in a subprocess, so a crash "
                 "becomes a row)")
         say(False, f"warning: case {crashed} was in progress when the run stopped (a crash?); {then}")
-    when = "resume" if resumed else "start"
+    when, phase = "resume" if resumed else "start", Phases(meta)
     try:
         _pin_allocator(meta, ex.allocator, quiet)  # before anything is timed (workers pin their own)
-        if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
-            ray_exec.measure_nodes(meta, when)
-        elif not meta["ceilings_flops_per_s"] or (resumed and todo):  # at the start, and again on resume
-            keep_best_ceilings(meta, measure_ceilings(config.grid.device, config.grid.dtypes, quiet), when)
-        if todo and not ray_exec:
-            meta["calibration"].append(calibrate(config.grid.device, when))
+        with phase("machine figures"):
+            if ray_exec:  # per node, on the node, as its cases will run (run.json "nodes")
+                ray_exec.measure_nodes(meta, when)
+            elif not meta["ceilings_flops_per_s"] or (resumed and todo):  # at the start, and again on resume
+                keep_best_ceilings(meta, measure_ceilings(config.grid.device, config.grid.dtypes, quiet), when)
+            if todo and not ray_exec:
+                meta["calibration"].append(calibrate(config.grid.device, when))
         meta["status"] = "running"
         write_json(run_dir / RUN_JSON, meta)
-        return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet)
+        return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet, phase)
     finally:
         if ray_exec:
             ray_exec.close()
@@ -147,7 +152,7 @@ def _pin_allocator(meta: dict, allocator: str, quiet: bool) -> None:
         meta.setdefault("resumes", []).append({"at": time.time(), "allocator": now})
 
 
-def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet) -> Path:
+def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet, phase) -> Path:
     ex = config.execution
 
     def record(case: Case, metrics: dict, wall_s: float) -> None:
@@ -160,21 +165,27 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     progress = Progress(len(cases), done, quiet or ray_exec is not None)  # Ray: plain lines of its own
     started = time.perf_counter()
     try:
-        if ray_exec:  # rows arrive as tasks finish; this process stays the only writer of the journal
-            ray_exec.run(todo, meta, record, len(cases), done)
-        for case in todo if not ray_exec else ():
-            progress.show(case)
-            marker.set(case.id)
-            t0 = time.perf_counter()
-            record(case, runner.metrics(case), time.perf_counter() - t0)
-            progress.advance()
-        progress.close()  # one live bar at a time: the rounds show their own
+        with phase("cases"):
+            if ray_exec:  # rows arrive as tasks finish; this process stays the only writer of the journal
+                ray_exec.run(todo, meta, record, len(cases), done)
+            for case in todo if not ray_exec else ():
+                progress.show(case)
+                marker.set(case.id)
+                t0 = time.perf_counter()
+                record(case, runner.metrics(case), time.perf_counter() - t0)
+                progress.advance()
+            progress.close()  # one live bar at a time: the rounds show their own
         if _local(meta):  # not for a Ray run, even a resume with nothing left to send
             cells = Cells(rows, {c.id: c for c in cases}, runner, record, meta, quiet)
-            more_rounds(cells, ex.rounds)
-            remeasure_suspects(cells)
-            measure_end(meta, rows, config.grid.device, config.grid.dtypes, ex.ceiling_retries, quiet)
-            recheck_flagged(cells, ex.recheck_retries, recheck_wait_budget_s(ex, time.perf_counter() - started))
+            took = time.perf_counter() - started
+            with phase("rounds"):
+                more_rounds(cells, ex.rounds)
+            with phase("cross-cell re-measurements"):
+                remeasure_suspects(cells)
+            with phase("machine figures"):
+                measure_end(meta, rows, config.grid.device, config.grid.dtypes, ex.ceiling_retries, quiet)
+            with phase("re-check"):
+                recheck_flagged(cells, ex.recheck_retries, recheck_wait_budget_s(ex, took))
     except KeyboardInterrupt as stop:
         progress.close()
         journal.close()
@@ -186,7 +197,8 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         raise
     except OSError as exc:  # the journal, the marker or a table cannot be written (a full disk)
         progress.close()
-        journal.close()
+        with contextlib.suppress(OSError):  # its buffer cannot be written either
+            journal.close()
         marker.clear()
         raise InputError(f"cannot write {exc.filename or journal.path}: {exc.strerror or exc}; the rows finished "
                          f"are in {journal.path}; hint: free some space, then attnbench sweep --resume {run_dir}"
@@ -194,7 +206,9 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     progress.close()
     journal.close()
     marker.clear()
-    _finish(run_dir, meta, rows, "complete", quiet, ray_exec)
+    with phase("tables"):
+        _finish(run_dir, meta, rows, "complete", quiet, ray_exec)
+    write_json(run_dir / RUN_JSON, meta)  # with the tables' time
     return run_dir
 
 

@@ -223,6 +223,8 @@ def _grid_values(values: dict) -> None:
                    "leading '.')", 'name = "my-sweep"')
     if "params" in values:
         values["params"] = _params(values["params"], registry)
+    if not isinstance(values.get("all_cells", False), bool):
+        raise _bad("all_cells", values["all_cells"], "true or false", "all_cells = true (--all-cells)")
     for key in LIST_KEYS:
         if key in values:
             values[key] = tuple(values[key])

@@ -151,7 +151,7 @@ def gate_mode(job: dict) -> None:
             warm.add(i)
             _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), **extra})
         except Exception as exc:  # a failing case is an answer; the worker goes on
-            built[i] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+            built[i] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}  # no harness import: the tree may predate it
             _reply(built[i])
 
 

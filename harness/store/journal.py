@@ -98,9 +98,13 @@ class Journal:
             self._fh = open(self.path, "a", encoding="utf-8")
             if self._fh.tell() and not _ends_with_newline(self.path):
                 self._fh.write("\n")  # never glue a row onto a line left without its newline
-        self._fh.write(json.dumps(row, default=_json_default) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(json.dumps(row, default=_json_default) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:  # a full disk: say which file (a torn last line is repaired on resume)
+            exc.filename = exc.filename or str(self.path)
+            raise
 
     def close(self) -> None:
         if self._fh is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -33,13 +34,21 @@ log = logging.getLogger(__name__)
 
 
 def write_tables(run_dir: Path, rows: list[dict]) -> None:
-    """Tidy Parquet (raw samples as a list column) and CSV (samples as JSON text)."""
+    """Tidy Parquet (raw samples as a list column) and CSV (samples as JSON text), each written whole to a
+    temporary file and renamed into place: a reader, or a full disk, never leaves a torn table."""
     df = rows_to_frame(rows)
-    df.to_parquet(run_dir / PARQUET, index=False)
     csv = df.copy()
     for col in LIST_COLUMNS:
         csv[col] = csv[col].map(lambda s: json.dumps(list(s)) if s is not None else "")
-    csv.to_csv(run_dir / CSV, index=False)
+    for name, write in ((PARQUET, lambda p: df.to_parquet(p, index=False)), (CSV, lambda p: csv.to_csv(p, index=False))):
+        tmp = run_dir / f".{name}.tmp"
+        try:
+            write(tmp)
+            os.replace(tmp, run_dir / name)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            exc.filename = exc.filename or str(run_dir / name)
+            raise
 
 
 def read_meta(run_dir: Path, doing: str) -> dict:

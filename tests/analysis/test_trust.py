@@ -207,5 +207,5 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
     assert cross_suspects(rows) == {} and "fwd slower than its own fwd_bwd" in assess(rows, {})[0]["time_flags"]
     slower = Runner(20e-3)  # a re-measurement slower than the first keeps the first measurement
     rows[0] = {**ok_row(time_s_median=9e-3, attempts=1), "case_id": fwd.id, **fwd.to_record()}
-    _remeasure_suspects(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, {"calibration": []}, quiet=True)
+    remeasure_suspects(Cells(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, {"calibration": []}, quiet=True))
     assert rows[0]["time_s_median"] == 9e-3 and rows[0]["attempts"] == 2 and rows[0]["remeasured_for"]

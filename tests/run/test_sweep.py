@@ -152,15 +152,15 @@ def test_failures_become_rows_in_process(misbehave_plugin, tmp_path, mode, statu
     assert df[df.variant == "naive"].iloc[0].status == "ok"  # the sweep went on
 
 
-@pytest.mark.parametrize("mode, status, reason", [
-    ("segfault", "error", "SIGSEGV"),
-    ("hang", "timeout", "case exceeded --timeout-s 3 s"),  # the worker's own alarm
-    ("stuck", "timeout", "killed"),  # deaf to the alarm: the parent kills the worker
-    ("ok", "ok", ""),
+@pytest.mark.parametrize("mode, timeout_s, status, reason", [
+    ("segfault", 120, "error", "SIGSEGV"),
+    ("hang", 3, "timeout", "case exceeded --timeout-s 3 s"),  # the worker's own alarm
+    ("stuck", 15, "timeout", "killed"),  # deaf to the alarm: the parent kills the worker (15 s: time to get stuck)
+    ("ok", 120, "ok", ""),  # a bound no busy machine reaches
 ])
-def test_isolate_turns_crashes_into_rows(misbehave_plugin, tmp_path, mode, status, reason):
+def test_isolate_turns_crashes_into_rows(misbehave_plugin, tmp_path, mode, timeout_s, status, reason):
     cfg = build_config({**SMALL, "variants": ["test_misbehave"], "patterns": ["global"], "causal": [False],
-                        "seq_lens": [32], "passes": ["fwd"], "timeout_s": 3, "isolate": True,
+                        "seq_lens": [32], "passes": ["fwd"], "timeout_s": timeout_s, "isolate": True,
                         "params": {"test_misbehave": {"mode": mode}}})
     df, _ = load_run(run_sweep(cfg, out=tmp_path / "r", quiet=True))
     row = df.iloc[0]
