@@ -2,7 +2,8 @@
 exponents, the N where the faster of two variants changes, and every cell against a baseline variant.
 
 Each function groups a results frame by ``keys``, the columns that hold one line of time against N
-fixed (the caller's choice: case fields, or the labels a report draws by). Only ok cells are used, and
+fixed (the caller's choice: case fields, or the labels a report draws by). Only ok cells are used
+(``wrong`` cells, whose output is not what their pattern defines, are left out and counted), and
 untrusted ones (``time_trusted`` False, ``harness.analysis.trust_frame``) are left out of the time fits
 and the order changes and counted; cells not assessed are used as measured.
 """
@@ -30,12 +31,12 @@ def exponent_fits(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
     Columns: ``time_exponent``, ``mem_exponent``, ``n_min``, ``n_max``, ``n_points`` (distinct N that
     ran ok), ``untrusted`` (cells left out of the time fit) and ``untrusted_ns`` (their N),
-    ``failed_ns`` (N where no cell ran ok), ``mem_zero`` (True when some N had only cells with 0 bytes
+    ``failed_ns`` (N where no cell ran ok), ``wrong_ns`` (N of the wrong cells, left out), ``mem_zero`` (True when some N had only cells with 0 bytes
     of peak memory, left out of the memory fit). Peak memory does not depend on how busy the machine
     was, so the memory fit keeps untrusted cells.
     """
     cols = [*keys, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "untrusted", "untrusted_ns",
-            "failed_ns", "mem_zero"]
+            "failed_ns", "wrong_ns", "mem_zero"]
     frame = frame.assign(_untrusted=untrusted_mask(frame), _time=_ok_values(frame, "time_s_median"),
                          _mem=_ok_values(frame, "peak_mem_bytes"))
     rows = []
@@ -57,7 +58,8 @@ def exponent_fits(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         ns = sorted(int(n) for n in okg["seq_len"].unique())
         untrusted = sorted(int(n) for n in okg.loc[okg["_untrusted"], "seq_len"])
         rec.update(n_min=ns[0], n_max=ns[-1], n_points=len(ns), untrusted=len(untrusted), untrusted_ns=untrusted,
-                   failed_ns=sorted(int(n) for n in g.loc[g["status"] != "ok", "seq_len"].unique() if n not in ns))
+                   failed_ns=sorted(int(n) for n in g.loc[g["status"] != "ok", "seq_len"].unique() if n not in ns),
+                   wrong_ns=sorted(int(n) for n in g.loc[g["status"] == "wrong", "seq_len"]))
         rows.append(rec)
     return pd.DataFrame(rows, columns=cols)
 
@@ -66,9 +68,11 @@ def order_changes(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Where the faster of two variants changes with N: per group of ``keys`` and pair of variants
     measured at two or more common N whose order flips, the winner at the largest N (``faster``), the
     smallest N from which it is faster at every larger measured N (``from_n``), the N below it
-    (``slower_at_n``), how often the order changes (``flips``) and the pair's untrusted cells left out
-    before the comparison (``untrusted``)."""
-    cols = [*keys, "faster", "slower", "from_n", "slower_at_n", "flips", "untrusted"]
+    (``slower_at_n``), how often the order changes (``flips``) and the pair's untrusted and wrong cells
+    left out before the comparison (``untrusted``, ``wrong``)."""
+    cols = [*keys, "faster", "slower", "from_n", "slower_at_n", "flips", "untrusted", "wrong"]
+    wrong = frame[frame["status"] == "wrong"].groupby([*keys, "variant"]).size().to_dict() \
+        if (frame["status"] == "wrong").any() else {}
     time_s = _ok_values(frame, "time_s_median")
     ok = frame.assign(_time=time_s)[np.isfinite(time_s).to_numpy()]
     bad = untrusted_mask(ok)
@@ -93,7 +97,8 @@ def order_changes(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             ns = both.index.to_list()
             rows.append({**dict(zip(keys, key)), "faster": win, "slower": lose, "from_n": int(ns[start]),
                          "slower_at_n": int(ns[start - 1]), "flips": int((wins[1:] != wins[:-1]).sum()),
-                         "untrusted": sum(left_out.get((*key, v), 0) for v in (a, b))})
+                         "untrusted": sum(left_out.get((*key, v), 0) for v in (a, b)),
+                         "wrong": sum(wrong.get((*key, v), 0) for v in (a, b))})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -1,6 +1,7 @@
 """The report's tables of cells, from a prepared frame (``harness.render.prepare.prepare``): the worst
-error per variant, the best fraction of the matmul ceiling, cells by status, the cells that did not
-run (one by one and grouped by reason) and the ok cells whose time is not trusted.
+error per variant (wrong cells included), the best fraction of the matmul ceiling (ok cells only), cells
+by status, the cells that are not ok, wrong ones included (one by one and grouped by reason), and the
+ok cells whose time is not trusted.
 """
 
 from __future__ import annotations
@@ -10,27 +11,33 @@ import pandas as pd
 
 from harness.analysis.trust_frame import untrusted_mask
 from harness.core.names import STATUSES
-from harness.render.prepare import PASS_ORDER, pattern_rank
+from harness.render.prepare import PASS_ORDER, pattern_rank, wrong_values
 
 
 def worst_errors(prep: pd.DataFrame) -> pd.DataFrame:
     """Worst relative error (vs the float64 reference) per series, variant and pattern, where it was
-    found, and whether it was measured on a smaller twin of the timed case."""
+    found, and whether it was measured on a smaller twin of the timed case. ``wrong`` cells count
+    (their error is the reason they are wrong): ``cells`` is the ok cells with an error, ``wrong`` the
+    wrong ones; a wrong cell with no finite error (a non-finite output) is the worst, at infinity."""
     keys = ["series", "variant", "pattern", "pattern_label"]
     cols = [*keys, "rel_error", "causal", "pass", "seq_len", "batch", "heads", "error_on_twin", "error_seq_len",
-            "error_batch", "error_heads", "cells", "twins"]
-    ok = prep[(prep["status"] == "ok") & np.isfinite(prep["rel_error_f"])]
+            "error_batch", "error_heads", "cells", "twins", "wrong"]
+    is_wrong = (prep["status"] == "wrong").to_numpy()
+    wrong_error = wrong_values(prep, "rel_error_f")
+    error = np.where(is_wrong, np.where(np.isfinite(wrong_error), wrong_error, np.inf), prep["rel_error_f"])
+    checked = prep.assign(_error=error, _wrong=is_wrong)
+    checked = checked[((checked["status"] == "ok") & np.isfinite(checked["_error"])) | checked["_wrong"]]
     rows = []
-    for key, g in ok.groupby(keys, sort=True):
-        worst = g.loc[g["rel_error_f"].idxmax()]
+    for key, g in checked.groupby(keys, sort=True):
+        worst = g.loc[g["_error"].idxmax()]
         twin = bool(worst["error_on_twin"]) if pd.notna(worst["error_on_twin"]) else False
         twins = int(sum(bool(t) for t in g["error_on_twin"] if pd.notna(t)))
-        rows.append({**dict(zip(keys, key)), "rel_error": float(worst["rel_error_f"]), "causal": worst["causal"],
+        rows.append({**dict(zip(keys, key)), "rel_error": float(worst["_error"]), "causal": worst["causal"],
                      "pass": worst["pass"], "seq_len": int(worst["seq_len"]), "error_on_twin": twin,
                      "batch": int(worst["batch"]), "heads": int(worst["heads"]),
                      **{c: int(worst[c]) if c in worst and pd.notna(worst[c]) else None
                         for c in ("error_seq_len", "error_batch", "error_heads")},
-                     "cells": len(g), "twins": twins})
+                     "cells": int((~g["_wrong"]).sum()), "twins": twins, "wrong": int(g["_wrong"].sum())})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -50,7 +57,8 @@ def ceiling_summary(prep: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(prep: pd.DataFrame) -> pd.DataFrame:
-    """Cells per series and variant by status (ok, unsupported, oom, timeout, error), zeros included."""
+    """Cells per series and variant by status (``STATUSES``: ok, wrong, unsupported, oom, timeout,
+    error), zeros included."""
     if prep.empty:
         return pd.DataFrame(columns=["series", "variant", *STATUSES, "total"])
     counts = prep.groupby(["series", "variant", "status"]).size().unstack("status", fill_value=0)
@@ -64,7 +72,8 @@ def status_counts(prep: pd.DataFrame) -> pd.DataFrame:
 
 
 def failure_reasons(prep: pd.DataFrame) -> pd.DataFrame:
-    """Cells that did not run, grouped by series, variant, status and reason: how many, and where."""
+    """Cells not ok (wrong ones, which ran, included), grouped by series, variant, status and reason:
+    how many, and where."""
     cols = ["series", "variant", "status", "reason", "cells", "patterns", "passes", "seq_lens"]
     bad = prep[prep["status"] != "ok"]
     rows = []
@@ -80,7 +89,7 @@ def failure_reasons(prep: pd.DataFrame) -> pd.DataFrame:
 
 
 def failures(prep: pd.DataFrame) -> pd.DataFrame:
-    """Every cell whose status is not ok, with its status and reason."""
+    """Every cell whose status is not ok (wrong included), with its status and reason."""
     cols = ["series", "variant", "pattern_label", "causal", "pass", "seq_len", "shape", "status", "reason"]
     bad = prep[prep["status"] != "ok"]
     return bad[cols].sort_values(["series", "status", "variant", "pattern_label", "causal", "pass", "seq_len"],

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from harness.analysis.trust_frame import untrusted_mask
-from harness.render.prepare import facet_layout
+from harness.render.prepare import METRICS, facet_layout, wrong_values
 
 
 # ---- figures ----------------------------------------------------------------------------------
@@ -33,6 +33,17 @@ TIME_VALUES = frozenset({"time_ms", "time_iqr_ms", "gflop_per_s", "ceiling_pct"}
 
 
 UNTRUSTED_LABEL = "hollow: untrusted time (flagged)"
+
+
+# A wrong cell (its output is not what its pattern defines) keeps its time: drawn as this marker in
+# its variant's colour, never joined to the line, fitted or ranked.
+WRONG_MARKER = "X"
+
+
+WRONG_LABEL = "X: wrong output (not a measurement)"
+
+
+WRONG_TEXT = "#b00000"  # a heatmap cell whose variant (or baseline) is wrong: its status in this colour
 
 
 def variant_palette(variants) -> dict:
@@ -75,17 +86,20 @@ def _style():
 
 def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: bool = True):
     """Metric against sequence length per variant (colour) and series (line style and marker), log-log,
-    one panel per pattern (columns) and pass/causal (rows). Only ok cells are drawn. For a value
+    one panel per pattern (columns) and pass/causal (rows). Lines join the ok cells. For a value
     measured from time (``TIME_VALUES``), untrusted cells (``time_trusted`` False) are drawn as hollow
-    markers of the same colour, and the legend says so."""
+    markers of the same colour; ``wrong`` cells, whose output is not what their pattern defines, as
+    ``WRONG_MARKER`` in their variant's colour, off the lines; the legend names both."""
     import matplotlib  # lazy: start-up
     import matplotlib.ticker
     import seaborn as sns  # lazy: start-up
     from matplotlib.lines import Line2D
 
-    prep = prep.assign(_untrusted=untrusted_mask(prep) if value in TIME_VALUES else False)
+    prep = prep.assign(_untrusted=untrusted_mask(prep) if value in TIME_VALUES else False,
+                       _wrong=wrong_values(prep, value) if value in METRICS else np.nan)
     ok = prep[(prep["status"] == "ok") & np.isfinite(prep[value]) & (prep[value] > 0 if logy else True)]
-    if ok.empty:
+    wrong = prep[np.isfinite(prep["_wrong"]) & (prep["_wrong"] > 0 if logy else True)]
+    if ok.empty and wrong.empty:
         return _empty_figure(f"{title}: no ok cells to plot")
     rows, cols = facet_layout(prep)
     palette = variant_palette(prep["variant"])
@@ -100,9 +114,13 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
             for j, c in enumerate(cols):
                 ax = axes[i][j]
                 sub = ok[(ok["facet_row"] == r) & (ok["pattern_label"] == c)].sort_values("seq_len")
-                if sub.empty:
+                bad = wrong[(wrong["facet_row"] == r) & (wrong["pattern_label"] == c)]
+                for variant, pts in bad.groupby("variant", sort=True):
+                    ax.plot(pts["seq_len"], pts["_wrong"], linestyle="none", marker=WRONG_MARKER, markersize=8,
+                            color=palette[variant], markeredgecolor="black", markeredgewidth=0.8, zorder=4)
+                if sub.empty and bad.empty:
                     ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes, color="0.4")
-                else:
+                elif not sub.empty:
                     # lines through every ok cell; markers drawn apart, so untrusted ones can be hollow
                     kwargs = dict(style="series", style_order=series, markers=False,
                                   dashes=dict(zip(series, SERIES_DASHES * 9))) if multi else {}
@@ -113,11 +131,11 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                         ax.plot(pts["seq_len"], pts[value], linestyle="none", marker=markers[s], color=color,
                                 markeredgecolor=color, markerfacecolor="none" if hollow else color,
                                 markeredgewidth=1.3 if hollow else 1.0, zorder=3)
-                    if logy:
-                        ax.set_yscale("log")
-                        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-                        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                if logy and not (sub.empty and bad.empty):
+                    ax.set_yscale("log")
+                    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ns, [str(n) for n in ns])
                 ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -127,7 +145,7 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                 ax.set_xlabel("sequence length N (kv_len)" if i == len(rows) - 1 else "")
                 ax.set_ylabel(ylabel if j == 0 else "")
         handles = [Line2D([], [], color=palette[v], marker="o", label=v.replace("$", r"\$"))
-                   for v in sorted(ok["variant"].unique())]
+                   for v in sorted({*ok["variant"], *wrong["variant"]})]
         if multi:
             handles.append(Line2D([], [], linestyle="none", label=""))
             for k, s in enumerate(series):
@@ -138,6 +156,10 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
             handles.append(Line2D([], [], linestyle="none", label=""))
             handles.append(Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor="none",
                                   markeredgecolor="0.3", markeredgewidth=1.3, label=UNTRUSTED_LABEL))
+        if len(wrong):
+            handles.append(Line2D([], [], linestyle="none", label=""))
+            handles.append(Line2D([], [], linestyle="none", marker=WRONG_MARKER, markersize=8, color="0.6",
+                                  markeredgecolor="black", markeredgewidth=0.8, label=WRONG_LABEL))
         fig.legend(handles=handles, loc="outside right upper", title="variant", frameon=False)
         fig.suptitle(title)
     return fig
@@ -150,8 +172,9 @@ def _short_status(status: str) -> str:
 def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: str):
     """Heatmap of ``speedup`` or ``memory_saving`` (x baseline) per variant (rows) and N (columns), one
     panel per pattern and pass/causal. Colour is log2 of the ratio, blue = better than the baseline;
-    cells where a variant did not run show its status. Rows that are unsupported everywhere in a
-    panel are left out (the failures table lists them)."""
+    cells where a variant did not run show its status, a wrong cell (or one whose baseline is wrong)
+    says so in ``WRONG_TEXT`` and gets no colour. Rows that are unsupported everywhere in a panel are
+    left out (the failures table lists them)."""
     import matplotlib  # lazy: start-up
     import seaborn as sns  # lazy: start-up
 
@@ -197,6 +220,8 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
                         text.loc[rw, n] = f"{v:.2g}x" if v < 100 else f"{v:.0f}x"
                     elif st["status"] != "ok":
                         text.loc[rw, n] = _short_status(st["status"])
+                    elif st.get("baseline_status") == "wrong":
+                        text.loc[rw, n] = "base wrong"
                     else:
                         text.loc[rw, n] = "no base"
                 with warnings.catch_warnings():  # seaborn's own use of Colormap.set_bad
@@ -207,8 +232,10 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
                     for x, n in enumerate(vals.columns):
                         v = vals.loc[rw, n]
                         strong = pd.notna(v) and abs(math.log2(v)) > 0.6 * span
+                        wrong = text.loc[rw, n] in ("wrong", "base wrong")
                         ax.text(x + 0.5, y + 0.5, text.loc[rw, n], ha="center", va="center", fontsize=9,
-                                color="white" if strong else ("0.15" if pd.notna(v) else "0.5"))
+                                color=WRONG_TEXT if wrong else "white" if strong else ("0.15" if pd.notna(v) else "0.5"),
+                                fontweight="bold" if wrong else "normal")
                 if len(vals.index) < labels_in_row[i]:  # fewer rows than its neighbours: same row height
                     ax.set_ylim(labels_in_row[i], 0)
                 ax.set_xlabel("N" if i == len(rows) - 1 else "")

@@ -1,7 +1,8 @@
 """A tidy results frame made ready to draw: ``prepare`` adds the columns every report table and figure
 reads (series, shape and pattern labels, metrics in report units from ``harness.render.units``, NaN
-unless the cell ran ok, and each row's trust as True, False or None with its flags as a list), and
-``facet_layout`` orders the panels. Pure: no printing, no files, no figures.
+unless the cell ran ok, and each row's trust as True, False or None with its flags as a list),
+``wrong_values`` reads the metrics a ``wrong`` cell kept, and ``facet_layout`` orders the panels.
+Pure: no printing, no files, no figures.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ PASS_ORDER = ("fwd", "fwd_bwd")
 
 # One line of a plot / one cell of a heatmap: which run (and device, dtype) and which shape.
 GROUP_KEYS = ["series", "shape", "pattern", "pattern_label", "causal", "pass"]
+
+
+# Report-unit metric columns: (base-unit column they are read from, unit conversion).
+METRICS = {"time_ms": ("time_s_median", to_ms), "time_iqr_ms": ("time_s_iqr", to_ms),
+           "peak_mem_mib": ("peak_mem_bytes", to_mib), "gflop_per_s": ("flops_per_s", to_giga),
+           "ceiling_pct": ("ceiling_fraction", to_pct), "rel_error_f": ("rel_error", None),
+           "ceiling_gflop_per_s": ("ceiling_flops_per_s", to_giga)}
 
 
 def _floats(series: pd.Series) -> np.ndarray:
@@ -81,10 +89,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("seq_len", "batch", "heads", "head_dim"):
         out[col] = pd.to_numeric(out[col]).astype("int64")
     ok = (out["status"] == "ok").to_numpy()
-    for col, src, unit in (("time_ms", "time_s_median", to_ms), ("time_iqr_ms", "time_s_iqr", to_ms),
-                           ("peak_mem_mib", "peak_mem_bytes", to_mib), ("gflop_per_s", "flops_per_s", to_giga),
-                           ("ceiling_pct", "ceiling_fraction", to_pct), ("rel_error_f", "rel_error", None),
-                           ("ceiling_gflop_per_s", "ceiling_flops_per_s", to_giga)):
+    for col, (src, unit) in METRICS.items():
         values = _floats(out[src])
         out[col] = np.where(ok, unit(values) if unit else values, np.nan)
     if "device_name" in out.columns:  # a run over several kinds of device: one series per kind
@@ -120,3 +125,13 @@ def facet_layout(prep: pd.DataFrame) -> tuple[list[str], list[str]]:
         PASS_ORDER.index(r.split(" ")[0]) if r.split(" ")[0] in PASS_ORDER else 9, r))
     cols = sorted(prep["pattern_label"].unique(), key=lambda c: (pattern_rank(c), c))
     return rows, cols
+
+
+def wrong_values(prep: pd.DataFrame, col: str) -> np.ndarray:
+    """A metric of ``METRICS`` in report units for the ``wrong`` cells (their row keeps its time and
+    memory), NaN elsewhere: what a figure draws as wrong, never as a measurement."""
+    src, unit = METRICS[col]
+    if src not in prep.columns:
+        return np.full(len(prep), np.nan)
+    values = _floats(prep[src])
+    return np.where((prep["status"] == "wrong").to_numpy(), unit(values) if unit else values, np.nan)

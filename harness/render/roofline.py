@@ -9,17 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.render.figures import _empty_figure, _new_figure, _style, variant_palette
+from harness.render.figures import WRONG_MARKER, _empty_figure, _new_figure, _style, variant_palette
 
 PASS_MARKERS = {"fwd": "o", "fwd_bwd": "s"}
 
 
-def roofline_points(df: pd.DataFrame) -> pd.DataFrame:
-    """Ok rows that carry FLOPs, bytes and a time: their intensity and achieved FLOP/s, and the roofs."""
+def roofline_points(df: pd.DataFrame, status: str = "ok") -> pd.DataFrame:
+    """Rows of ``status`` (ok; or wrong, which keep their time) that carry FLOPs, bytes and a time:
+    their intensity and achieved FLOP/s, and the roofs."""
     need = ["flops", "bytes", "time_s_median"]
     if df.empty or any(c not in df.columns for c in need):
         return pd.DataFrame(columns=["device", "dtype", "variant", "pass", "intensity", "flops_per_s"])
-    ok = df[(df["status"] == "ok") & df[need].notna().all(axis=1)].copy()
+    ok = df[(df["status"] == status) & df[need].notna().all(axis=1)].copy()
     ok = ok[(ok["bytes"].astype(float) > 0) & (ok["time_s_median"].astype(float) > 0)]
     ok["intensity"] = ok["flops"].astype(float) / ok["bytes"].astype(float)
     ok["flops_per_s"] = ok["flops"].astype(float) / ok["time_s_median"].astype(float)
@@ -29,14 +30,15 @@ def roofline_points(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_roofline(df: pd.DataFrame, title: str = "Roofline"):
-    """One log-log panel per (device, dtype): points per variant (colour) and pass (marker), the roofs."""
+    """One log-log panel per (device, dtype): points per variant (colour) and pass (marker), the roofs;
+    ``wrong`` cells as ``WRONG_MARKER``, labelled as wrong output."""
     import seaborn as sns  # lazy: start-up
 
-    pts = roofline_points(df)
+    pts, wrong = roofline_points(df), roofline_points(df, "wrong")
     if pts.empty:
         return _empty_figure(f"{title}: no ok cell with FLOPs, bytes and a time")
     panels = sorted(pts.groupby(["device", "dtype"]).groups)
-    palette = variant_palette(pts["variant"])
+    palette = variant_palette([*pts["variant"], *wrong["variant"]])
     with sns.axes_style(_style()):
         fig, axes = _new_figure(1, len(panels), 5.0, 3.8, extra_w=1.6)
         for ax, (device, dtype) in zip(axes[0], panels):
@@ -44,6 +46,10 @@ def plot_roofline(df: pd.DataFrame, title: str = "Roofline"):
             for (variant, pass_), grp in sub.groupby(["variant", "pass"]):
                 ax.scatter(grp["intensity"], grp["flops_per_s"], color=palette[variant],
                            marker=PASS_MARKERS.get(pass_, "o"), s=22, label=f"{variant} {pass_}", zorder=3)
+            bad = wrong[(wrong["device"] == device) & (wrong["dtype"] == dtype)]
+            for variant, grp in bad.groupby("variant"):
+                ax.scatter(grp["intensity"], grp["flops_per_s"], color=palette[variant], marker=WRONG_MARKER, s=60,
+                           edgecolors="black", linewidths=0.8, label=f"{variant}: wrong output", zorder=4)
             peak, bw = sub["ceiling_flops_per_s"].median(), sub["bandwidth_bytes_per_s"].median()
             lo, hi = sub["intensity"].min() / 4, sub["intensity"].max() * 4
             if np.isfinite(bw) and np.isfinite(peak):

@@ -31,16 +31,20 @@ def _exponent_note(fit: dict) -> str:
         notes.append(f"{_cells(len(untrusted), 'untrusted cell')} (N = {', '.join(map(str, untrusted))}) left "
                      "out of the time fit" + ("; too few trusted sizes for a time slope"
                                               if left < 2 <= fit["n_points"] else ""))
-    if fit["failed_ns"]:
-        notes.append("not ok at N = " + ", ".join(map(str, fit["failed_ns"])))
+    if fit["wrong_ns"]:
+        notes.append(f"{_cells(len(fit['wrong_ns']), 'wrong cell')} (N = {', '.join(map(str, fit['wrong_ns']))}) "
+                     "left out: output not what the pattern defines")
+    failed = [n for n in fit["failed_ns"] if n not in fit["wrong_ns"]]
+    if failed:
+        notes.append("not ok at N = " + ", ".join(map(str, failed)))
     return "; ".join(notes)
 
 
 def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
     """Time and memory exponents against N per series, shape, variant, pattern, causal and pass
     (``harness.analysis.scaling.exponent_fits``), with ``range`` ("N = 256..2048 (4 points)") and a
-    ``note`` naming the cells left out and why a slope is n/a. Fewer than two distinct sequence
-    lengths give NaN and a note, never an error."""
+    ``note`` naming the cells left out (untrusted, wrong) and why a slope is n/a. Fewer than two
+    distinct sequence lengths give NaN and a note, never an error."""
     cols = [*EXPONENT_KEYS, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "range", "untrusted",
             "note"]
     fits = exponent_fits(prep, EXPONENT_KEYS)
@@ -53,8 +57,8 @@ def fit_exponents(prep: pd.DataFrame) -> pd.DataFrame:
 def crossovers(prep: pd.DataFrame) -> pd.DataFrame:
     """Where the faster of two variants changes with N, per panel (``harness.analysis.scaling.
     order_changes``), with ``text``: "local is faster than naive from N = 1024 (slower at N = 512)",
-    how often the order changes when more than once, and the untrusted cells left out."""
-    cols = [*GROUP_KEYS, "faster", "slower", "from_n", "slower_at_n", "flips", "untrusted", "text"]
+    how often the order changes when more than once, and the untrusted and wrong cells left out."""
+    cols = [*GROUP_KEYS, "faster", "slower", "from_n", "slower_at_n", "flips", "untrusted", "wrong", "text"]
     cross = order_changes(prep, GROUP_KEYS)
     texts = []
     for r in cross.to_dict("records"):
@@ -63,6 +67,8 @@ def crossovers(prep: pd.DataFrame) -> pd.DataFrame:
             text += f"; the order changes {r['flips']} times over the measured range"
         if r["untrusted"]:
             text += f"; {_cells(r['untrusted'], 'untrusted cell')} left out"
+        if r["wrong"]:
+            text += f"; {_cells(r['wrong'], 'wrong cell')} left out"
         texts.append(text)
     cross["text"] = texts
     return cross[cols]
