@@ -280,7 +280,7 @@ class Chunked(Variant):
         if key in ("chunk_q", "chunk_k"):
             if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise InputError(f"variant 'chunked': parameter {key} must be an integer >= 1 or 'auto', got "
-                                 f"{value!r}; hint: {key} = 'auto' (chosen from the shape)")
+                                 f"{value!r} ({type(value).__name__}); hint: {key} = 'auto' (chosen from the shape)")
             return
         if key == "kernel" and value not in ("auto", "flash", "torch"):
             raise InputError(f"variant 'chunked': parameter kernel must be 'auto', 'flash' or 'torch', got "

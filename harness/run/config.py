@@ -137,9 +137,11 @@ def unavailable(grid: Grid, cases: list[Case]) -> dict[str, list[str]]:
 
 def planned(config: SweepConfig) -> tuple[list[Case], dict[str, list[str]]]:
     """The cases a sweep measures into rows, and the variants left out because they cannot run on
-    the device at all (``unavailable``; none with ``all_cells``: then each of their cells is a row)."""
+    the device at all (``unavailable``). None are left out with ``all_cells`` (each of their cells is a
+    row) or on the Ray executor (its nodes, not this process, say what their devices can run)."""
     cases = expand(config)
-    left_out = {} if config.grid.all_cells else unavailable(config.grid, cases)
+    judge_here = not config.grid.all_cells and config.execution.executor == "local"
+    left_out = unavailable(config.grid, cases) if judge_here else {}
     return [c for c in cases if c.variant not in left_out], left_out
 
 

@@ -92,6 +92,11 @@ def _check_new(run_dir: Path) -> None:
 def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet: bool) -> Path:
     ex = config.execution
     cases, left_out = planned(config)
+    if left_out and len(left_out) == len(config.grid.variants):
+        detail = "; ".join(f"{name}: {'; '.join(reasons)}" for name, reasons in left_out.items())
+        raise InputError(f"no variant of this sweep can run on {config.grid.device} ({detail}); hint: another "
+                         "--device or --variants (attnbench list says which run here), or --all-cells to record "
+                         "the refusals as rows")
     meta["unavailable"] = left_out
     for name, reasons in left_out.items():
         say(quiet, f"{name} cannot run on {config.grid.device} at all ({'; '.join(reasons)}): its cells are left "

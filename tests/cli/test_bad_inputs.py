@@ -191,7 +191,7 @@ FAULTS = [
      "GiB"),
     ("unsupported-dtype", 'variants = ["naive"]\n', ["--dtypes", "float64"], "unsupported", "dtype=float64"),
     ("unsupported-pattern", 'variants = ["local"]\n', ["--patterns", "global"], "unsupported", "pattern=global"),
-    ("unsupported-device", 'variants = ["xformers", "sdpa_cudnn"]\n', [], "unsupported", "CPU"),
+    ("unsupported-device", 'variants = ["xformers", "sdpa_cudnn"]\n', ["--all-cells"], "unsupported", "CPU"),
 ]
 
 

@@ -53,7 +53,7 @@ def test_variant_parameters_have_their_defaults_type():
                                ("mode", 3, "a string")]:
         with pytest.raises(InputError, match=f"parameter {key} must be {expected}, got .*hint: {key} = "):
             Typed(**{key: bad})
-    with pytest.raises(InputError, match="chunk_q must be an integer >= 1, got 'big' \\(str\\)"):
+    with pytest.raises(InputError, match="chunk_q must be an integer >= 1 or 'auto', got 'big' \\(str\\)"):
         get_variant("chunked", chunk_q="big")
 
 

@@ -23,3 +23,12 @@ def test_all_cells_keeps_their_rows(tmp_path):
     df, meta = load_run(run_sweep(build_config({**GRID, "all_cells": True}), out=tmp_path / "b", quiet=True))
     assert set(df["variant"]) == {"naive", "local", "sdpa_cudnn"} and meta["unavailable"] == {}
     assert df.set_index("variant").loc["sdpa_cudnn", "status"] == "unsupported"
+
+
+def test_a_sweep_nothing_of_which_can_run_here_is_one_line(tmp_path, capsys):
+    from harness.cli.main import main
+
+    assert main(["sweep", "--variants", "sdpa_cudnn,sdpa_efficient", "--patterns", "global", "--seq-lens", "16",
+                 "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no variant of this sweep can run on cpu" in err and "--all-cells" in err and len(err.splitlines()) == 1
