@@ -31,8 +31,9 @@ def exponent_fits(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
     Columns: ``time_exponent``, ``mem_exponent``, ``n_min``, ``n_max``, ``n_points`` (distinct N that
     ran ok), ``untrusted`` (cells left out of the time fit) and ``untrusted_ns`` (their N),
-    ``failed_ns`` (N where no cell ran ok), ``wrong_ns`` (N of the wrong cells, left out), ``mem_zero`` (True when some N had only cells with 0 bytes
-    of peak memory, left out of the memory fit). Peak memory does not depend on how busy the machine
+    ``failed_ns`` (N where no cell ran ok), ``wrong_ns`` (N of the wrong cells, left out),
+    ``mem_zero`` (True when some N had only cells with 0 bytes of peak memory, left out of the memory
+    fit). Peak memory does not depend on how busy the machine
     was, so the memory fit keeps untrusted cells.
     """
     cols = [*keys, "time_exponent", "mem_exponent", "n_min", "n_max", "n_points", "untrusted", "untrusted_ns",

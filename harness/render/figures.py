@@ -233,9 +233,9 @@ def plot_baseline_heatmap(rel: pd.DataFrame, value: str, baseline: str, title: s
                         v = vals.loc[rw, n]
                         strong = pd.notna(v) and abs(math.log2(v)) > 0.6 * span
                         wrong = text.loc[rw, n] in ("wrong", "base wrong")
+                        color = WRONG_TEXT if wrong else "white" if strong else ("0.15" if pd.notna(v) else "0.5")
                         ax.text(x + 0.5, y + 0.5, text.loc[rw, n], ha="center", va="center", fontsize=9,
-                                color=WRONG_TEXT if wrong else "white" if strong else ("0.15" if pd.notna(v) else "0.5"),
-                                fontweight="bold" if wrong else "normal")
+                                color=color, fontweight="bold" if wrong else "normal")
                 if len(vals.index) < labels_in_row[i]:  # fewer rows than its neighbours: same row height
                     ax.set_ylim(labels_in_row[i], 0)
                 ax.set_xlabel("N" if i == len(rows) - 1 else "")

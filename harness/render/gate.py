@@ -30,8 +30,8 @@ def gate_lines(result: pd.DataFrame, info: dict) -> list[str]:
                      "process pairs, judged on those pairs alone (the first round's figures are in the reason)")
     if failing:
         lines.append(f"**regressed: {', '.join(f'`{c}`' for c in failing)}**; to accept an intentional slowdown, "
-                     "put `[accept-regression: <case-id substring or all>]` in the commit message (it accepts no wrong or "
-                     "broken case)")
+                     "put `[accept-regression: <case-id substring or all>]` in the commit message (it accepts no "
+                     "wrong or broken case)")
     if accepted:
         lines.append(f"accepted by commit marker: {', '.join(f'`{c}`' for c in accepted)}")
     return lines

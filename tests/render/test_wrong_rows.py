@@ -63,7 +63,8 @@ def test_fits_crossovers_and_speedups_leave_wrong_cells_out_and_say_so(prep):
     assert len(cheat) == 4 and cheat["speedup"].isna().all() and set(cheat["status"]) == {"wrong"}
     base = baseline_ratios(prep.assign(variant=prep["variant"].replace({"cheat": "base"})), "base",
                            ["pattern", "seq_len"])
-    assert set(base["baseline_status"]) >= {"wrong"} and base.loc[base["baseline_status"] == "wrong", "speedup"].isna().all()
+    against_wrong = base["baseline_status"] == "wrong"
+    assert against_wrong.any() and base.loc[against_wrong, "speedup"].isna().all()
     assert "cheat" not in set(ceiling_summary(prep)["variant"])
 
 
