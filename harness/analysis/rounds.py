@@ -11,7 +11,8 @@ the fastest round's own evidence flags it (noisy, timed while the host was busy,
 clean evidence is kept instead if its median is within ``ROUNDS_AGREE`` of the fastest, so the two
 rounds agree and the row keeps the one whose evidence can be trusted. ``time_rounds_s`` keeps every
 round's median, so the trust flags can ask whether the kept round was reproduced
-(harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted.
+(harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted. A round whose output
+was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckier round.
 
 Pure functions of rows.
 """
@@ -30,9 +31,19 @@ def rounds_done(row: dict) -> int:
     return len(medians) if isinstance(medians, list) and medians else 1
 
 
+def _wrong_again(new: dict) -> dict:
+    """A later measurement whose output was wrong: it stands, whatever its time (a wrong output once is
+    a wrong kernel), its reason saying that an earlier measurement passed."""
+    reason = f"{new.get('reason') or 'wrong output'} (on a re-measurement; an earlier measurement passed)"
+    return {**{k: v for k, v in new.items() if k not in _ROW_FIELDS}, "reason": reason}
+
+
 def keep_faster(old: dict, new: dict) -> dict:
     """Of two measurements of a cell, the one to keep (load and drift only add time): ``new`` when it
-    is ok and faster, else ``old``; either without the fields of the row it was written in."""
+    is ok and faster, or ``wrong`` (whatever its time), else ``old``; either without the fields of
+    the row it was written in."""
+    if new.get("status") == "wrong" and old.get("status") == "ok":
+        return _wrong_again(new)
     faster = new.get("status") == "ok" and new.get("time_samples_s") and new["time_s_median"] < old["time_s_median"]
     return {k: v for k, v in (new if faster else old).items() if k not in _ROW_FIELDS}
 
@@ -54,8 +65,11 @@ def merge_round(old: dict, new: dict, best_cal: float | None = None) -> dict:
     within ``ROUNDS_AGREE`` of the fastest round seen: then the clean one is kept. A slower clean round
     never stands in for a flagged one it does not agree with. ``time_rounds_s`` gains the new round's
     median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
-    counted (a row in rounds left with one median is flagged)."""
+    counted (a row in rounds left with one median is flagged), except a ``wrong`` one: the row becomes
+    wrong, whatever its time."""
     attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
+    if new.get("status") == "wrong":
+        return {**_wrong_again(new), "attempts": attempts}
     if not (new.get("status") == "ok" and new.get("time_samples_s")):
         return {**keep_faster(old, new), "attempts": attempts}
     medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
