@@ -1,11 +1,15 @@
-"""`attnbench show RUN_DIR`: a run's provenance, a variant x status table, every cell that failed with
-its reason, with ``--all`` every measured row in milliseconds and MiB, and with ``--flagged [FLAGS]``
-every untrusted cell with its flags (only those with one of FLAGS when given).
+"""`attnbench show RUN_DIR`: a run's provenance, its trust verdict, the variants that cannot run on its
+device at all (once each, with their reasons), "which to use" per pattern, pass and length (the
+report's table, ``harness.render.answer``), a variant x status table, every cell that failed with its
+reason; with ``--all`` every measured row in milliseconds and MiB, with ``--flagged [FLAGS]`` every
+untrusted cell with its flags (only those with one of FLAGS when given), and with ``--repro CASE_ID``
+only the command that measures that case again on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from harness.render.units import to_mib, to_ms
 
@@ -17,22 +21,29 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from harness.analysis.trust import parse_flag_filter  # lazy: start-up
     from harness.bench.heap import describe  # lazy: start-up
+    from harness.render.repro import find_row, repro_command  # lazy: start-up
     from harness.store.load import load_run  # lazy: start-up
 
     wanted = parse_flag_filter(args.flagged) if args.flagged is not None else None
     df, meta = load_run(args.run_dir)
+    if args.repro:
+        print(repro_command(find_row(df, args.repro), meta))
+        return 0
     prov = meta["provenance"]
     print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
           f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
+    print(trust_line(meta.get("trust"), meta))
+    for line in unavailable_lines(meta):
+        print(line)
     if df.empty:
         return 0
     print(f"allocator: {describe(meta.get('allocator'))}")
+    print_answer(df, meta, args.baseline)
     table = pd.crosstab(df["variant"], df["status"])
     print(table.to_string())
-    print(trust_line(meta.get("trust")))
     ok = df[df["status"] == "ok"]
     if len(ok):
-        cols = ["variant", "pattern", "causal", "seq_len", "pass", "dtype"]
+        cols = ["case_id", "variant", "pattern", "causal", "seq_len", "pass", "dtype"]
         view = ok[cols].copy()
         view["median_ms"] = to_ms(ok["time_s_median"]).round(3)
         view["peak_MiB"] = to_mib(ok["peak_mem_bytes"]).round(1)
@@ -46,6 +57,54 @@ def cmd_show(args: argparse.Namespace) -> int:
     for _, row in bad.iterrows():
         print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
     return 0
+
+
+def unavailable_lines(meta: dict) -> list[str]:
+    """One line per variant the run left out because it cannot run on the device at all."""
+    from harness.render.answer import unavailable  # lazy: start-up
+
+    return [f"not run: {u['text']}" for u in unavailable([meta])]
+
+
+def print_answer(df, meta: dict, baseline: str | None) -> None:
+    """The report's "which to use" table, as a rich table on stdout."""
+    from rich.console import Console  # lazy: start-up
+    from rich.markup import escape  # lazy: start-up
+    from rich.table import Table  # lazy: start-up
+
+    from harness.render.answer import answer_rows, answer_summary  # lazy: start-up
+    from harness.render.context import resolve_baseline  # lazy: start-up
+    from harness.render.prepare import prepare  # lazy: start-up
+    from harness.render.units import fmt_num, fmt_sci  # lazy: start-up
+    from harness.store.schema import LIST_COLUMNS  # lazy: start-up
+
+    prep = prepare(df.drop(columns=list(LIST_COLUMNS), errors="ignore"))
+    base, note = resolve_baseline(sorted(prep["variant"].unique()), baseline)
+    choice = answer_rows(prep, base)
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False)
+    if note:
+        console.print(escape(note))
+    multi_shape = choice["shape"].nunique() > 1 if len(choice) else False
+    table = Table(title="Which to use: the fastest trusted variant per case", title_justify="left")
+    for header, justify in ([("shape", "left")] if multi_shape else []) + [
+            ("pattern", "left"), ("causal", "left"), ("pass", "left"), ("N", "right"), ("use", "left"),
+            ("time ms", "right"), (f"speedup vs {base}", "right"), (f"mem saving vs {base}", "right"),
+            ("peak MiB", "right"), ("rel. error", "right"), ("note", "left")]:
+        table.add_column(escape(header), justify=justify, overflow="fold")
+    for r in choice.to_dict("records"):
+        cells = [r["shape"]] if multi_shape else []
+        cells += [r["pattern_label"], "yes" if r["causal"] else "no", r["pass"], str(r["seq_len"]), r["winner"],
+                  fmt_num(r["time_ms"]), r["speedup_text"], r["saving_text"], fmt_num(r["peak_mem_mib"]),
+                  fmt_sci(r["rel_error"]) if pd_notna(r["rel_error"]) else "", r["why"]]
+        table.add_row(*[escape(str(c)) for c in cells], style="bold" if r["winner"] != "none" else "dim")
+    console.print(table)
+    for line in answer_summary(choice, base):
+        console.print(escape(line))
+    console.print("the command that measures one case again: attnbench show RUN --repro CASE_ID (case ids: --all)")
+
+
+def pd_notna(v) -> bool:
+    return v is not None and v == v
 
 
 def print_flagged(ok, wanted: list[str]) -> None:
@@ -63,25 +122,36 @@ def print_flagged(ok, wanted: list[str]) -> None:
     print(f"{shown} flagged cell(s){' with ' + ' or '.join(wanted) if wanted else ''}")
 
 
-def trust_line(trust: dict | None) -> str:
-    """run.json's trust summary in one line (runs written before trust flags: not assessed)."""
+def trust_line(trust: dict | None, meta: dict | None = None) -> str:
+    """run.json's trust summary in one line, with the calibration drift of ``meta`` as evidence (runs
+    written before trust flags: not assessed)."""
+    from harness.render.verdict import drift_clause  # lazy: start-up
+
+    drift = drift_clause(meta or {}, (trust or {}).get("flags", {}).get("slow machine"))
     if not trust or not trust.get("measured"):
-        return "trust: not assessed (a run written before trust flags, or nothing measured)"
+        return ("trust: not assessed (a run written before trust flags, or nothing measured)"
+                + (f"; {drift}" if drift else ""))
     from harness.render.trust_text import evidence_clauses  # lazy: start-up
 
     flags = ", ".join(f"{k} {v}" for k, v in sorted(trust.get("flags", {}).items(), key=lambda kv: -kv[1]))
-    rounds = "; ".join(evidence_clauses(trust))
+    clauses = [*evidence_clauses(trust), *([drift] if drift else [])]
     return (f"trust: {trust['trusted']} of {trust['measured']} measured cells trusted, {trust['flagged']} flagged"
             + (f" ({flags})" if flags else "") + (f", {trust['not_assessed']} not assessed" if trust.get("not_assessed")
-                                                  else "") + (f"; {rounds}" if rounds else ""))
+                                                  else "") + "".join(f"; {c}" for c in clauses))
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("show", help="print a run's status table (and its measurements with --all)",
-                       description="Summarize a run folder: provenance, a variant x status table, every oom, "
-                                   "timeout or error with its reason, and with --all every measured row.")
+    p = subparsers.add_parser("show", help="print a run's answer and status table (and its measurements with --all)",
+                       description="Summarize a run folder: provenance, the trust verdict, the variants that cannot "
+                                   "run on its device, which variant to use per pattern, pass and length, a "
+                                   "variant x status table, every oom, timeout, wrong or error cell with its reason, "
+                                   "and with --all every measured row.")
     p.add_argument("run_dir", help="a run folder, e.g. results/<run-id>")
-    p.add_argument("--all", action="store_true", help="also print every ok row (median ms, peak MiB, error)")
+    p.add_argument("--all", action="store_true", help="also print every ok row (case id, median ms, peak MiB, error)")
+    p.add_argument("--baseline", help="the variant speedups and memory savings are over (default: naive, or the "
+                                      "first variant of the run)")
+    p.add_argument("--repro", metavar="CASE_ID", help="print only the command that measures this case again on its "
+                                                      "own (case ids: --all, or the report's tidy table)")
     p.add_argument("--flagged", nargs="?", const="", metavar="FLAGS",
                    help="also print every flagged (untrusted) cell with its flags; FLAGS: comma-separated flag "
                         "names to keep (few calls, noisy, bimodal, host busy, slow machine, above ceiling, page faults, "

@@ -3,9 +3,10 @@
 ``build_context`` prepares the runs' frame (``harness.render.prepare``), builds the tables of
 ``harness.render.cell_tables`` and ``harness.render.scaling``, draws the figures of
 ``harness.render.figures`` and lays both out as escaped HTML fragments, per shape, next to the
-environment, sweep, calibration and ceiling tables of each run and the notes a reader must see first:
-how far each run's timings can be trusted (``trust_banner``), an unfinished run, a busy machine, a
-dirty tree, noisy timings.
+environment, sweep, calibration and ceiling tables of each run and what a reader must see first: one
+verdict per run on how far its timings can be trusted (``harness.render.verdict``), which variant to
+use per case (``harness.render.answer``), the variants that cannot run on the device at all, and the
+notes: an unfinished run, a dirty tree, noisy timings.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from harness.analysis.trust_frame import trust_summary, untrusted_mask
+from harness.analysis.trust_frame import untrusted_mask
 from harness.core.errors import InputError
+from harness.render.answer import answer_rows, answer_summary, answer_table, unavailable
 from harness.render.cell_tables import (
     ceiling_summary,
     failure_reasons,
@@ -32,11 +34,12 @@ from harness.render.figures import (
 )
 from harness.render.roofline import plot_roofline
 from harness.render.prepare import prepare
+from harness.render.repro import repro_command
 from harness.render.run_tables import runs_tables
 from harness.render.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.tables import Col, html_table
 from harness.render.timeline import ceilings_text, plot_timeline
-from harness.render.trust_text import evidence_clauses
+from harness.render.verdict import trust_verdict
 from harness.render.units import (
     fmt_bool,
     fmt_exp,
@@ -67,50 +70,14 @@ def _notes(runs: list[tuple], prep: pd.DataFrame) -> list[str]:
         if m.get("status") != "complete":
             notes.append(f"run {run_id} is {m.get('status')!s}: {len(df)} cells so far; finish it with "
                          f"attnbench sweep --resume {p}")
-        cal = [c.get("time_s_median") for c in (m.get("calibration") or []) if isinstance(c, dict)]
-        cal = [c for c in cal if isinstance(c, (int, float)) and c > 0]
-        if len(cal) >= 2 and max(cal) / min(cal) > 1.2:
-            notes.append(f"run {run_id}: the calibration kernel's time changed by {max(cal) / min(cal) - 1:.0%} "
-                         "during the run, so the machine was busy or throttling; its timings are not reliable")
         if (m.get("provenance") or {}).get("git_dirty"):
             notes.append(f"run {run_id} was made from a working tree with uncommitted changes")
     ok = prep["status"] == "ok"
     noisy = int(pd.array(prep.loc[ok, "time_noisy"], dtype="boolean").fillna(False).sum()) if len(prep) else 0
     assessed = bool(prep.loc[ok, "time_trusted"].notna().any()) if "time_trusted" in prep.columns else False
-    if noisy and not assessed:  # with trust flags, noisy cells are among the flagged ones of the banner
+    if noisy and not assessed:  # with trust flags, noisy cells are among the flagged ones of the verdict
         notes.append(f"{noisy} ok cells have noisy timings (wide IQR): see the 'noisy' column of the tidy table")
     return notes
-
-
-def trust_banner(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
-    """The report's first lines: for each run, how many of its measured (ok) cells are trusted, how many
-    are flagged and for what (each flag counted by the text before its first ":"), or that trust was
-    not assessed. Each line is {"text", "level"} with level ok (nothing flagged), warn or na."""
-    lines, start = [], 0
-    for df, m, p in runs:
-        run_id = str(m.get("run_id") or p.name)
-        t = trust_summary(prep.iloc[start:start + len(df)])  # prep keeps the runs' rows in order
-        start += len(df)
-        head = f"Trust, run {run_id}: " if len(runs) > 1 else "Trust: "
-        if not t["measured"]:
-            lines.append({"text": head + "no measured cells (no cell ran ok)", "level": "na"})
-            continue
-        if t["not_assessed"] == t["measured"]:
-            lines.append({"text": head + "not assessed (run written before trust flags); every measured cell is "
-                          "drawn and fitted as measured", "level": "na"})
-            continue
-        text = f"{t['trusted']} of {t['measured']} measured cells trusted"
-        if t["untrusted"]:
-            text += f"; {t['untrusted']} flagged ({', '.join(f'{r} {n}' for r, n in t['reasons'])})"
-        if t["not_assessed"]:
-            text += f"; {t['not_assessed']} not assessed"
-        for clause in evidence_clauses(m.get("trust") or {}):
-            text += f"; {clause}"
-        if t["untrusted"]:
-            text += (" \u2014 flagged cells are drawn hollow and left out of the time exponent fits and crossovers; "
-                     "see Flagged cells")
-        lines.append({"text": head + text, "level": "warn" if t["untrusted"] else "ok"})
-    return lines
 
 
 def twin_note(row: dict) -> str:
@@ -230,9 +197,14 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                  Col("gflop_per_s", "GFLOP/s", fmt_num, True),
                  Col("ceiling_pct", "% of ceiling", fmt_num, True),
                  Col("rel_error_f", "rel. error", fmt_sci, True),
-                 Col("error_on_twin", "error on twin", fmt_bool)]
+                 Col("error_on_twin", "error on twin", fmt_bool),
+                 Col("reason", "reason"), Col("repro", "measure it again")]
     tidy = prep.sort_values(["series", "shape", "variant", "pattern", "causal", "pass", "seq_len"], kind="stable")
     run_ids = [str(m.get("run_id") or p.name) for _, m, p in runs]
+    metas = {str(m.get("run_id") or p.name): m for _, m, p in runs}
+    choice = answer_rows(prep, baseline, metas)
+    tidy["repro"] = [repro_command(r, metas.get(r["run_id"])) for r in tidy.to_dict("records")] \
+        if len(tidy) else []
     return {
         "title": "attnbench report: " + ", ".join(run_ids),
         "run_ids": run_ids,
@@ -240,7 +212,11 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "variants": variants,
         "baseline": baseline,
         "baseline_note": baseline_note,
-        "trust": trust_banner(runs, prep),
+        "trust": trust_verdict(runs, prep),
+        "answer": answer_table(choice, baseline, multi_series, len(shapes) > 1),
+        "answer_summary": answer_summary(choice, baseline),
+        "n_answers": len(choice),
+        "unavailable": unavailable([m for _, m, _ in runs]),
         "notes": _notes(runs, prep),
         "multi": len(runs) > 1,
         "runs": runs_tables(runs),
@@ -272,7 +248,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
             *series_col, Col("variant", "variant"), Col("status", "status"), Col("reason", "reason"),
             Col("cells", "cells", fmt_text, True), Col("patterns", "patterns"), Col("passes", "passes"),
             Col("seq_lens", "N")]),
-        "tidy": html_table(tidy, tidy_cols),
+        "tidy": html_table(tidy, tidy_cols, table_id="tidy-table"),
         "n_rows": len(prep),
     }
 

@@ -77,7 +77,8 @@ def test_banner_says_how_many_cells_are_trusted_and_why_not(flagged_html):
     text = _text(flagged_html)
     # 11 ok cells in the scaling sweep; reasons counted by the text before the first ":"
     assert ("Trust: 8 of 11 measured cells trusted; 3 flagged (noisy 2, host busy 1, slow machine 1) \u2014 "
-            "flagged cells are drawn hollow and left out of the time exponent fits and crossovers") in text
+            "flagged cells never win 'Which to use', are drawn hollow and are left out of the time exponent fits "
+            "and crossovers") in text
     assert 'class="trust trust-warn"' in flagged_html
     assert flagged_html.index("Trust: 8 of 11") < flagged_html.index('id="summary"')  # at the top
 
@@ -97,7 +98,7 @@ def test_banner_when_every_cell_is_trusted_and_per_run_when_several(scaling_rows
     good = write_fixture_run(tmp_path / "good", with_trust(scaling_rows(), flags={}))
     old = write_fixture_run(tmp_path / "old", scaling_rows())
     ctx = build_context(load_runs([good, old]), generated_at="fixed")
-    assert ctx["trust"] == [
+    assert [{k: t[k] for k in ("text", "level")} for t in ctx["trust"]] == [
         {"text": "Trust, run good: 11 of 11 measured cells trusted", "level": "ok"},
         {"text": "Trust, run old: not assessed (run written before trust flags); every measured cell is drawn "
                  "and fitted as measured", "level": "na"}]

@@ -1,0 +1,127 @@
+""""Which to use", in report units: per pattern (causal flag, pass) and length, the fastest trusted
+variant of ``harness.analysis.choose.which_to_use`` with its time in ms, its speedup and memory saving
+over the baseline as "x" ratios, its peak memory in MiB and its relative error, plus the command that
+measures it again; and the variants that cannot run on a run's device at all (run.json's
+``unavailable``), said once each with their reasons. The report (``answer_table``) and
+``attnbench show`` (``answer_rows``) read the same rows. Pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.analysis.choose import geometric_mean, which_to_use, wins
+from harness.render.prepare import GROUP_KEYS, PASS_ORDER, pattern_rank
+from harness.render.repro import repro_command
+from harness.render.tables import Col, html_table
+from harness.render.units import fmt_bool, fmt_num, fmt_sci, fmt_text, to_mib, to_ms
+
+KEYS = [*GROUP_KEYS, "seq_len"]
+
+
+def fmt_ratio(v) -> str:
+    """A speedup or saving as "3.2x" (three significant figures), "" when missing."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return f"{float(v):.3g}x"
+
+
+def choose(prep: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """The answer per (series, shape, pattern, causal, pass, N) of a prepared frame, in base units,
+    in reading order (pattern, then pass, causal and N)."""
+    choice = which_to_use(prep, baseline, KEYS)
+    if choice.empty:
+        return choice
+    order = choice.assign(_p=[pattern_rank(p) for p in choice["pattern_label"]],
+                          _pass=[PASS_ORDER.index(p) if p in PASS_ORDER else 9 for p in choice["pass"]])
+    return order.sort_values(["series", "shape", "_p", "pattern_label", "_pass", "causal", "seq_len"],
+                             kind="stable").drop(columns=["_p", "_pass"]).reset_index(drop=True)
+
+
+def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = None) -> pd.DataFrame:
+    """``choose`` with the report-unit columns both displays read: ``time_ms``, ``peak_mem_mib``,
+    ``baseline_time_ms``, ``speedup_text``, ``saving_text``, ``error_text``, ``winner`` (the variant, or
+    "none" and the note's reason), ``why`` (the note, the untrusted variants measured faster and the
+    ones left out) and ``repro`` (the command measuring the winner's cell again; ``metas``: run.json
+    per run id, for the run's budget)."""
+    choice = choose(prep, baseline)
+    if choice.empty:
+        return choice.assign(time_ms=[], peak_mem_mib=[], baseline_time_ms=[], speedup_text=[], saving_text=[],
+                             error_text=[], winner=[], why=[], repro=[])
+    choice["time_ms"] = to_ms(choice["time_s_median"])
+    choice["peak_mem_mib"] = to_mib(choice["peak_mem_bytes"])
+    choice["baseline_time_ms"] = to_ms(choice["baseline_time_s_median"])
+    choice["speedup_text"] = [fmt_ratio(v) for v in choice["speedup"]]
+    choice["saving_text"] = [fmt_ratio(v) for v in choice["memory_saving"]]
+    choice["error_text"] = [fmt_sci(v) if pd.notna(v) else "" for v in choice["rel_error"]]
+    choice["winner"] = [v if isinstance(v, str) and v else "none" for v in choice["variant"]]
+    why = []
+    for r in choice.to_dict("records"):
+        parts = [r["note"]] if r["note"] else []
+        if r["faster_untrusted"]:
+            parts.append(f"measured faster but untrusted: {r['faster_untrusted']}")
+        if r["left_out"] and not r["faster_untrusted"]:
+            parts.append(f"left out: {r['left_out']}")
+        why.append("; ".join(parts))
+    choice["why"] = why
+    cells = {(str(r["series"]), str(r["case_id"])): r for r in prep.to_dict("records")} \
+        if "case_id" in prep.columns else {}
+    metas = metas or {}
+    choice["repro"] = [repro_command(cells[(s, str(c))], metas.get(cells[(s, str(c))]["run_id"]))
+                       if (s, str(c)) in cells else "" for s, c in zip(choice["series"], choice["case_id"])]
+    return choice
+
+
+def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
+    """A few sentences over every answer: which variants win how many cases, the geometric-mean speedup
+    and memory saving of the winners over the baseline, and the cases with no trusted winner."""
+    if choice.empty:
+        return []
+    won = wins(choice)
+    total = len(choice)
+    lines = ["Fastest trusted variant: " + ", ".join(f"{v} in {n} of {total} cases" for v, n in won.items())
+             if len(won) else "No case has a trusted winner."]
+    speed, saving = geometric_mean(choice["speedup"]), geometric_mean(choice["memory_saving"])
+    if baseline and math.isfinite(speed):
+        lines.append(f"Against {baseline}: {fmt_ratio(speed)} faster and {fmt_ratio(saving) or 'n/a'} less peak "
+                     "memory (geometric means over the cases where both ran)")
+    none = int((choice["winner"] == "none").sum()) if "winner" in choice.columns else int(choice["variant"].isna().sum())
+    if none:
+        lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (see the last column)")
+    return lines
+
+
+def answer_table(choice: pd.DataFrame, baseline: str | None, multi_series: bool, multi_shape: bool):
+    """The "Which to use" table of the report (an HTML fragment)."""
+    cols = [*([Col("series", "run")] if multi_series else []), *([Col("shape", "shape")] if multi_shape else []),
+            Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool), Col("pass", "pass"),
+            Col("seq_len", "N", fmt_text, True), Col("winner", "use"),
+            Col("time_ms", "time (ms)", fmt_num, True),
+            Col("speedup", f"speedup over {baseline}" if baseline else "speedup", fmt_ratio, True),
+            Col("memory_saving", f"memory saving vs {baseline}" if baseline else "memory saving", fmt_ratio, True),
+            Col("peak_mem_mib", "peak (MiB)", fmt_num, True),
+            Col("rel_error", "rel. error vs float64", fmt_sci, True)]
+    if "fidelity" in choice.columns and choice["fidelity"].notna().any():
+        cols.append(Col("fidelity", "fidelity", fmt_num, True))
+    cols += [Col("why", "note"), Col("repro", "measure it again")]
+    return html_table(choice, cols, table_id="which-to-use")
+
+
+def unavailable(metas: list[dict]) -> list[dict]:
+    """The variants each run left out because they cannot run on its device at all (run.json's
+    ``unavailable``: {variant: [reasons]}), one entry per run and variant: {"run_id", "variant",
+    "reasons", "text"}. Runs without the key give none."""
+    out = []
+    for meta in metas:
+        left = meta.get("unavailable") or {}
+        if not isinstance(left, dict):
+            continue
+        device = (meta.get("sweep") or {}).get("device") or (meta.get("provenance") or {}).get("device") or "this device"
+        for variant in sorted(left):
+            reasons = left[variant]
+            reasons = [str(r) for r in (reasons if isinstance(reasons, (list, tuple)) else [reasons]) if str(r)]
+            out.append({"run_id": str(meta.get("run_id") or ""), "variant": str(variant), "reasons": reasons,
+                        "text": f"{variant} cannot run on {device}: " + ("; ".join(reasons) or "no reason given")})
+    return out

@@ -1,0 +1,136 @@
+"""The report answers first: one trust verdict per run (the calibration drift inside it), then "Which
+to use", then the plots, with provenance and the machine at the end; the variants that cannot run on
+the device said once; the command that measures a cell again; `attnbench show` with the same table.
+Fixture frames and run folders only; nothing is measured."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+
+from harness.render.answer import answer_rows, fmt_ratio, unavailable
+from harness.render.prepare import prepare
+from harness.render.report import load_runs, render_report
+from harness.render.repro import repro_command
+from harness.store.journal import write_json
+from harness.store.schema import RUN_JSON, rows_to_frame
+
+UNAVAILABLE = {"xformers": ["device=cpu (supported: cuda)", "xformers is not installed"],
+               "sdpa_cudnn": ["device=cpu (supported: cuda)"]}
+
+
+def _text(page: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+
+
+def _trusted(rows):
+    return [{**r, "time_trusted": r["status"] == "ok" or None, "time_flags": ""} for r in rows]
+
+
+def _with_meta(run, **changes):
+    meta = json.loads((run / RUN_JSON).read_text())
+    meta.update(changes)
+    write_json(run / RUN_JSON, meta)
+    return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, scaling_rows, write_fixture_run):
+    rows = [r for r in _trusted(scaling_rows()) if r["variant"] != "xformers"]
+    run = write_fixture_run(tmp_path_factory.mktemp("answer") / "run-u", rows)
+    return _with_meta(run, unavailable=UNAVAILABLE, calibration=[
+        {"when": "start", "kernel": "matmul_f32_512", "device": "cpu", "time_s_median": 1e-3},
+        {"when": "end", "kernel": "matmul_f32_512", "device": "cpu", "time_s_median": 1.5e-3}],
+        sweep={"device": "cpu", "budget_s": 0.05, "params": {}})
+
+
+@pytest.fixture(scope="module")
+def page(run):
+    return render_report(load_runs([run]), generated_at="fixed")
+
+
+def test_answer_rows_pick_the_fastest_trusted_variant_in_report_units(scaling_rows):
+    prep = prepare(rows_to_frame(_trusted(scaling_rows())))
+    got = answer_rows(prep, "naive").set_index(["pattern", "seq_len"])
+    # local: 6e-7 N s, naive 1e-9 N^2 s: naive is faster below N = 600
+    assert got.loc[("local", 256), "winner"] == "naive" and got.loc[("local", 256), "speedup_text"] == "1x"
+    best = got.loc[("local", 2048)]
+    assert best["winner"] == "local" and best["time_ms"] == pytest.approx(6e-7 * 2048 * 1e3)
+    assert best["speedup_text"] == fmt_ratio(2048 / 600) == "3.41x" and best["saving_text"] == "4x"
+    assert best["repro"].startswith("attnbench sweep --variants local --patterns local --causal no --seq-lens 2048")
+    oom = got.loc[("global", 2048)]  # naive ran out of memory, xformers is unsupported: no winner
+    assert oom["winner"] == "none" and oom["why"] == "no variant ran ok" and oom["repro"] == ""
+    assert fmt_ratio(float("nan")) == "" and fmt_ratio(2.0) == "2x"
+
+
+def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenance(page):
+    assert page.count('class="trust trust-') == 1
+    order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="which-to-use"',
+                                     '<h2 id="shape1">', '<h2 id="flagged">', '<h2 id="tidy">', '<h2 id="runs">',
+                                     '<h2 id="machine">')]
+    assert order == sorted(order)
+
+
+def test_calibration_drift_is_evidence_in_the_verdict_not_a_second_banner(page):
+    text = _text(page)
+    assert "not reliable" not in text
+    verdict = _text(re.search(r'<p class="trust trust-warn">.*?</p>', page, re.S).group(0))
+    assert verdict.startswith("Trust: 11 of 11 measured cells trusted; the calibration kernel's time changed by 50%")
+    assert "flagged slow machine (0 cells)" in verdict
+
+
+def test_unavailable_variants_are_said_once_with_their_reasons(page, run):
+    section = page[page.index('<h2 id="answer">'):page.index('<h2 id="shape1">')]
+    text = _text(section)
+    assert "xformers: device=cpu (supported: cuda); xformers is not installed" in text
+    assert "sdpa_cudnn: device=cpu (supported: cuda)" in text
+    assert _text(page).count("xformers is not installed") == 1
+    assert [u["variant"] for u in unavailable([json.loads((run / RUN_JSON).read_text())])] == ["sdpa_cudnn",
+                                                                                                "xformers"]
+    assert unavailable([{"run_id": "old"}]) == []
+
+
+def test_every_answer_and_tidy_row_carries_its_command(page):
+    answer = page[page.index('id="which-to-use"'):page.index('</table>', page.index('id="which-to-use"'))]
+    assert answer.count("attnbench sweep --variants") == 8 - 1  # 8 cases, one without a winner
+    tidy = page[page.index('id="tidy-table"'):]
+    assert "--budget-s 0.05" in tidy and tidy.count("attnbench sweep --variants") == 12  # every row
+
+
+def test_the_tidy_filter_is_hidden_until_the_script_shows_it(page):
+    assert re.search(r'<p class="filter" hidden>', page) and 'id="tidy-filter"' in page
+    assert "http://" not in page.split("<script>")[-1] and "https://" not in page.split("<script>")[-1]
+
+
+def test_repro_command_pins_every_axis_of_the_case():
+    row = {"variant": "local", "pattern": "local", "causal": True, "seq_len": 4096, "q_len": 1, "kv_len": 4096,
+           "batch": 2, "heads": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bfloat16", "device": "cuda",
+           "pass": "fwd", "window": 256.0, "segment": None, "threads": None, "doc_lens": None}
+    meta = {"sweep": {"budget_s": 0.2, "params": {"local": {"block": 64}}}}
+    assert repro_command(row, meta) == (
+        "attnbench sweep --variants local --patterns local --causal yes --q-lens 1 --kv-lens 4096 --batch 2 "
+        "--heads 32 --kv-heads 8 --head-dims 128 --dtypes bfloat16 --device cuda --passes fwd --window 256 "
+        "--budget-s 0.2  # with variant parameters {\"block\": 64} (set them in a --config TOML)")
+    doc = {**row, "pattern": "document", "q_len": 4096, "kv_heads": 32, "doc_lens": "[1024, 2048, 1024]",
+           "threads": 2}
+    assert repro_command(doc).endswith("--seq-lens 4096 --batch 2 --heads 32 --head-dims 128 --dtypes bfloat16 "
+                                       "--device cuda --passes fwd --docs 3 --threads 2")
+
+
+def test_show_prints_the_answer_the_unavailable_variants_and_a_repro(run, capsys):
+    from harness.cli.main import main
+
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "Which to use" in out and "speedup vs naive" in out
+    assert out.count("not run: xformers cannot run on cpu: device=cpu (supported: cuda); xformers is not "
+                     "installed") == 1
+    assert "changed by 50%" in out.split("\n")[1]  # the drift in the trust line
+    case = "local/local/False/2048/fwd/float32"
+    assert main(["show", str(run), "--repro", case]) == 0
+    assert capsys.readouterr().out.strip().startswith("attnbench sweep --variants local --patterns local")
+    assert main(["show", str(run), "--repro", "nope"]) == 2
+    assert "no case 'nope'" in capsys.readouterr().err
