@@ -74,6 +74,21 @@ def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = N
     return choice
 
 
+def mark_suspicious(choice: pd.DataFrame, suspicious: pd.DataFrame) -> pd.DataFrame:
+    """``choice`` with a clause added to ``why`` where the winner is a suspicious speedup (a row of
+    ``harness.render.suspicious.suspicious_table``: far faster than the best other variant)."""
+    if choice.empty or suspicious.empty:
+        return choice
+    keys = [k for k in (*KEYS, "variant") if k in suspicious.columns and k in choice.columns]
+    ratios = {tuple(r[k] for k in keys): r["ratio"] for r in suspicious.to_dict("records")}
+    why = []
+    for r in choice.to_dict("records"):
+        ratio = ratios.get(tuple(r[k] for k in keys))
+        clause = f"suspicious: {fmt_ratio(ratio)} faster than the best other variant, check it" if ratio else ""
+        why.append("; ".join(p for p in (clause, r["why"]) if p))
+    return choice.assign(why=why)
+
+
 def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
     """A few sentences over every answer: which variants win how many cases, the geometric-mean speedup
     and memory saving of the winners over the baseline, and the cases with no trusted winner."""

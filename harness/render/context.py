@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.analysis.trust_frame import untrusted_mask
 from harness.core.errors import InputError
-from harness.render.answer import answer_rows, answer_summary, answer_table, unavailable
+from harness.render.answer import answer_rows, answer_summary, answer_table, mark_suspicious, unavailable
 from harness.render.cell_tables import (
     ceiling_summary,
     failure_reasons,
@@ -36,6 +36,7 @@ from harness.render.roofline import plot_roofline
 from harness.render.prepare import prepare
 from harness.render.repro import repro_command
 from harness.render.run_tables import runs_tables
+from harness.render.suspicious import suspicious_section, suspicious_table
 from harness.render.scaling import crossovers, fit_exponents, relative_to_baseline
 from harness.render.tables import Col, html_table
 from harness.render.timeline import ceilings_text, plot_timeline
@@ -202,7 +203,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
     tidy = prep.sort_values(["series", "shape", "variant", "pattern", "causal", "pass", "seq_len"], kind="stable")
     run_ids = [str(m.get("run_id") or p.name) for _, m, p in runs]
     metas = {str(m.get("run_id") or p.name): m for _, m, p in runs}
-    choice = answer_rows(prep, baseline, metas)
+    choice = mark_suspicious(answer_rows(prep, baseline, metas), suspicious_table(prep))
     tidy["repro"] = [repro_command(r, metas.get(r["run_id"])) for r in tidy.to_dict("records")] \
         if len(tidy) else []
     return {
@@ -216,6 +217,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "answer": answer_table(choice, baseline, multi_series, len(shapes) > 1),
         "answer_summary": answer_summary(choice, baseline),
         "n_answers": len(choice),
+        **suspicious_section(prep),
         "unavailable": unavailable([m for _, m, _ in runs]),
         "notes": _notes(runs, prep),
         "multi": len(runs) > 1,

@@ -134,3 +134,18 @@ def test_show_prints_the_answer_the_unavailable_variants_and_a_repro(run, capsys
     assert capsys.readouterr().out.strip().startswith("attnbench sweep --variants local --patterns local")
     assert main(["show", str(run), "--repro", "nope"]) == 2
     assert "no case 'nope'" in capsys.readouterr().err
+
+
+def test_a_suspicious_winner_says_so_and_the_report_has_the_section(scaling_rows, make_row, tmp_path,
+                                                                    write_fixture_run):
+    from harness.render.answer import mark_suspicious
+    from harness.render.suspicious import suspicious_table
+
+    rows = _trusted(scaling_rows(ns=(256, 512)) + [make_row("cheat", 512, pattern="local", time_s=1e-9, mem=1)])
+    prep = prepare(rows_to_frame(rows))
+    choice = mark_suspicious(answer_rows(prep, "naive"), suspicious_table(prep)).set_index(["pattern", "seq_len"])
+    assert choice.loc[("local", 512), "winner"] == "cheat"
+    assert choice.loc[("local", 512), "why"].startswith("suspicious: ")
+    assert not choice.loc[("local", 256), "why"].startswith("suspicious")
+    page = render_report(load_runs([write_fixture_run(tmp_path / "s", rows)]), generated_at="fixed")
+    assert '<h2 id="suspicious">Suspicious speedups (1)</h2>' in page
