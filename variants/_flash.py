@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.core.errors import InputError
+
 _FWD = "_scaled_dot_product_flash_attention_for_cpu"
 _BWD = "_scaled_dot_product_flash_attention_for_cpu_backward"
 
@@ -33,6 +35,16 @@ def use_flash(device: torch.device, kernel: str) -> bool:
         raise ValueError(f"kernel='flash' needs torch's CPU flash-attention kernel, not available on {device} "
                          f"(torch {torch.__version__}); hint: kernel='auto'")
     return available
+
+
+KERNELS = ("auto", "flash", "torch")
+
+
+def check_kernel(variant: str, value) -> None:
+    """The ``kernel`` parameter of a variant built on this module: one of ``KERNELS``, else an InputError."""
+    if value not in KERNELS:
+        raise InputError(f"variant {variant!r}: parameter kernel must be 'auto', 'flash' or 'torch', got {value!r}; "
+                         "hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
 
 
 def flash_kernel_reasons(device: str, kernel: str) -> list[str]:

@@ -35,7 +35,7 @@ from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
-from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, merge, use_flash
+from variants._flash import additive, check_kernel, flash_bwd, flash_fwd, flash_kernel_reasons, merge, use_flash
 
 MASK_PIECE = 1024  # keys per masked piece on the flash path (its additive mask is chunk_q x MASK_PIECE)
 
@@ -282,9 +282,8 @@ class Chunked(Variant):
                 raise InputError(f"variant 'chunked': parameter {key} must be an integer >= 1 or 'auto', got "
                                  f"{value!r} ({type(value).__name__}); hint: {key} = 'auto' (chosen from the shape)")
             return
-        if key == "kernel" and value not in ("auto", "flash", "torch"):
-            raise InputError(f"variant 'chunked': parameter kernel must be 'auto', 'flash' or 'torch', got "
-                             f"{value!r}; hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
+        if key == "kernel":
+            check_kernel(cls.name, value)
         super().check_param(key, value)
 
     def not_supported_reasons(self, case: Case) -> list[str]:

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.case import Case
-from harness.core.errors import InputError
 from harness.core.patterns import Pattern, segment_means
 from harness.core.registry import Variant, register
-from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, use_flash
+from variants._flash import additive, check_kernel, flash_bwd, flash_fwd, flash_kernel_reasons, use_flash
 
 
 def _allowed(pattern: Pattern, n: int, device) -> dict[str, torch.Tensor]:
@@ -181,9 +180,8 @@ class Hierarchical(Variant):
 
     @classmethod
     def check_param(cls, key, value) -> None:
-        if key == "kernel" and value not in ("auto", "flash", "torch"):
-            raise InputError(f"variant 'hierarchical': parameter kernel must be 'auto', 'flash' or 'torch', got "
-                             f"{value!r}; hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
+        if key == "kernel":
+            check_kernel(cls.name, value)
         super().check_param(key, value)
 
     def not_supported_reasons(self, case: Case) -> list[str]:

@@ -28,10 +28,18 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.case import Case
-from harness.core.errors import InputError
 from harness.core.patterns import Pattern
 from harness.core.registry import Variant, register
-from variants._flash import additive, flash_bwd, flash_fwd, flash_kernel_reasons, row_blocks, slots, use_flash
+from variants._flash import (
+    additive,
+    check_kernel,
+    flash_bwd,
+    flash_fwd,
+    flash_kernel_reasons,
+    row_blocks,
+    slots,
+    use_flash,
+)
 
 GROUP_ROWS = 2048  # flash path: query rows of full-window blocks per kernel call (blocks as its heads)
 
@@ -194,9 +202,8 @@ class Local(Variant):
 
     @classmethod
     def check_param(cls, key, value) -> None:
-        if key == "kernel" and value not in ("auto", "flash", "torch"):
-            raise InputError(f"variant 'local': parameter kernel must be 'auto', 'flash' or 'torch', got {value!r}; "
-                             "hint: kernel = 'auto' (flash on CPU, torch elsewhere)")
+        if key == "kernel":
+            check_kernel(cls.name, value)
         super().check_param(key, value)
 
     def not_supported_reasons(self, case: Case) -> list[str]:

@@ -4,6 +4,7 @@ every so often (case i/N, elapsed, ETA); nothing with ``--quiet``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -102,18 +103,10 @@ class Phases:
         self.totals = meta.setdefault("phases_s", {})
         self.clock = clock
 
+    @contextlib.contextmanager
     def __call__(self, name: str):
-        return _Phase(self, name)
-
-
-class _Phase:
-    def __init__(self, phases: Phases, name: str) -> None:
-        self.phases, self.name = phases, name
-
-    def __enter__(self):
-        self.t0 = self.phases.clock()
-
-    def __exit__(self, *exc):
-        totals = self.phases.totals
-        totals[self.name] = round(totals.get(self.name, 0.0) + self.phases.clock() - self.t0, 3)
-        return False
+        t0 = self.clock()
+        try:
+            yield
+        finally:
+            self.totals[name] = round(self.totals.get(name, 0.0) + self.clock() - t0, 3)
