@@ -128,8 +128,9 @@ class Misbehave(Variant):
 
 
 @pytest.fixture(scope="session")
-def misbehave_plugin(tmp_path_factory):
-    """Installs the plug-in for this process and (through PYTHONPATH + an entry point) for children."""
+def _misbehave_class(tmp_path_factory):
+    """Writes the plug-in as an installed distribution (PYTHONPATH + an entry point, so child processes
+    find it) and imports it here once; returns its class, left out of the registry until a module asks."""
     import importlib
     import sys
 
@@ -146,10 +147,20 @@ def misbehave_plugin(tmp_path_factory):
     os.environ["PYTHONPATH"] = str(root) + (os.pathsep + old if old else "")
     sys.path.insert(0, str(root))
     importlib.import_module("attnbench_test_misbehave")
-    yield "test_misbehave"
-    REGISTRY.pop("test_misbehave", None)
+    cls = REGISTRY.pop("test_misbehave")
+    yield cls
     sys.path.remove(str(root))
     if old is None:
         os.environ.pop("PYTHONPATH", None)
     else:
         os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def misbehave_plugin(_misbehave_class):
+    """The plug-in registered for one test module: tests that sweep every variant elsewhere never see it."""
+    from harness.core.registry import REGISTRY
+
+    REGISTRY[_misbehave_class.name] = _misbehave_class
+    yield _misbehave_class.name
+    REGISTRY.pop(_misbehave_class.name, None)

@@ -1,4 +1,4 @@
-"""The machine during a run (issue 9): calibration and host load of each cell against the seconds since
+"""The machine during a run: calibration and host load of each cell against the seconds since
 the run started, the run's calibrations and the slow / busy thresholds, flagged cells hollow, the
 ceilings measured during the run in the title; a run written before the per-cell evidence says so.
 Fixture frames and run folders only; nothing is measured."""
@@ -142,12 +142,20 @@ def runs(tmp_path_factory, scaling_rows, write_fixture_run):
     return new, old
 
 
-def test_report_shows_the_machine_during_the_run_before_the_scaling_sections(runs, tmp_path):
+def _machine_section(page: str) -> str:
+    """From the machine heading to the next section heading (or the end of the page)."""
+    start = page.index('<h2 id="machine">')
+    end = page.find("<h2 ", start + 1)
+    return page[start:end if end >= 0 else len(page)]
+
+
+def test_report_shows_the_machine_during_the_run_after_the_answer_and_the_plots(runs, tmp_path):
     new, _ = runs
     out, _ = build_report([new], out=tmp_path / "one.html")
     page = out.read_text(encoding="utf-8")
-    section = page[page.index('<h2 id="machine">'):page.index('<h2 id="shape1">')]
-    assert page.index('class="trust ') < page.index('<h2 id="machine">')
+    section = _machine_section(page)
+    assert page.index('class="trust ') < page.index('<h2 id="answer">') < page.index('<h2 id="shape1">')
+    assert page.index('<h2 id="shape1">') < page.index('<h2 id="machine">')
     assert 'href="#machine"' in page
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', section)) == 1
     assert 'alt="calibration and host load over run run-new"' in section
@@ -159,7 +167,7 @@ def test_report_of_a_new_and_an_old_run_has_one_timeline_each(runs, tmp_path):
     new, old = runs
     out, _ = build_report([new, old], out=tmp_path / "two.html")
     page = out.read_text(encoding="utf-8")
-    section = page[page.index('<h2 id="machine">'):page.index('<h2 id="shape1">')]
+    section = _machine_section(page)
     assert len(re.findall(r"<img ", section)) == 2
     assert "<h3>Run run-new</h3>" in section and "<h3>Run run-old</h3>" in section
     assert "Ceilings measured" not in section.split("<h3>Run run-old</h3>")[1]
