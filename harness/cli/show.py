@@ -1,6 +1,8 @@
 """`attnbench show RUN_DIR`: a run's provenance, its trust verdict, the variants that cannot run on its
 device at all (once each, with their reasons), "which to use" per pattern, pass and length (the
-report's table, ``harness.render.answer``), a variant x status table, every cell that failed with its
+report's table, ``harness.render.answer``), the cheapest configuration within 1%, 5% and 10% output
+error of global attention where the rows have fidelity columns (``harness.render.quality``), a
+variant x status table, every cell that failed with its
 reason; with ``--all`` every measured row in milliseconds and MiB, with ``--flagged [FLAGS]`` every
 untrusted cell with its flags (only those with one of FLAGS when given), and with ``--repro CASE_ID``
 only the command that measures that case again on its own.
@@ -39,6 +41,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"allocator: {describe(meta.get('allocator'))}")
     print_answer(df, meta, args.baseline)
+    print_quality(df, meta)
     table = pd.crosstab(df["variant"], df["status"])
     print(table.to_string())
     ok = df[df["status"] == "ok"]
@@ -72,7 +75,7 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     from rich.markup import escape  # lazy: start-up
     from rich.table import Table  # lazy: start-up
 
-    from harness.render.answer import answer_rows, answer_summary  # lazy: start-up
+    from harness.render.answer import answer_rows, answer_summary, fmt_pct  # lazy: start-up
     from harness.render.context import resolve_baseline  # lazy: start-up
     from harness.render.prepare import prepare  # lazy: start-up
     from harness.render.units import fmt_num, fmt_sci  # lazy: start-up
@@ -85,22 +88,53 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     if note:
         console.print(escape(note))
     multi_shape = choice["shape"].nunique() > 1 if len(choice) else False
+    inputs = "inputs" in choice.columns
+    fidelity = "fidelity_out_rel_error" in choice.columns and bool(choice["fidelity_out_rel_error"].notna().any())
     table = Table(title="Which to use: the fastest trusted variant per case", title_justify="left")
-    for header, justify in ([("shape", "left")] if multi_shape else []) + [
+    for header, justify in ([("shape", "left")] if multi_shape else []) + ([("inputs", "left")] if inputs else []) + [
             ("pattern", "left"), ("causal", "left"), ("pass", "left"), ("N", "right"), ("use", "left"),
             ("time ms", "right"), (f"speedup vs {base}", "right"), (f"mem saving vs {base}", "right"),
-            ("peak MiB", "right"), ("rel. error", "right"), ("note", "left")]:
+            ("peak MiB", "right"), ("rel. error", "right")] + ([("error vs global %", "right")] if fidelity else []) + [
+            ("note", "left")]:
         table.add_column(escape(header), justify=justify, overflow="fold")
     for r in choice.to_dict("records"):
-        cells = [r["shape"]] if multi_shape else []
+        cells = ([r["shape"]] if multi_shape else []) + ([r["inputs"]] if inputs else [])
         cells += [r["pattern_label"], "yes" if r["causal"] else "no", r["pass"], str(r["seq_len"]), r["winner"],
                   fmt_num(r["time_ms"]), r["speedup_text"], r["saving_text"], fmt_num(r["peak_mem_mib"]),
-                  fmt_sci(r["rel_error"]) if pd_notna(r["rel_error"]) else "", r["why"]]
+                  fmt_sci(r["rel_error"]) if pd_notna(r["rel_error"]) else "",
+                  *([fmt_pct(r["fidelity_out_rel_error"])] if fidelity else []), r["why"]]
         table.add_row(*[escape(str(c)) for c in cells], style="bold" if r["winner"] != "none" else "dim")
     console.print(table)
     for line in answer_summary(choice, base):
         console.print(escape(line))
     console.print("the command that measures one case again: attnbench show RUN --repro CASE_ID (case ids: --all)")
+
+
+def print_quality(df, meta: dict) -> None:
+    """The report's "cheapest within 1% / 5% / 10%" table (``harness.render.quality``), as a rich table
+    on stdout, when the run's rows have fidelity columns; nothing otherwise."""
+    from harness.analysis.frontier import has_fidelity  # lazy: start-up
+
+    if not has_fidelity(df):
+        return
+    from rich.console import Console  # lazy: start-up
+    from rich.markup import escape  # lazy: start-up
+    from rich.table import Table  # lazy: start-up
+
+    from harness.analysis.frontier import cheapest_within  # lazy: start-up
+    from harness.render.quality import perplexities, within_long  # lazy: start-up
+
+    view, cols = within_long(cheapest_within(df))
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False)
+    table = Table(title="Quality versus cost: the cheapest configuration within each output error of global "
+                        "attention (a model's worst layer)", title_justify="left")
+    for c in cols:
+        table.add_column(escape(c.header), justify="right" if c.numeric else "left", overflow="fold")
+    for r in view.to_dict("records"):
+        table.add_row(*[escape(c.fmt(r.get(c.key))) for c in cols])
+    console.print(table)
+    for line in perplexities([meta]):
+        console.print(escape(line))
 
 
 def pd_notna(v) -> bool:

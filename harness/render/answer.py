@@ -1,6 +1,7 @@
 """"Which to use", in report units: per pattern (causal flag, pass) and length, the fastest trusted
 variant of ``harness.analysis.choose.which_to_use`` with its time in ms, its speedup and memory saving
-over the baseline as "x" ratios, its peak memory in MiB and its relative error, plus the command that
+over the baseline as "x" ratios, its peak memory in MiB and its relative error (and, where rows have
+fidelity columns, its output error against global attention and its perplexity), plus the command that
 measures it again; and the variants that cannot run on a run's device at all (run.json's
 ``unavailable``), said once each with their reasons. The report (``answer_table``) and
 ``attnbench show`` (``answer_rows``) read the same rows. Pure functions.
@@ -16,9 +17,17 @@ from harness.analysis.choose import geometric_mean, which_to_use, wins
 from harness.render.prepare import GROUP_KEYS, PASS_ORDER, pattern_rank
 from harness.render.repro import repro_command
 from harness.render.tables import Col, html_table
-from harness.render.units import fmt_bool, fmt_num, fmt_sci, fmt_text, to_mib, to_ms
+from harness.render.units import fmt_bool, fmt_num, fmt_sci, fmt_text, to_mib, to_ms, to_pct
 
 KEYS = [*GROUP_KEYS, "seq_len"]
+
+# The winner's fidelity against exact global attention (``harness.analysis.frontier``), where rows have it.
+FIDELITY_SHOWN = ("fidelity_out_rel_error", "fidelity_ppl")
+
+
+def _keys(prep: pd.DataFrame) -> list[str]:
+    """``KEYS``, and the input source where a frame holds several (random and a model's are other cases)."""
+    return [*KEYS, "inputs"] if "inputs" in prep.columns and prep["inputs"].nunique(dropna=False) > 1 else KEYS
 
 
 def fmt_ratio(v) -> str:
@@ -28,10 +37,15 @@ def fmt_ratio(v) -> str:
     return f"{float(v):.3g}x"
 
 
+def fmt_pct(v) -> str:
+    """A fraction as a percentage with three significant figures ("1.23" for 0.0123), "" when missing."""
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)) else fmt_num(to_pct(v))
+
+
 def choose(prep: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """The answer per (series, shape, pattern, causal, pass, N) of a prepared frame, in base units,
     in reading order (pattern, then pass, causal and N)."""
-    choice = which_to_use(prep, baseline, KEYS)
+    choice = which_to_use(prep, baseline, _keys(prep))
     if choice.empty:
         return choice
     order = choice.assign(_p=[pattern_rank(p) for p in choice["pattern_label"]],
@@ -66,12 +80,32 @@ def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = N
             parts.append(f"left out: {r['left_out']}")
         why.append("; ".join(parts))
     choice["why"] = why
+    choice = with_fidelity(choice, prep)
     cells = {(str(r["series"]), str(r["case_id"])): r for r in prep.to_dict("records")} \
         if "case_id" in prep.columns else {}
     metas = metas or {}
     choice["repro"] = [repro_command(cells[(s, str(c))], metas.get(cells[(s, str(c))]["run_id"]))
                        if (s, str(c)) in cells else "" for s, c in zip(choice["series"], choice["case_id"])]
     return choice
+
+
+def with_fidelity(choice: pd.DataFrame, prep: pd.DataFrame) -> pd.DataFrame:
+    """``choice`` with the winner's ``fidelity_out_rel_error`` (its worst layer where its case has rows
+    for several) and ``fidelity_ppl``, from the winner's ok rows of ``prep``; global attention's error
+    is 0 by definition. Frames without the columns are returned as they are."""
+    cols = [c for c in FIDELITY_SHOWN if c in prep.columns]
+    if not cols or choice.empty:
+        return choice
+    keys = [k for k in _keys(prep) if k in choice.columns]
+    ok = prep.loc[prep["status"] == "ok", [*keys, "variant", *cols]].copy()
+    for col in cols:
+        ok[col] = pd.to_numeric(ok[col], errors="coerce").astype("float64")
+    worst = ok.groupby([*keys, "variant"], sort=False, dropna=False)[cols].max().reset_index()
+    out = choice.drop(columns=cols, errors="ignore").merge(worst, how="left", on=[*keys, "variant"])
+    if "fidelity_out_rel_error" in out.columns:
+        is_global = (out["pattern"] == "global") & out["variant"].notna()
+        out.loc[is_global, "fidelity_out_rel_error"] = out.loc[is_global, "fidelity_out_rel_error"].fillna(0.0)
+    return out
 
 
 def mark_suspicious(choice: pd.DataFrame, suspicious: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +145,8 @@ def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
 def answer_table(choice: pd.DataFrame, baseline: str | None, multi_series: bool, multi_shape: bool):
     """The "Which to use" table of the report (an HTML fragment)."""
     cols = [*([Col("series", "run")] if multi_series else []), *([Col("shape", "shape")] if multi_shape else []),
-            Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool), Col("pass", "pass"),
+            *([Col("inputs", "inputs")] if "inputs" in choice.columns else []), Col("pattern_label", "pattern"),
+            Col("causal", "causal", fmt_bool), Col("pass", "pass"),
             Col("seq_len", "N", fmt_text, True), Col("winner", "use"),
             Col("time_ms", "time (ms)", fmt_num, True),
             Col("speedup", f"speedup over {baseline}" if baseline else "speedup", fmt_ratio, True),
@@ -120,6 +155,10 @@ def answer_table(choice: pd.DataFrame, baseline: str | None, multi_series: bool,
             Col("rel_error", "rel. error vs float64", fmt_sci, True)]
     if "fidelity" in choice.columns and choice["fidelity"].notna().any():
         cols.append(Col("fidelity", "fidelity", fmt_num, True))
+    if "fidelity_out_rel_error" in choice.columns and choice["fidelity_out_rel_error"].notna().any():
+        cols.append(Col("fidelity_out_rel_error", "output error vs global (%)", fmt_pct, True))
+    if "fidelity_ppl" in choice.columns and choice["fidelity_ppl"].notna().any():
+        cols.append(Col("fidelity_ppl", "perplexity", fmt_num, True))
     cols += [Col("why", "note"), Col("repro", "measure it again")]
     return html_table(choice, cols, table_id="which-to-use")
 

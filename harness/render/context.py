@@ -5,8 +5,9 @@
 ``harness.render.figures`` and lays both out as escaped HTML fragments, per shape, next to the
 environment, sweep, calibration and ceiling tables of each run and what a reader must see first: one
 verdict per run on how far its timings can be trusted (``harness.render.verdict``), which variant to
-use per case (``harness.render.answer``), the variants that cannot run on the device at all, and the
-notes: an unfinished run, a dirty tree, noisy timings.
+use per case (``harness.render.answer``), quality versus cost where the rows have fidelity columns
+(``harness.render.quality``), the variants that cannot run on the device at all, and the notes: an
+unfinished run, a dirty tree, noisy timings.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from harness.render.figures import (
 )
 from harness.render.roofline import plot_roofline
 from harness.render.prepare import prepare
+from harness.render.quality import quality_section
 from harness.render.repro import repro_command
 from harness.render.run_tables import runs_tables
 from harness.render.suspicious import suspicious_section, suspicious_table
@@ -219,6 +221,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "n_answers": len(choice),
         **suspicious_section(prep),
         "unavailable": unavailable([m for _, m, _ in runs]),
+        "quality": quality_section(raw, [m for _, m, _ in runs]),
         "notes": _notes(runs, prep),
         "multi": len(runs) > 1,
         "runs": runs_tables(runs),

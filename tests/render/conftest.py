@@ -117,3 +117,77 @@ def _evil_variant():
 @pytest.fixture(name="evil_reason", scope="session")
 def _evil_reason():
     return EVIL_REASON
+
+
+# ---- fidelity (quality versus cost) -----------------------------------------------------------
+SMOLLM2 = "smollm2:0123456789ab"
+# (pattern, parameters, {variant: (time_s, peak bytes)}, error on random inputs, on smollm2 layer 0)
+FIDELITY_CONFIGS = [
+    ("global", {}, {"naive": (4e-3, 8e6), "sdpa": (2e-3, 3e6)}, 0.0, 0.0),
+    ("local", {"window": 128}, {"naive": (3e-3, 7e6), "local": (5e-4, 1e6)}, 0.20, 0.030),
+    ("local", {"window": 512}, {"local": (1e-3, 2e6)}, 0.08, 0.008),
+    ("sink", {"window": 128, "sinks": 4}, {"local": (6e-4, 1.1e6)}, 0.19, 0.009),
+    ("topk", {"topk": 64}, {"naive": (2.5e-3, 6e6)}, 0.15, 0.020),
+]
+
+
+def fidelity_rows(inputs=("random", SMOLLM2), layers=(0, 1), n=1024, configs=None, variant_names=None):
+    """Tidy rows with the fidelity columns: per input source (smollm2 per layer, its error growing with
+    the layer: layer 1's is 1.5x layer 0's) and configuration of ``FIDELITY_CONFIGS``, one ok row per
+    variant, trusted; global rows carry no fidelity values (NA), as the runner writes them.
+    ``variant_names`` renames variants (to test escaping)."""
+    rows = []
+    for source in inputs:
+        for layer in ([None] if source == "random" else layers):
+            for pattern, params, variants, err_random, err_model in (configs or FIDELITY_CONFIGS):
+                err = err_random if source == "random" else err_model * (1 + 0.5 * layer)
+                for variant, (time_s, mem) in variants.items():
+                    name = (variant_names or {}).get(variant, variant)
+                    row = make_row(name, n, pattern=pattern, time_s=time_s, mem=mem)
+                    tag = "-".join(f"{k}{v}" for k, v in params.items())
+                    row.update({"window": None, "segment": None, **params,
+                                "case_id": f"{name}/{pattern}{tag}/{source}/{layer}/{n}",
+                                "inputs": source, "inputs_layer": layer, "time_trusted": True, "time_flags": ""})
+                    for col in ("sinks", "stride", "globals", "topk"):
+                        row.setdefault(col, None)
+                    if pattern != "global":
+                        row.update(fidelity_out_rel_error=err, fidelity_out_rel_error_p50=err * 0.9,
+                                   fidelity_out_rel_error_p90=err * 1.3, fidelity_mass_dropped=err / 2,
+                                   fidelity_mass_dropped_p90=err * 0.7, fidelity_kl=err / 3,
+                                   fidelity_topk_out_rel_error=err / 4,
+                                   fidelity_ppl=None if source == "random" else 12.0 + 40 * err, fidelity_rows=256)
+                    rows.append(row)
+    return rows
+
+
+def write_fidelity_run(run_dir: Path, rows: list[dict], perplexity: float | None = 12.0) -> Path:
+    """A run folder whose results.parquet keeps the columns the schema does not list yet (inputs,
+    pattern parameters, fidelity), with the dense perplexity in run.json's ``inputs``."""
+    import json
+
+    from harness.store.schema import rows_to_frame
+
+    write_fixture_run(run_dir, rows)
+    rows = [{**r, "run_id": run_dir.name} for r in rows]
+    df = rows_to_frame(rows)
+    for col in sorted({c for r in rows for c in r} - set(df.columns)):
+        df[col] = [r.get(col) for r in rows]
+    df.to_parquet(run_dir / "results.parquet", index=False)
+    meta = json.loads((run_dir / RUN_JSON).read_text())
+    for key, col in (("window", "window"), ("sinks", "sinks"), ("stride", "stride"), ("globals", "globals"),
+                     ("topk", "topk"), ("inputs", "inputs"), ("layers", "inputs_layer")):
+        meta["sweep"][key] = sorted({r[col] for r in rows if r.get(col) is not None})
+    if perplexity is not None:
+        meta["inputs"] = {"id": SMOLLM2, "perplexity": perplexity}
+    write_json(run_dir / RUN_JSON, meta)
+    return run_dir
+
+
+@pytest.fixture(name="fidelity_rows", scope="session")
+def _fidelity_rows():
+    return fidelity_rows
+
+
+@pytest.fixture(name="write_fidelity_run", scope="session")
+def _write_fidelity_run():
+    return write_fidelity_run
