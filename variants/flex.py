@@ -1,7 +1,8 @@
 """flex: FlexAttention (torch.nn.attention.flex_attention) compiled with torch.compile.
 
-Global, local and document patterns, causal or not, on absolute positions (decoding), with grouped-
-query heads (``enable_gqa``), through block masks. The block mask is a per-shape
+Global, local, sink, dilated, bigbird and document patterns, causal or not, on absolute positions
+(decoding), with grouped-query heads (``enable_gqa``), through block masks (not topk: its mask
+depends on the scores). The block mask is a per-shape
 constant (``create_block_mask``, timed on its own as ``mask_s``); the engine compiles with one warm
 call on distinct inputs of the case's shape, dtype and grad mode before timing (``setup_s``), and
 times under ``torch.compiler.set_stance("fail_on_recompile")``, so nothing timed includes compilation.
@@ -20,17 +21,34 @@ _UNSET = object()
 
 def _mask_mod(pattern: Pattern, q_len: int, kv_len: int, device):
     """FlexAttention's mask_mod on absolute positions: query index i sits at i + (kv_len - q_len)."""
-    o, w = kv_len - q_len, pattern.window
+    o, w, causal = kv_len - q_len, pattern.window, pattern.causal
     if pattern.kind == "document":
         doc = pattern.doc_ids(kv_len, device)
-        if pattern.causal:
+        if causal:
             return lambda b, h, qi, kv: (doc[qi + o] == doc[kv]) & (qi + o >= kv)
         return lambda b, h, qi, kv: doc[qi + o] == doc[kv]
     if pattern.kind == "global":
         return lambda b, h, qi, kv: qi + o >= kv
-    if pattern.causal:
-        return lambda b, h, qi, kv: (qi + o >= kv) & (qi + o - kv <= w)
-    return lambda b, h, qi, kv: (qi + o - kv <= w) & (kv - qi - o <= w)
+
+    def window(qi, kv):  # |p - j| <= w (causal: 0 <= p - j <= w)
+        if causal:
+            return (qi + o >= kv) & (qi + o - kv <= w)
+        return (qi + o - kv <= w) & (kv - qi - o <= w)
+
+    if pattern.kind == "dilated":
+        d = pattern.stride
+        return lambda b, h, qi, kv: window(qi, kv) & ((qi + o - kv) % d == 0)
+    if pattern.kind == "sink":
+        s = pattern.sinks
+        if causal:
+            return lambda b, h, qi, kv: window(qi, kv) | ((kv < s) & (qi + o >= kv))
+        return lambda b, h, qi, kv: window(qi, kv) | (kv < s)
+    if pattern.kind == "bigbird":
+        g = pattern.globals
+        if causal:
+            return lambda b, h, qi, kv: (window(qi, kv) | (kv < g) | (qi + o < g)) & (qi + o >= kv)
+        return lambda b, h, qi, kv: window(qi, kv) | (kv < g) | (qi + o < g)
+    return lambda b, h, qi, kv: window(qi, kv)
 
 
 def _block_mask(pattern: Pattern, q_len: int, kv_len: int, device):
@@ -46,8 +64,8 @@ def _block_mask(pattern: Pattern, q_len: int, kv_len: int, device):
 @register
 class Flex(Variant):
     name = "flex"
-    description = "FlexAttention under torch.compile, block masks for causal and local"
-    patterns = ("global", "local", "document")
+    description = "FlexAttention under torch.compile, block masks for causal, local, sink, dilated, bigbird, document"
+    patterns = ("global", "local", "sink", "dilated", "bigbird", "document")
     gqa = True
     decode = True
     compiles = True

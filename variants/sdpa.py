@@ -1,10 +1,11 @@
 """sdpa: torch.nn.functional.scaled_dot_product_attention, one registered variant per backend.
 
-Square global attention uses ``is_causal``; local, document and bottom-right causal (q_len < kv_len)
-attention pass a boolean mask built once per case; grouped-query heads use ``enable_gqa``. Each backend is
-pinned with ``torch.nn.attention.sdpa_kernel`` so a case never silently falls back to another one.
-On CUDA, torch's own checks (``torch.backends.cuda.can_use_*_attention`` with debug=True) supply the
-reasons; on CPU the reasons are the ones torch's CPU dispatcher applies (only math and flash exist).
+Square global attention uses ``is_causal``; local, sink, dilated, bigbird, document and bottom-right
+causal (q_len < kv_len) attention pass a boolean mask built once per case; grouped-query heads use
+``enable_gqa``. Each backend is pinned with ``torch.nn.attention.sdpa_kernel`` so a case never
+silently falls back to another one. On CUDA, torch's own checks
+(``torch.backends.cuda.can_use_*_attention`` with debug=True) supply the reasons; on CPU the reasons
+are the ones torch's CPU dispatcher applies (only math and flash exist).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _needs_mask(pattern: Pattern, q_len: int, kv_len: int) -> bool:
 
 class _SDPA(Variant):
     backend: SDPBackend = SDPBackend.MATH
-    patterns = ("global", "local", "document")
+    patterns = ("global", "local", "sink", "dilated", "bigbird", "document")
     gqa = True
     decode = True
     cpu_ok = True  # does torch have a CPU kernel for this backend?

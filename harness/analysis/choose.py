@@ -18,7 +18,8 @@ from harness.analysis.trust_frame import trusted_value
 
 # The case fields a tidy frame may hold besides the variant: one answer per distinct value of those present.
 CASE_KEYS = ["run_id", "device", "dtype", "batch", "heads", "kv_heads", "head_dim", "pattern", "window", "segment",
-             "doc_lens", "causal", "pass", "threads", "q_len", "kv_len", "seq_len"]
+             "sinks", "stride", "globals", "topk", "doc_lens", "causal", "pass", "threads", "q_len", "kv_len",
+             "seq_len"]
 
 # Quality-vs-cost columns carried with the winner where the frame has them (NaN where it does not).
 QUALITY_COLUMNS = ("rel_error", "fidelity")

@@ -186,8 +186,9 @@ def _series_key(row: dict) -> tuple:
     decoding, where it is fixed while kv_len grows; the number of documents, not their lengths)."""
     square = row.get("q_len") in (None, row.get("seq_len"))
     docs = len(json.loads(row["doc_lens"])) if isinstance(row.get("doc_lens"), str) and row["doc_lens"] else None
-    return (*(row.get(k) for k in ("variant", "pattern", "causal", "window", "device", "dtype", "batch", "heads",
-                                   "kv_heads", "head_dim", "params", "pass")), None if square else row.get("q_len"), docs)
+    return (*(row.get(k) for k in ("variant", "pattern", "causal", "window", "sinks", "stride", "globals", "topk",
+                                   "device", "dtype", "batch", "heads", "kv_heads", "head_dim", "params", "pass")),
+            None if square else row.get("q_len"), docs)
 
 
 def _cell_key(row: dict) -> tuple:

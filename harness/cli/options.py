@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
@@ -60,14 +61,31 @@ def check_out_dir(out: str | None) -> None:
 
 
 _INT_AXES = {"seq_lens": "--seq-lens", "heads": "--heads", "kv_heads": "--kv-heads", "q_lens": "--q-lens",
-             "kv_lens": "--kv-lens", "docs": "--docs", "threads": "--threads", "batch": "--batch", "head_dims": "--head-dims"}
+             "kv_lens": "--kv-lens", "docs": "--docs", "threads": "--threads", "batch": "--batch", "head_dims": "--head-dims",
+             "window": "--window", "sinks": "--sinks", "stride": "--stride", "globals": "--globals", "topk": "--topk",
+             "layers": "--layers"}
 
 
 _STR_AXES = {"variants": "--variants", "patterns": "--patterns", "dtypes": "--dtypes", "passes": "--passes"}
 _EXAMPLES = {"--seq-lens": "512,1024", "--heads": "8,16", "--kv-heads": "2,8", "--q-lens": "1,16",
              "--kv-lens": "1024,4096", "--docs": "4,16", "--threads": "1,2", "--batch": "1,4", "--head-dims": "64,128",
+             "--window": "32,128,512", "--segment": "16,sqrt", "--sinks": "4", "--stride": "2,4", "--globals": "4",
+             "--topk": "32,64", "--layers": "0,15,29",
              "--variants": "naive,chunked", "--patterns": "global,local", "--dtypes": "float32,bfloat16",
              "--passes": "fwd,fwd_bwd"}
+
+
+def _int_hint(flag: str, item: str) -> str:
+    """A hint for an item of an integer axis that is not an integer, fitted to what was given."""
+    try:
+        number = float(item)
+    except ValueError:
+        number = None
+    if number is not None and math.isfinite(number):
+        return f"whole numbers only, e.g. {flag} {max(0 if flag == '--layers' else 1, round(number))}"
+    if flag == "--window" and item == "sqrt":
+        return "sqrt is a segment length (--segment 16,sqrt); the window is a number of positions, e.g. --window 128"
+    return f"{flag} {_EXAMPLES[flag]}"
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -76,23 +94,24 @@ def _ints(text: str, flag: str) -> list[int]:
         try:
             out.append(int(item))
         except ValueError:
-            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: {flag} "
-                             f"{_EXAMPLES[flag]}") from None
+            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: "
+                             f"{_int_hint(flag, item)}") from None
     return out
 
 
-def _segment(text: str) -> int | str:
-    """--segment takes one value: a length or sqrt (the hierarchical pattern has one segment length)."""
-    text = text.strip()
-    if text == "sqrt":
-        return text
-    if "," in text:
-        raise InputError(f"--segment takes one value (a length, or sqrt), got {text!r}; hint: --segment 64, "
-                         "and one sweep per segment length")
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"--segment takes an integer or sqrt, got {text!r}; hint: --segment 64") from None
+def _segments(text: str) -> list[int | str]:
+    """--segment: comma-separated segment lengths of the hierarchical pattern, each an integer or sqrt."""
+    out: list[int | str] = []
+    for item in _split(text, "--segment") or []:
+        if item.lower() == "sqrt":
+            out.append("sqrt")
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise InputError(f"--segment takes comma-separated integers or sqrt, got {item!r}; hint: "
+                             f"{_int_hint('--segment', item)}") from None
+    return out
 
 
 def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
@@ -113,12 +132,12 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value, flag)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "window", *EXECUTION_FLAGS):
+    for key in ("device", "inputs", *EXECUTION_FLAGS):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
     if args.segment is not None:
-        data["segment"] = _segment(args.segment)
+        data["segment"] = _segments(args.segment)
     if args.isolate:
         data["isolate"] = True
     if getattr(args, "all_cells", False):
@@ -128,7 +147,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
 
 def grid_overrides(args) -> bool:
     """Whether the command line names any of the grid (which cases), not only how they run."""
-    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "window", "segment", "preset", "config", "all_cells"]
+    keys = [*_INT_AXES, *_STR_AXES, "causal", "device", "segment", "inputs", "preset", "config", "all_cells"]
     return any(getattr(args, k) for k in keys)
 
 
@@ -145,7 +164,7 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                     f"(default: {default_preset})")
     p.add_argument("--config", help="a sweep TOML file (same keys as the presets in harness/run/presets/)")
     p.add_argument("--variants", help="comma-separated variant names, or all")
-    p.add_argument("--patterns", help="comma-separated: global,local,hierarchical,document")
+    p.add_argument("--patterns", help="comma-separated: global,local,sink,dilated,bigbird,hierarchical,document,topk")
     p.add_argument("--causal", choices=["no", "yes", "both"], help="causal masking: no, yes or both")
     p.add_argument("--seq-lens", dest="seq_lens", help="comma-separated sequence lengths of square cases, e.g. 512,1024")
     p.add_argument("--q-lens", dest="q_lens", help="comma-separated query lengths, at the end of the keys (decoding: 1)")
@@ -164,8 +183,21 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                     "reference's dtype; most variants report it unsupported), or auto")
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--passes", help="comma-separated: fwd,fwd_bwd")
-    p.add_argument("--window", type=int, help="window radius w of the local pattern")
-    p.add_argument("--segment", help="one segment length s of the hierarchical pattern, or sqrt (round(sqrt(N)))")
+    p.add_argument("--window", help="comma-separated window radii w of local, sink, dilated and bigbird, one axis, "
+                                    "e.g. 32,128,512")
+    p.add_argument("--segment", help="comma-separated segment lengths s of the hierarchical pattern, each an integer "
+                                     "or sqrt (round(sqrt(N))), e.g. 16,sqrt")
+    p.add_argument("--sinks", help="comma-separated counts of sink keys (the first keys every query attends) of the "
+                                   "sink pattern, e.g. 4")
+    p.add_argument("--stride", help="comma-separated strides d of the dilated pattern (every d-th key of the "
+                                    "window), e.g. 2,4")
+    p.add_argument("--globals", help="comma-separated counts of global positions of the bigbird pattern, e.g. 4")
+    p.add_argument("--topk", help="comma-separated keys kept per query by the topk pattern (the oracle of a "
+                                  "sparse pattern with that budget), e.g. 32,64")
+    p.add_argument("--inputs", help="where q, k, v come from: random (default), smollm2, or the path of saved "
+                                    "inputs (recorded in run.json)")
+    p.add_argument("--layers", help="comma-separated model layers the inputs come from (with --inputs other than "
+                                    "random), e.g. 0,15,29; default: the source's own choice")
     p.add_argument("--budget-s", dest="budget_s", type=float, help="seconds of timing per case (default from preset)")
     p.add_argument("--timeout-s", dest="timeout_s", type=float,
                    help="upper bound on each attempt at measuring a case, in seconds (finite; no 'inf': give a "
@@ -190,6 +222,10 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                         "measuring its flagged cells again; a VM's speed can change for a minute or two at a time "
                         "(default: 15%% of the time the cases took, at least 5 and at most 300 s; 0: no wait past "
                         "5 s)")
+    p.add_argument("--trust-budget", dest="trust_budget", type=float, metavar="F",
+                   help="re-measuring flagged cells and waiting for quiet (--retries, the cross-cell checks and "
+                        "the re-check, with their waits) may take, in all, F times the time the run spent measuring "
+                        "its cells once; then the cells still flagged keep their flags (default 1.0; 0: none)")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "
@@ -217,4 +253,4 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 EXECUTION_FLAGS = ("budget_s", "timeout_s", "retries", "ceiling_retries", "recheck_retries", "rounds",
-                   "recheck_wait_s", "allocator", "executor", "ray_address", "ray_cpus_per_case")
+                   "recheck_wait_s", "trust_budget", "allocator", "executor", "ray_address", "ray_cpus_per_case")

@@ -17,7 +17,7 @@ import torch
 
 from harness.core.errors import InputError
 from harness.core.names import STATUSES  # noqa: F401  (re-exported: a case's row statuses)
-from harness.core.patterns import Pattern
+from harness.core.patterns import INT_PARAMS, PATTERN_PARAMS, Pattern
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -57,7 +57,9 @@ def _is_missing(v) -> bool:
 class Case:
     """One cell. ``seq_len`` is the key/value length (``kv_len``); ``q_len`` (default: seq_len) queries
     sit at the end of the keys; ``kv_heads`` (default: heads) key/value heads are shared by groups of
-    ``heads / kv_heads`` query heads; ``doc_lens`` are the document pattern's document lengths."""
+    ``heads / kv_heads`` query heads; ``doc_lens`` are the document pattern's document lengths.
+    ``window``, ``segment``, ``sinks``, ``stride``, ``globals`` and ``topk`` are the pattern's
+    parameters (``harness.core.patterns.PATTERN_PARAMS``): None unless the pattern takes them."""
 
     variant: str
     pattern: str = "global"
@@ -76,6 +78,12 @@ class Case:
     q_len: int | None = None
     doc_lens: tuple[int, ...] | None = None
     threads: int | None = None  # torch's intra-op threads on CPU; None: the process's default (all cores)
+    sinks: int | None = None  # sink: the first keys every query attends
+    stride: int | None = None  # dilated: every stride-th key of the window
+    globals: int | None = None  # bigbird: global positions
+    topk: int | None = None  # topk: keys kept per query
+    inputs: str = "random"  # the input source's id (harness.sources): random, smollm2:<sha>, file:<sha>
+    inputs_layer: int | None = None  # the source's layer (None for random inputs)
 
     def __post_init__(self) -> None:
         if self.kv_heads is None:
@@ -98,20 +106,25 @@ class Case:
             raise InputError(f"unknown device {self.device!r}; valid devices: {', '.join(DEVICES)}")
         if self.pass_ not in PASSES:
             raise InputError(f"unknown pass {self.pass_!r}; valid passes: {', '.join(PASSES)}")
-        if self.pattern != "local":
-            object.__setattr__(self, "window", None)
-        if self.pattern != "hierarchical":
-            object.__setattr__(self, "segment", None)
+        used = PATTERN_PARAMS.get(self.pattern, ())  # an unknown pattern is named by pattern_obj below
+        for name in INT_PARAMS:
+            if name not in used:
+                object.__setattr__(self, name, None)
         if self.pattern != "document":
             object.__setattr__(self, "doc_lens", None)
         elif self.doc_lens is not None:
             object.__setattr__(self, "doc_lens", tuple(self.doc_lens))
-        self.pattern_obj.check_lengths(self.q_len, self.seq_len)  # validates window, segment, documents too
+        self.pattern_obj.check_lengths(self.q_len, self.seq_len)  # validates the pattern's parameters too
         object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
+        if not isinstance(self.inputs, str) or not self.inputs:
+            raise InputError(f"inputs must be a source id such as 'random', got {self.inputs!r}")
+        if self.inputs == "random":
+            object.__setattr__(self, "inputs_layer", None)
 
     @property
     def pattern_obj(self) -> Pattern:
-        return Pattern(self.pattern, self.causal, self.window, self.segment, self.doc_lens)
+        return Pattern(self.pattern, self.causal, self.window, self.segment, self.doc_lens, self.sinks, self.stride,
+                       self.globals, self.topk)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -150,7 +163,8 @@ class Case:
         q = f"q{self.q_len}" if self.q_len != self.seq_len else ""
         return (f"{self.variant}/{self.pattern_obj.label}/{self.device}/{self.dtype}/"
                 f"b{self.batch}h{self.heads}{kv}n{self.seq_len}{q}d{self.head_dim}/{self.pass_}"
-                + (f"/t{self.threads}" if self.threads is not None else "") + (f"/{params}" if params else ""))
+                + (f"/t{self.threads}" if self.threads is not None else "") + (f"/{params}" if params else "")
+                + (f"/in={self.inputs}@L{self.inputs_layer}" if self.inputs != "random" else ""))
 
     @property
     def pairs(self) -> int:
@@ -193,10 +207,12 @@ class Case:
 
     @classmethod
     def from_record(cls, rec: dict) -> "Case":
-        """The case of a row, from any schema version (rows before version 3 have no kv_heads, q_len, doc_lens)."""
+        """The case of a row, from any schema version (rows before version 3 have no kv_heads, q_len, doc_lens;
+        older rows may lack sinks, stride, globals, topk: None)."""
         values = {f.name: rec.get(f.name if f.name != "pass_" else "pass") for f in fields(cls)}
         values["params"] = tuple(json.loads(values["params"] or "{}").items())
-        for name in ("window", "segment", "kv_heads", "q_len", "threads"):
+        values["inputs"] = "random" if _is_missing(values["inputs"]) or values["inputs"] == "" else values["inputs"]
+        for name in (*INT_PARAMS, "kv_heads", "q_len", "threads", "inputs_layer"):
             v = values[name]
             values[name] = None if _is_missing(v) else int(v)  # NaN / NA from pandas -> None
         for name in ("batch", "heads", "seq_len", "head_dim"):
@@ -214,6 +230,7 @@ class Case:
         return cls(variant=variant, pattern=pattern.kind, causal=pattern.causal, window=pattern.window,
                    segment=pattern.segment, device=q.device.type, dtype=dtype_name(q.dtype), batch=b,
                    heads=h, seq_len=kv_len, head_dim=d, pass_=pass_, params=tuple((params or {}).items()),
-                   kv_heads=kv_heads, q_len=q_len, doc_lens=pattern.doc_lens)
+                   kv_heads=kv_heads, q_len=q_len, doc_lens=pattern.doc_lens, sinks=pattern.sinks,
+                   stride=pattern.stride, globals=pattern.globals, topk=pattern.topk)
 
 

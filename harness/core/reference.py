@@ -21,7 +21,8 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Patter
     """The float64 definition of ``pattern``. Returns a float64 tensor of q's shape.
 
     q is (B, H, q_len, D); k and v are (B, H_kv, kv_len, D) with H divisible by H_kv (grouped-query
-    heads); queries sit at the end of the keys (see harness.core.patterns).
+    heads); queries sit at the end of the keys (see harness.core.patterns). topk keeps the keys its
+    float64 scores rank highest (``torch.topk``'s order on ties).
     """
     check_qkv(q, k, v)
     q, k, v = (t.to(torch.float64) for t in (q, k, v))
@@ -32,7 +33,8 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Patter
         k = torch.cat([k, segment_means(k, pattern.segment)], dim=2)  # (B, H, kv_len+G, D)
         v = torch.cat([v, segment_means(v, pattern.segment)], dim=2)  # (B, H, kv_len+G, D)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)  # (B, H, q_len, M)
-    scores = scores.masked_fill(~pattern.mask(q_len, kv_len, q.device), float("-inf"))
+    allowed = pattern.mask(q_len, kv_len, q.device, scores=scores)  # (q_len, M); topk: (B, H, q_len, M)
+    scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v  # (B, H, q_len, D)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.analysis.trust_frame import parse_flags, trusted_value
 from harness.render.units import to_giga, to_mib, to_ms, to_pct
 
-PATTERN_ORDER = ("global", "local", "hierarchical")
+PATTERN_ORDER = ("global", "local", "sink", "dilated", "bigbird", "hierarchical")
 
 
 PASS_ORDER = ("fwd", "fwd_bwd")
@@ -47,20 +47,29 @@ def _ints_or(df: pd.DataFrame, col: str, default: pd.Series) -> list[int]:
     return [int(v) if pd.notna(v) else int(d) for v, d in zip(df[col], default)]
 
 
-def _pattern_label(pattern: str, rows: pd.DataFrame) -> str:
-    """``local (w=64)``, ``hierarchical (s=\u221aN)`` (s = round(sqrt(N))): the pattern with its parameter."""
-    if pattern == "local":
-        windows = sorted({int(w) for w in rows["window"].dropna()})
-        return f"local (w={windows[0]})" if len(windows) == 1 else "local (w varies)" if windows else "local"
+# The parameters in a pattern's label, with their letters: ``sink (w=128, s=4)``.
+LABEL_PARAMS = {"local": (("window", "w"),), "sink": (("window", "w"), ("sinks", "s")),
+                "dilated": (("window", "w"), ("stride", "d")), "bigbird": (("window", "w"), ("globals", "g")),
+                "topk": (("topk", "k"),)}
+
+
+def _pattern_labels(pattern: str, rows: pd.DataFrame) -> list[str]:
+    """The label of each of ``rows`` (all of one pattern): ``local (w=64)``, ``sink (w=128, s=4)``, one
+    label per value of the pattern's parameters (a swept window is one facet per window);
+    ``hierarchical (s=\u221aN)`` (s = round(sqrt(N))) when every segment is the sqrt of its N, else
+    ``hierarchical (s=32)``."""
+    if pattern in LABEL_PARAMS:
+        params = LABEL_PARAMS[pattern]
+        columns = [rows[col] if col in rows.columns else [None] * len(rows) for col, _ in params]
+        return [f"{pattern} ({', '.join(f'{letter}={int(v)}' for (_, letter), v in zip(params, values))})"
+                if all(pd.notna(v) for v in values) else pattern for values in zip(*columns)]
     if pattern == "hierarchical":
-        pairs = {(int(n), int(s)) for n, s in zip(rows["seq_len"], rows["segment"]) if pd.notna(s)}
-        segments = {s for _, s in pairs}
-        if len(segments) == 1:
-            return f"hierarchical (s={segments.pop()})"
-        if pairs and all(s == max(1, round(math.sqrt(n))) for n, s in pairs):
-            return "hierarchical (s=\u221aN)"
-        return "hierarchical (s varies)" if pairs else "hierarchical"
-    return pattern
+        segments = [int(s) if pd.notna(s) else None for s in rows["segment"]]
+        pairs = {(int(n), s) for n, s in zip(rows["seq_len"], segments) if s is not None}
+        if len({s for _, s in pairs}) > 1 and all(s == max(1, round(math.sqrt(n))) for n, s in pairs):
+            return ["hierarchical (s=\u221aN)" if s is not None else pattern for s in segments]
+        return [f"hierarchical (s={s})" if s is not None else pattern for s in segments]
+    return [pattern] * len(rows)
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +77,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 
     ``series``: what one line stands for: the parts of (run_id, device, device_name, dtype) that vary, joined by
     " / " (the run id alone when nothing varies). ``shape``: ``B=1 H=8 D=64``. ``pattern_label``:
-    the pattern with its window or segment. Metrics in report units (``time_ms``, ``time_iqr_ms``,
+    the pattern with its parameters (``LABEL_PARAMS``; hierarchical's segment). Metrics in report units (``time_ms``, ``time_iqr_ms``,
     ``peak_mem_mib``, ``gflop_per_s``, ``ceiling_pct``, ``rel_error_f``) are NaN unless status is ok.
     ``time_trusted``: True, False or None (not assessed: a run written before trust flags, which has
     no such column, or a cell that did not run); ``flags``: the cell's ``time_flags`` as a list and
@@ -102,8 +111,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out["shape"] = [f"B={b} H={h}" + (f" Hkv={kvh}" if kvh != h else "") + f" D={d}" + (f" q_len={q}" if q != n else "")
                     for b, h, kvh, d, q, n in zip(out["batch"], out["heads"], kv_heads, out["head_dim"], q_lens,
                                                   out["seq_len"])]
-    labels = {p: _pattern_label(p, out[out["pattern"] == p]) for p in out["pattern"].unique()}
-    out["pattern_label"] = out["pattern"].map(labels).astype(str) if len(out) else pd.Series(dtype=str)
+    labels = pd.Series("", index=out.index, dtype=object)
+    for p in out["pattern"].unique():
+        rows = out[out["pattern"] == p]
+        labels[rows.index] = _pattern_labels(p, rows)
+    out["pattern_label"] = labels.astype(str) if len(out) else pd.Series(dtype=str)
     if "doc_lens" in out.columns:  # documents per sequence is a facet: one column per count
         docs = [len(json.loads(v)) if isinstance(v, str) and v else None for v in out["doc_lens"]]
         out["pattern_label"] = [f"document ({k} docs)" if p == "document" and k else lab

@@ -13,6 +13,7 @@ import shlex
 import pandas as pd
 
 from harness.core.errors import InputError
+from harness.core.patterns import PATTERN_PARAMS
 
 
 def _given(v) -> bool:
@@ -54,10 +55,9 @@ def repro_command(row: dict, meta: dict | None = None) -> str:
         args += ["--kv-heads", str(kv_heads)]
     args += ["--head-dims", str(_int(row.get("head_dim"))), "--dtypes", str(row["dtype"]),
              "--device", str(row["device"]), "--passes", str(row["pass"])]
-    if row.get("pattern") == "local" and _given(row.get("window")):
-        args += ["--window", str(_int(row["window"]))]
-    if row.get("pattern") == "hierarchical" and _given(row.get("segment")):
-        args += ["--segment", str(_int(row["segment"]))]
+    for key in PATTERN_PARAMS.get(str(row.get("pattern")), ()):  # the pattern's own parameters: --window 128 ...
+        if _given(row.get(key)):
+            args += [f"--{key}", str(_int(row[key]))]
     docs = _docs(row.get("doc_lens")) if row.get("pattern") == "document" else None
     if docs:
         args += ["--docs", str(docs)]

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from harness.core.case import Case
-from harness.core.patterns import make_doc_lens
+from harness.core.patterns import PATTERN_PARAMS, make_doc_lens
 from harness.core.registry import discover
 
 
@@ -37,15 +37,19 @@ class Grid:
     head_dims: tuple[int, ...] = (64,)
     dtypes: tuple[str, ...] = ("float32",)
     passes: tuple[str, ...] = ("fwd",)
-    window: int = 128
-    segment: int | str = "sqrt"
+    window: tuple[int, ...] = (128,)  # window radius w of local, sink, dilated and bigbird
+    segment: tuple[int | str, ...] = ("sqrt",)  # hierarchical's segment lengths; "sqrt": round(sqrt(N))
+    sinks: tuple[int, ...] = (4,)  # sink: the first keys every query attends
+    stride: tuple[int, ...] = (2,)  # dilated: every stride-th key of the window
+    globals: tuple[int, ...] = (4,)  # bigbird: global positions
+    topk: tuple[int, ...] = (64,)  # topk: keys kept per query
+    inputs: str = "random"  # where q, k, v come from: random, smollm2 or a path (declared: sweeps use random)
+    layers: tuple[int, ...] = ()  # the model layers inputs come from; empty: the default (declared)
     max_error_elements: int = 2**26  # larger outputs are checked on a smaller twin of the case
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"  # a label, not a case field: a resume keeps the run's own
     all_cells: bool = False  # rows also for variants that cannot run on the device at all (see ``planned``)
 
-    def segment_for(self, n: int) -> int:
-        return max(1, round(math.sqrt(n))) if self.segment == "sqrt" else int(self.segment)
 
     def same_cases(self, other: Grid) -> list[str]:
         """The keys (``name`` aside) in which ``other`` differs from this grid."""
@@ -65,6 +69,7 @@ class Execution:
     recheck_retries: int = 2  # end-of-run re-checks of a cell still flagged, each one more round
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
+    trust_budget: float = 1.0  # re-measuring and waiting for quiet, in all: this times the first pass (harness.run.budget)
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     executor: str = "local"  # local or ray (harness.run.ray_executor)
     ray_address: str | None = None  # the Ray cluster; None: a local Ray instance
@@ -103,8 +108,25 @@ def lengths(grid: Grid) -> list[tuple[int | None, int]]:
     return [(q, kv) for kv in kvs for q in (grid.q_lens or (None,))]
 
 
+def segment_length(segment: int | str, n: int) -> int:
+    """A ``segment`` axis value at key/value length ``n``: "sqrt" is round(sqrt(n)) (at least 1)."""
+    return max(1, round(math.sqrt(n))) if segment == "sqrt" else int(segment)
+
+
+def pattern_params(grid: Grid, kind: str, n: int) -> list[dict]:
+    """The parameter sets of pattern ``kind`` at key/value length ``n``: the product of the axes that
+    pattern takes (``harness.core.patterns.PATTERN_PARAMS``), and only those, so no two are equal."""
+    axes = []
+    for name in PATTERN_PARAMS[kind]:
+        values = [segment_length(s, n) for s in grid.segment] if name == "segment" else getattr(grid, name)
+        axes.append([(name, v) for v in dict.fromkeys(values)])  # "sqrt" and 32 at N=1024 are one segment
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
 def expand(config: SweepConfig | Grid) -> list[Case]:
-    """Axes to cases. Variants vary fastest, so the reference for one shape serves every variant."""
+    """Axes to cases. Variants vary fastest, so the reference for one shape serves every variant. Each
+    pattern is crossed with the parameter axes it takes only (local x window, sink x window x sinks,
+    ...; global with none), so no case appears twice."""
     grid = config.grid if isinstance(config, SweepConfig) else config
     registry = discover()
     cases = []
@@ -112,13 +134,13 @@ def expand(config: SweepConfig | Grid) -> list[Case]:
     for dtype, pass_, threads, b, h in outer:
         for kvh, d, (q_len, n), kind in itertools.product(grid.kv_heads or (h,), grid.head_dims, lengths(grid),
                                                           grid.patterns):
-            for doc_lens, causal, name in itertools.product(_doc_axis(grid, kind, n), grid.causal, grid.variants):
+            for pp, doc_lens, causal, name in itertools.product(pattern_params(grid, kind, n), _doc_axis(grid, kind, n),
+                                                                grid.causal, grid.variants):
                 params = {**registry[name].default_params, **dict(dict(grid.params).get(name, ()))}
                 cases.append(Case(
-                    variant=name, pattern=kind, causal=causal, window=grid.window if kind == "local" else None,
-                    segment=grid.segment_for(n) if kind == "hierarchical" else None, device=grid.device,
-                    dtype=dtype, batch=b, heads=h, seq_len=n, head_dim=d, pass_=pass_, params=tuple(params.items()),
-                    kv_heads=kvh, q_len=q_len, doc_lens=doc_lens, threads=threads))
+                    variant=name, pattern=kind, causal=causal, device=grid.device, dtype=dtype, batch=b, heads=h,
+                    seq_len=n, head_dim=d, pass_=pass_, params=tuple(params.items()), kv_heads=kvh, q_len=q_len,
+                    doc_lens=doc_lens, threads=threads, **pp))
     return cases
 
 

@@ -20,9 +20,11 @@ from harness.core.registry import LOAD_ERRORS, discover, unknown_variant
 from harness.run.config import EXECUTION_KEYS, GRID_KEYS, Execution, Grid, SweepConfig, lengths
 from harness.run.presets import preset_names
 
-OPTIONAL_AXES = ("kv_heads", "q_lens", "kv_lens", "threads")  # empty: as many kv heads as heads; square cases; seq_lens
+# empty: as many kv heads as heads; square cases; seq_lens; all cores; the default layers
+OPTIONAL_AXES = ("kv_heads", "q_lens", "kv_lens", "threads", "layers")
+PATTERN_AXES = ("window", "segment", "sinks", "stride", "globals", "topk")  # the patterns' parameters
 LIST_KEYS = ("variants", "patterns", "causal", "seq_lens", "heads", "kv_heads", "q_lens", "kv_lens", "docs", "threads",
-             "batch", "head_dims", "dtypes", "passes")
+             "batch", "head_dims", "dtypes", "passes", *PATTERN_AXES, "layers")
 SINGULAR = {"patterns": "pattern", "dtypes": "dtype", "passes": "pass"}
 
 
@@ -95,7 +97,30 @@ _ITEM_TYPES = {
     "head_dims": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "head_dims = [64]"),
     "dtypes": (lambda v: isinstance(v, str), "dtype names (strings)", 'dtypes = ["float32"]'),
     "passes": (lambda v: isinstance(v, str), "pass names (strings)", 'passes = ["fwd", "fwd_bwd"]'),
+    "window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "window = [32, 128, 512] (--window 32,128,512)"),
+    "segment": (lambda v: v == "sqrt" or (_is_int(v) and v >= 1), 'an integer >= 1 or "sqrt"',
+                'segment = [16, "sqrt"] (--segment 16,sqrt)'),
+    "sinks": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "sinks = [4] (--sinks 4)"),
+    "stride": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "stride = [2, 4] (--stride 2,4)"),
+    "globals": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "globals = [4] (--globals 4)"),
+    "topk": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "topk = [32, 64] (--topk 32,64)"),
+    "layers": (lambda v: _is_int(v) and v >= 0, "integers >= 0", "layers = [0, 15, 29] (--layers 0,15,29)"),
 }
+
+
+def _pattern_axis_hint(key: str, item, example: str) -> str:
+    """A hint for a bad item of a pattern's parameter axis, fitted to what was given."""
+    if isinstance(item, bool):
+        return f"{key} takes numbers, not true or false: {example}"
+    if isinstance(item, float) and math.isfinite(item):
+        return f"whole numbers only, e.g. {key} = [{max(1, round(item))}]"
+    if isinstance(item, str):
+        text = item.strip()
+        if "," in text:
+            return f"a TOML list, not a comma-separated string: {example}"
+        if text.lstrip("-").isdigit():
+            return f"a number, not a string: {key} = [{text}]" + (' or [16, "sqrt"]' if key == "segment" else "")
+    return example
 
 
 def _bad(key: str, value, expected: str, example: str) -> InputError:
@@ -105,9 +130,12 @@ def _bad(key: str, value, expected: str, example: str) -> InputError:
 def _list_value(key: str, value) -> list:
     """A list key's items, type-checked, duplicates dropped (first kept, order kept)."""
     check, expected, example = _ITEM_TYPES[key]
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]  # a scalar is a one-element list
     for item in items:
         if not check(item):
+            if key in PATTERN_AXES:  # one pattern parameter at a time: "window must be an integer >= 1, got 0"
+                raise InputError(f"{key} must be {expected}, got {item!r} ({_type_name(item)}); "
+                                 f"hint: {_pattern_axis_hint(key, item, example)}")
             raise _bad(key, item, expected if isinstance(value, (list, tuple)) else f"{expected} (or a list of them)",
                        example)
     out = []
@@ -208,12 +236,10 @@ def _grid_values(values: dict) -> None:
         for item in values.get(key, []):
             if item not in valid:
                 raise InputError(f"unknown {SINGULAR[key]} {item!r}; valid {key}: {', '.join(valid)}")
-    window = values.get("window", Grid.window)
-    if not _is_int(window) or window < 1:
-        raise _bad("window", window, "an integer >= 1", "window = 128 (--window 128)")
-    segment = values.get("segment", Grid.segment)
-    if segment != "sqrt" and (not _is_int(segment) or segment < 1):
-        raise _bad("segment", segment, 'an integer >= 1 or "sqrt"', 'segment = 64 or segment = "sqrt"')
+    inputs = values.get("inputs", Grid.inputs)
+    if not isinstance(inputs, str) or not inputs.strip():
+        raise _bad("inputs", inputs, "a non-empty string: random, smollm2 or the path of saved inputs",
+                   'inputs = "random" (--inputs random)')
     mee = values.get("max_error_elements", 1)
     if not _is_int(mee) or mee < 1:
         raise _bad("max_error_elements", mee, "an integer >= 1", "max_error_elements = 67108864")
@@ -246,6 +272,13 @@ def _execution_values(values: dict) -> None:
                    "time the cases took, 5 to 300 s)")
     if wait is not None:
         values["recheck_wait_s"] = float(wait)
+    share = values.get("trust_budget")
+    if share is not None and (not _is_number(share) or not math.isfinite(share) or share < 0):
+        raise _bad("trust_budget", share, "a finite number >= 0",
+                   "trust_budget = 1.0 (--trust-budget 1: re-measuring and waiting for quiet may take as long as "
+                   "the first pass; 0: none)")
+    if share is not None:
+        values["trust_budget"] = float(share)
     allocator = values.get("allocator", Execution.allocator)
     if allocator not in ALLOCATORS:
         raise _bad("allocator", allocator, f"one of {', '.join(ALLOCATORS)}",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)  # older runs are migrated on load: missing columns are NA
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older runs are migrated on load: missing columns are NA
 JOURNAL = "journal.jsonl"
 RUN_JSON = "run.json"
 PARQUET = "results.parquet"
@@ -17,8 +17,9 @@ CSV = "results.csv"
 
 
 # Column order of the tidy table; metric columns are null (not NaN, not 0) when a case did not run.
-CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "doc_lens", "device", "dtype", "batch", "heads",
-                "kv_heads", "seq_len", "q_len", "kv_len", "head_dim", "pass", "threads", "params"]
+CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "sinks", "stride", "globals", "topk", "doc_lens",
+                "device", "dtype", "batch", "heads", "kv_heads", "seq_len", "q_len", "kv_len", "head_dim", "pass",
+                "threads", "params", "inputs", "inputs_layer"]
 
 
 METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
@@ -30,19 +31,26 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
                   "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples",
-                  "time_calibration_samples_s"]
+                  "time_calibration_samples_s", "fidelity_out_rel_error", "fidelity_out_rel_error_p50",
+                  "fidelity_out_rel_error_p90", "fidelity_mass_dropped", "fidelity_mass_dropped_p90", "fidelity_kl",
+                  "fidelity_topk_out_rel_error", "fidelity_ppl", "fidelity_rows", "fidelity_s"]
 
 
 # Nullable dtypes of the metric columns: a missing value is NA, never NaN or 0 standing in for it.
 NULLABLE_DTYPES = {
-    **dict.fromkeys(("window", "segment", "kv_heads", "q_len", "kv_len", "bytes", "time_n_samples", "time_number_per_sample", "peak_mem_bytes",
-                     "mask_mem_bytes", "error_seq_len", "error_batch", "error_heads"), "Int64"),
+    **dict.fromkeys(("window", "segment", "sinks", "stride", "globals", "topk", "kv_heads", "q_len", "kv_len", "bytes",
+                     "time_n_samples", "time_number_per_sample", "peak_mem_bytes", "mask_mem_bytes", "error_seq_len",
+                     "error_batch", "error_heads"), "Int64"),
     **dict.fromkeys(("setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max", "flops", "flops_per_s",
                      "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
                      "bandwidth_fraction", "rel_error", "grad_rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
     **dict.fromkeys(("calibration_s", "host_busy", "gpu_temp_c"), "Float64"),
-    **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz"), "Int64"),
+    **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz", "inputs_layer", "fidelity_rows"),
+                    "Int64"),
+    **dict.fromkeys(("fidelity_out_rel_error", "fidelity_out_rel_error_p50", "fidelity_out_rel_error_p90",
+                     "fidelity_mass_dropped", "fidelity_mass_dropped_p90", "fidelity_kl", "fidelity_topk_out_rel_error",
+                     "fidelity_ppl", "fidelity_s"), "Float64"),
 }
 
 
@@ -62,6 +70,8 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = pd.array([None] * len(df), dtype=NULLABLE_DTYPES.get(col, "object"))
+    # rows before version 5 were measured on random inputs
+    df["inputs"] = df["inputs"].where(df["inputs"].notna(), "random")
     # rows before version 3 are square multi-head cases
     for col, source in (("kv_heads", "heads"), ("q_len", "seq_len"), ("kv_len", "seq_len")):
         df[col] = df[col].fillna(pd.Series(pd.array(df[source].tolist(), dtype="Int64"), index=df.index))

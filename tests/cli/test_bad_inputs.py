@@ -36,10 +36,27 @@ BAD = [
     ("batch-zero", ["sweep", "--batch", "0"], ["batch", "0"]),
     ("head-dims-text", ["sweep", "--head-dims", "abc"], ["'abc'"]),
     ("window-zero", ["sweep", "--window", "0"], ["window", "0"]),
-    ("window-two", ["sweep", "--window", "4,8"], ["'4,8'"]),
-    ("segment-two", ["sweep", "--segment", "4,8"], ["'4,8'", "one value"]),
+    ("window-empty-item", ["sweep", "--window", "32,,64"], ["--window", "empty item", "'32,,64'"]),
+    ("window-empty", ["sweep", "--window", ""], ["window is empty"]),
+    ("window-float", ["sweep", "--window", "32,1.5"], ["--window", "'1.5'", "whole numbers", "--window 2"]),
+    ("window-sqrt", ["sweep", "--window", "sqrt"], ["--window", "'sqrt'", "--segment"]),
+    ("segment-empty-item", ["sweep", "--segment", "16,,sqrt"], ["--segment", "empty item"]),
     ("segment-text", ["sweep", "--segment", "big"], ["'big'"]),
     ("segment-zero", ["sweep", "--segment", "0"], ["segment", "0"]),
+    ("segment-float", ["sweep", "--segment", "sqrt,2.5"], ["--segment", "'2.5'", "whole numbers"]),
+    ("sinks-zero", ["sweep", "--sinks", "0"], ["sinks", "0"]),
+    ("sinks-text", ["sweep", "--sinks", "four"], ["--sinks", "'four'", "--sinks 4"]),
+    ("stride-empty-item", ["sweep", "--stride", "2,,4"], ["--stride", "empty item"]),
+    ("stride-negative", ["sweep", "--stride", "-2"], ["stride", "-2"]),
+    ("globals-empty", ["sweep", "--globals", ","], ["globals is empty"]),
+    ("topk-float", ["sweep", "--topk", "32,6.5"], ["--topk", "'6.5'", "--topk 6"]),
+    ("topk-zero", ["sweep", "--topk", "0"], ["topk", "0"]),
+    ("layers-negative", ["sweep", "--layers", "0,-1"], ["layers", "-1", ">= 0"]),
+    ("layers-text", ["sweep", "--layers", "last"], ["--layers", "'last'", "--layers 0,15,29"]),
+    ("inputs-empty", ["sweep", "--inputs", ""], ["inputs", "''"]),
+    ("toml-window-empty", ["sweep", "--config", "{toml}"], ["window is empty"]),
+    ("toml-topk-text", ["sweep", "--config", "{toml}"], ["topk", "'64'", "str"]),
+    ("toml-segment-bool", ["sweep", "--config", "{toml}"], ["segment", "True", "bool"]),
     ("budget-nan", ["sweep", "--budget-s", "nan"], ["budget_s", "nan"]),
     ("budget-inf", ["sweep", "--budget-s", "inf"], ["budget_s", "inf"]),
     ("budget-zero", ["sweep", "--budget-s", "0"], ["budget_s", "0"]),
@@ -114,6 +131,9 @@ TOMLS = {
     "toml-seq-lens-text": 'seq_lens = "64"\n',
     "toml-isolate-text": 'isolate = "yes"\n',
     "toml-window-float": "window = 1.5\n",
+    "toml-window-empty": "window = []\n",
+    "toml-topk-text": 'topk = ["64"]\n',
+    "toml-segment-bool": "segment = [true]\n",
     "toml-device-int": "device = 1\n",
     "toml-variants-int": "variants = [1]\n",
     "toml-budget-text": 'budget_s = "fast"\n',
@@ -147,6 +167,26 @@ def test_bad_input_is_one_line_naming_the_value_with_a_hint(cli, tiny_run, tmp_p
     for word in words:
         assert word.replace("{tmp}", str(tmp_path)) in line, (word, line)
     assert any(h in line for h in ("hint", "valid", "choose from")), line
+
+
+def test_pattern_parameter_flags_are_axes_crossed_with_their_patterns(cli, tiny, tmp_path):
+    """The good side of the flags above: lists, crossed only with the patterns that take them, one
+    column each in the rows, lists in run.json."""
+    axes = [a for a in tiny if a not in ("--patterns", "global")]
+    rc, out, err = cli("sweep", *axes, "--patterns", "global,sink,topk", "--window", "4,8", "--sinks", "2",
+                       "--stride", "2,3", "--topk", "3,5", "--inputs", "random", "--layers", "0,2", "--out",
+                       tmp_path / "r", "--quiet")
+    assert rc == 0 and "Traceback" not in out + err, err
+    df, meta = load_run(tmp_path / "r")
+    assert sorted(df["pattern_label"] if "pattern_label" in df else df["case_id"].str.split("/").str[1]) == [
+        "global", "sink(w=4,s=2)", "sink(w=8,s=2)", "topk(k=3)", "topk(k=5)"]
+    assert (df["status"] == "ok").all(), df[["case_id", "status", "reason"]]
+    sink = df[df["pattern"] == "sink"]
+    assert sorted(sink["window"].tolist()) == [4, 8] and (sink["sinks"] == 2).all() and sink["topk"].isna().all()
+    assert df.loc[df["pattern"] == "global", ["window", "sinks", "stride", "globals", "topk"]].isna().all().all()
+    sweep = meta["sweep"]
+    assert (sweep["window"], sweep["sinks"], sweep["stride"], sweep["topk"], sweep["layers"], sweep["inputs"]) == (
+        [4, 8], [2], [2, 3], [3, 5], [0, 2], "random")
 
 
 # ---- faults: each a row with a status and a reason ----------------------------------------------

@@ -31,10 +31,10 @@ def test_inf_timeout_is_refused_with_a_long_bound_as_hint(cli):
     assert rc == 2 and "86400" in one_line(err)
 
 
-def test_segment_takes_one_value(cli):
-    rc, _, err = cli("sweep", "--segment", "4,8")
-    assert rc == 2 and "--segment takes one value" in one_line(err) and "'4,8'" in err
-    assert build_config({"segment": 4}).grid.segment == 4
+def test_segment_is_an_axis_without_empty_items(cli):
+    rc, _, err = cli("sweep", "--segment", "4,,8")
+    assert rc == 2 and "--segment has an empty item" in one_line(err) and "'4,,8'" in err
+    assert build_config({"segment": 4}).grid.segment == (4,)  # a scalar (an older run.json's) is one value
 
 
 def test_duplicate_axis_values_are_dropped_in_order(cli, tiny, tmp_path):

@@ -3,12 +3,15 @@ variant parameters of the wrong type, each named in a one-line error with a hint
 
 from __future__ import annotations
 
+import collections
+import json
 import math
 
 import pytest
 
 from harness.core.errors import InputError
 from harness.core.registry import Variant, get_variant
+from harness.run.config import SweepConfig, expand
 from harness.run.validate import build_config, load_toml
 
 
@@ -72,3 +75,102 @@ def test_run_names_cannot_leave_results(tmp_path):
     toml.write_text('variants = ["naive"]\n')
     assert load_toml(str(toml), False)["name"] == "my-sweep-v2"  # a file's stem is made safe, not refused
     assert build_config(load_toml(str(toml), False)).grid.name == "my-sweep-v2"
+
+
+# ---- the patterns' parameters are sweep axes ---------------------------------------------------
+def test_pattern_parameters_are_list_axes():
+    cfg = build_config({"window": [32, 128, 512], "segment": [16, "sqrt", 16], "sinks": [4], "stride": [2, 4],
+                        "globals": 4, "topk": [32, 64], "layers": [0, 15, 29], "inputs": "smollm2"})
+    g = cfg.grid
+    assert (g.window, g.segment, g.sinks, g.stride, g.globals, g.topk) == (
+        (32, 128, 512), (16, "sqrt"), (4,), (2, 4), (4,), (32, 64))
+    assert (g.inputs, g.layers) == ("smollm2", (0, 15, 29))
+    d = cfg.to_dict()
+    assert (d["window"], d["segment"], d["layers"], d["inputs"]) == \
+        ([32, 128, 512], [16, "sqrt"], [0, 15, 29], "smollm2")
+    assert build_config(json.loads(json.dumps(d))) == cfg  # run.json round trip
+    defaults = build_config({}).grid
+    assert (defaults.window, defaults.segment, defaults.sinks, defaults.stride, defaults.globals, defaults.topk,
+            defaults.inputs, defaults.layers) == ((128,), ("sqrt",), (4,), (2,), (4,), (64,), "random", ())
+
+
+def test_an_older_run_json_with_scalar_window_and_segment_is_the_same_grid():
+    old = SweepConfig().to_dict()
+    for key in ("sinks", "stride", "globals", "topk", "inputs", "layers"):
+        del old[key]  # an older run.json has no such keys
+    old.update(window=64, segment="sqrt")  # and stores these two as scalars
+    stored = build_config(old)
+    assert stored.grid.window == (64,) and stored.grid.segment == ("sqrt",)
+    given = build_config({**SweepConfig().to_dict(), "window": [64], "segment": ["sqrt"]})
+    assert stored.grid.same_cases(given.grid) == [] and expand(stored) == expand(given)
+    assert stored.grid.same_cases(build_config({**old, "window": [64, 128]}).grid) == ["window"]
+    assert build_config({**old, "segment": 32}).grid.segment == (32,)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"window": []}, ["window is empty", "hint", "--window 32,128,512"]),
+    ({"segment": []}, ["segment is empty"]),
+    ({"topk": []}, ["topk is empty"]),
+    ({"window": [32, 0]}, ["window must be an integer >= 1, got 0"]),
+    ({"window": [2.5]}, ["window", "2.5", "float", "whole numbers", "window = [2]"]),
+    ({"sinks": ["4"]}, ["sinks", "'4'", "str", "a number, not a string: sinks = [4]"]),
+    ({"stride": "2,4"}, ["stride", "'2,4'", "a TOML list"]),
+    ({"globals": [True]}, ["globals", "True", "bool", "not true or false"]),
+    ({"topk": [-1]}, ["topk", "-1", "integer >= 1"]),
+    ({"segment": ["sqrt", "16"]}, ["segment", "'16'", "sqrt", "a number, not a string"]),
+    ({"segment": [0]}, ["segment", "0", '"sqrt"']),
+    ({"layers": [0, -1]}, ["layers", "-1", "integers >= 0"]),
+    ({"layers": [1.5]}, ["layers", "1.5", "float"]),
+    ({"inputs": ""}, ["inputs", "''", "non-empty string"]),
+    ({"inputs": 3}, ["inputs", "3", "int"]),
+])
+def test_bad_pattern_axes_are_named(data, words):
+    with pytest.raises(InputError) as info:
+        build_config(data)
+    msg = str(info.value)
+    assert "\n" not in msg and "hint" in msg
+    for word in words:
+        assert word in msg, (word, msg)
+
+
+def test_empty_layers_mean_the_default():
+    assert build_config({"layers": []}).grid.layers == ()
+
+
+def test_expand_crosses_each_pattern_with_its_own_axes_only():
+    axes = {"window": [8, 16, 32], "sinks": [1, 4], "stride": [2, 3], "globals": [2, 5], "topk": [4, 8, 16],
+            "segment": [4, "sqrt"]}
+    cfg = build_config({"variants": ["naive"], "patterns": ["global", "local", "sink", "dilated", "bigbird",
+                                                             "hierarchical", "topk", "document"],
+                        "causal": [False, True], "seq_lens": [64, 256], "heads": [1], "head_dims": [8], **axes})
+    cases = expand(cfg)
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids)) and len(set(cases)) == len(cases)
+    per = collections.Counter(c.pattern for c in cases)
+    lengths_causal = 2 * 2  # seq_lens x causal
+    assert per["global"] == per["document"] == lengths_causal
+    assert per["local"] == 3 * lengths_causal
+    assert per["sink"] == per["dilated"] == per["bigbird"] == 3 * 2 * lengths_causal
+    assert per["topk"] == 3 * lengths_causal
+    assert per["hierarchical"] == 2 * lengths_causal  # 4 and sqrt(64) = 8; 4 and sqrt(256) = 16
+    sinks = {(c.window, c.sinks) for c in cases if c.pattern == "sink"}
+    assert sinks == {(w, s) for w in axes["window"] for s in axes["sinks"]}
+    assert all(c.stride is None and c.globals is None and c.topk is None and c.segment is None
+               for c in cases if c.pattern == "sink")
+    assert all(c.window is None for c in cases if c.pattern in ("global", "topk", "hierarchical", "document"))
+
+
+def test_segment_values_that_meet_make_one_case():
+    cfg = build_config({"variants": ["naive"], "patterns": ["hierarchical"], "seq_lens": [64, 100], "heads": [1],
+                        "head_dims": [8], "segment": [8, "sqrt", 10]})
+    segments = [(c.seq_len, c.segment) for c in expand(cfg)]
+    assert segments == [(64, 8), (64, 10), (100, 8), (100, 10)]  # sqrt(64) = 8, sqrt(100) = 10: no duplicates
+
+
+def test_one_window_value_changes_no_case_id_of_the_older_patterns():
+    base = {"variants": ["naive"], "patterns": ["global", "local", "hierarchical"], "seq_lens": [64], "heads": [1],
+            "head_dims": [8]}
+    older = [c.id for c in expand(build_config({**base, "window": 16, "segment": "sqrt"}))]
+    assert older == ["naive/global/cpu/float32/b1h1n64d8/fwd", "naive/local(w=16)/cpu/float32/b1h1n64d8/fwd",
+                     "naive/hierarchical(s=8)/cpu/float32/b1h1n64d8/fwd"]
+    assert [c.id for c in expand(build_config({**base, "window": [16], "sinks": [1, 2], "topk": [3]}))] == older

@@ -14,7 +14,9 @@ V1_RUN = Path(__file__).parent / "data" / "run_v1"  # written by the first relea
 
 def test_a_version_1_run_loads_with_every_current_column():
     df, meta = load_run(V1_RUN)
-    assert meta["schema_version"] == 1 and SCHEMA_VERSION == 4
+    assert meta["schema_version"] == 1 and SCHEMA_VERSION == 5
+    assert (df["inputs"] == "random").all() and df["inputs_layer"].isna().all()  # measured on random inputs
+    assert df["fidelity_out_rel_error"].isna().all() and isinstance(df["fidelity_rows"].dtype, pd.Int64Dtype)
     assert (df["kv_heads"] == df["heads"]).all() and (df["q_len"] == df["seq_len"]).all() and (df["kv_len"] == df["seq_len"]).all()
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS
     assert set(df["status"]) == {"ok", "unsupported"}
