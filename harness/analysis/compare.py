@@ -78,9 +78,13 @@ VERDICT_HELP = {
 COLUMNS = ["case_id", "verdict", "base_status", "new_status", "reason", "base_time_s_median", "new_time_s_median",
            "base_n_samples", "new_n_samples", "time_ratio_raw", "time_ratio_raw_lo", "time_ratio_raw_hi",
            "calibration_ratio", "time_ratio", "time_ratio_lo", "time_ratio_hi", "base_peak_mem_bytes",
-           "new_peak_mem_bytes", "mem_ratio", "mem_verdict", "base_rel_error", "new_rel_error", "error_verdict"]
+           "new_peak_mem_bytes", "mem_ratio", "mem_verdict", "base_rel_error", "new_rel_error", "error_verdict",
+           "base_fidelity", "new_fidelity", "fidelity_verdict"]
 MEM_TOLERANCE = (1.05, 2**16)  # more memory: above 5% and above 64 KiB (allocator events are exact; small cases count too)
 ERROR_FACTOR = 10.0  # less accurate: above the dtype's tolerance, or 10x the base's (and above 1% of it)
+FIDELITY_TOLERANCE = (1.01, 1e-9)  # an approximate pattern gives up more: its fidelity error above 1% more (and
+# 1e-9 absolute) than BASE's. Fidelity is computed in float64 on seeded or captured inputs: its noise is rounding.
+FIDELITY_KEYS = ("fidelity_out_rel_error", "fidelity_ppl")  # judged, in this order
 
 
 def calibration_s(meta: dict) -> float | None:
@@ -221,6 +225,7 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             rec["verdict"] = "untrusted"
             rec["reason"] = "; ".join(f"{side}: {', '.join(json.loads(f)) if isinstance(f, str) and f else 'flagged'}"
                                       for side, f in flagged)
+        rec.update(fidelity_fields(b, n))
         problem = output_problem(b.get("rel_error"), n.get("rel_error"), n.get("dtype"))
         if problem:  # whatever the time
             rec.update(verdict="wrong", reason=problem)
@@ -261,6 +266,29 @@ def error_verdict(base: float | None, new: float | None, dtype) -> str | None:
     return "same"
 
 
+def fidelity_verdict(base: float | None, new: float | None) -> str | None:
+    """``worse`` when NEW's fidelity error (output error against global, or perplexity) is non-finite or
+    beyond ``FIDELITY_TOLERANCE`` above BASE's; ``missing`` when BASE's was measured and NEW's was not;
+    ``better`` or ``same`` otherwise; None when BASE has none."""
+    if base is None:
+        return None
+    if new is None:
+        return "missing"
+    factor, floor = FIDELITY_TOLERANCE
+    if not math.isfinite(new) or (new > base * factor and new - base > floor):
+        return "worse"
+    return "better" if base > new * factor and base - new > floor else "same"
+
+
+def fidelity_fields(b: dict, n: dict) -> dict:
+    """The compare columns of the first fidelity figure (``FIDELITY_KEYS``) either row has."""
+    for key in FIDELITY_KEYS:
+        base, new = _num(b.get(key)), _num(n.get(key))
+        if base is not None or new is not None:
+            return {"base_fidelity": base, "new_fidelity": new, "fidelity_verdict": fidelity_verdict(base, new)}
+    return {}
+
+
 def summarize(result: pd.DataFrame) -> dict:
     """Counts per verdict, the compared count, and the exit status the comparison implies: 1 when a
     case is wrong, slower or broken, or uses more memory, or is less accurate (its error worse or
@@ -270,6 +298,8 @@ def summarize(result: pd.DataFrame) -> dict:
     worse = result["verdict"].isin(FAILING)
     if "mem_verdict" in result.columns:
         worse |= (result["mem_verdict"] == "more") | result["error_verdict"].isin(("worse", "missing"))
+    if "fidelity_verdict" in result.columns:
+        worse |= result["fidelity_verdict"].isin(("worse", "missing"))
     failing = result.loc[worse, "case_id"].tolist()
     judged = compared + counts["wrong"] + counts["broken"] + counts["fixed"]
     exit_code = 2 if judged == 0 else (1 if failing else 0)

@@ -1,4 +1,6 @@
-"""Measuring one case: time, peak memory, and whether its output is right (harness.bench.fidelity).
+"""Measuring one case: time, peak memory, whether its output is right (harness.bench.fidelity); and,
+once per cell (``fidelity_fields``), for an approximate pattern what it gives up against global
+attention (harness.bench.quality).
 
 Nothing here catches errors: the executors turn exceptions into rows. ``harness.bench.prepare``
 keeps validation, constants and compilation out of the timed call; raw samples are kept.
@@ -6,12 +8,16 @@ keeps validation, constants and compilation out of the timed call; raw samples a
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from harness.bench.fidelity import ReferenceCache, check_case
 from harness.bench.host import gpu_state, host_busy, snapshot
 from harness.bench.memory import peak_memory
+from harness.bench.inputs import make_inputs, pattern_perplexity, source_of
 from harness.bench.prepare import prepare
+from harness.bench.quality import FidelityCache, fidelity
 from harness.bench.timing import calibration_kernel, time_callable
 from harness.core.case import Case
 from harness.core.patterns import make_doc_lens
@@ -84,3 +90,18 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         if wrong:
             rec.update(status="wrong", reason=wrong)
     return rec
+
+
+def fidelity_fields(case: Case, cache: FidelityCache | None = None) -> dict:
+    """What the case's pattern gives up against global attention on the case's own (timed) inputs
+    (harness.bench.quality), shared by every variant and pass of the configuration through ``cache``;
+    on a language model's inputs also its perplexity with the pattern in every layer."""
+    cache = cache if cache is not None else FidelityCache(1)
+    t0 = time.perf_counter()
+    key = (case.pattern_obj, case.inputs, case.inputs_layer, case.shape, case.kv_shape, case.dtype, case.device)
+    fields = cache.get(key, lambda: fidelity(*make_inputs(case).qkv(), case.pattern_obj))
+    if case.inputs != "random" and source_of(case).kind == "smollm2":
+        fields["fidelity_ppl"] = cache.get(("ppl", case.pattern_obj, case.inputs, case.seq_len),
+                                           lambda: {"ppl": pattern_perplexity(case)})["ppl"]
+    fields["fidelity_s"] = time.perf_counter() - t0  # near 0 when the configuration's fidelity is cached
+    return fields

@@ -56,10 +56,12 @@ def register_cli(subparsers) -> None:
         description="Compare NEW_RUN with BASE_RUN. For every case in both runs: new/base ratio of median time "
                     "(raw, and normalized by each run's calibration kernel so a uniformly slower machine is not a "
                     "regression) with a bootstrap confidence interval, the peak-memory ratio and verdict (more, "
-                    "less, same), the relative error's verdict (worse, missing, same), and a verdict per case. "
+                    "less, same), the relative error's verdict (worse, missing, same), for an approximate pattern "
+                    "its fidelity's verdict (output error against global attention, or perplexity: worse, missing, "
+                    "better, same), and a verdict per case. "
                     + "; ".join(f"{v}: {VERDICT_HELP[v]}" for v in VERDICTS) + ". Exit status: 1 if any case is "
-                    + ", ".join(FAILING) + ", uses more peak memory (above 5% and 64 KiB) or is less accurate (error "
-                    "verdict worse or missing); 2 if no case could be compared or a run is unreadable; 0 otherwise. "
+                    + ", ".join(FAILING) + ", uses more peak memory (above 5% and 64 KiB), is less accurate (error "
+                    "verdict worse or missing) or less faithful (fidelity verdict worse or missing); 2 if no case could be compared or a run is unreadable; 0 otherwise. "
                     "See docs/compare.md.")
     p.add_argument("base_run", metavar="BASE_RUN", help="run folder of the baseline (made by attnbench sweep)")
     p.add_argument("new_run", metavar="NEW_RUN", help="run folder to judge against it")

@@ -122,6 +122,7 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
         raise InputError("give --preset or --config, not both; hint: --config my.toml alone (start it from a copy "
                          "of a preset in harness/run/presets/)")
     data = load_toml(args.config, False) if args.config else load_toml(args.preset or default_preset, True)
+    preset_keys = set() if args.config else set(data)  # what the user did not set: real inputs may reshape it
     for key, flag in _INT_AXES.items():
         value = getattr(args, key)
         if value is not None:
@@ -132,7 +133,9 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
             data[key] = _split(value, flag)
     if args.causal:
         data["causal"] = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
-    for key in ("device", "inputs", *EXECUTION_FLAGS):
+    if args.inputs is not None:
+        data["inputs"] = _split(args.inputs, "--inputs")
+    for key in ("device", *EXECUTION_FLAGS):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -142,7 +145,12 @@ def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quic
         data["isolate"] = True
     if getattr(args, "all_cells", False):
         data["all_cells"] = True
-    return build_config(data)
+    overridden = {k for k in data if k not in preset_keys or _given_on_command_line(args, k)}
+    return build_config(data, explicit=overridden)
+
+
+def _given_on_command_line(args, key: str) -> bool:
+    return getattr(args, key, None) not in (None, False)
 
 
 def grid_overrides(args) -> bool:
@@ -194,8 +202,9 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--globals", help="comma-separated counts of global positions of the bigbird pattern, e.g. 4")
     p.add_argument("--topk", help="comma-separated keys kept per query by the topk pattern (the oracle of a "
                                   "sparse pattern with that budget), e.g. 32,64")
-    p.add_argument("--inputs", help="where q, k, v come from: random (default), smollm2, or the path of saved "
-                                    "inputs (recorded in run.json)")
+    p.add_argument("--inputs", help="comma-separated sources of q, k, v: random (default), smollm2 (a real LLM's "
+                                    "attention inputs; make quality-setup), or the path of a .safetensors/.pt file "
+                                    "holding q, k, v (docs/inputs.md); real inputs bring their own heads and head_dim")
     p.add_argument("--layers", help="comma-separated model layers the inputs come from (with --inputs other than "
                                     "random), e.g. 0,15,29; default: the source's own choice")
     p.add_argument("--budget-s", dest="budget_s", type=float, help="seconds of timing per case (default from preset)")

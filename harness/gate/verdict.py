@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analysis.compare import COLUMNS, error_verdict, mem_verdict, output_problem, status_verdict
+from harness.analysis.compare import (COLUMNS, error_verdict, fidelity_verdict, mem_verdict, output_problem,
+                                     status_verdict)
 from harness.analysis.stats import case_seed, paired_ratio_ci, time_verdict
 
 ACCEPT_RE = re.compile(r"\[accept-regression:\s*([^\]]*)\]", re.IGNORECASE)
@@ -49,7 +50,8 @@ class Measurements:
     Per process and case: ``raw`` the mean of its block medians (seconds) and ``norm`` that divided by
     the process's calibration figure (the median of every calibration it timed, one just before its
     first block of each case). ``pairs_norm`` / ``pairs_raw``: per case id, one (base, new) tuple per
-    pair in which both processes ran the case ok. ``peak_mem_bytes`` and ``rel_error``: per side and
+    pair in which both processes ran the case ok. ``peak_mem_bytes``, ``rel_error`` and ``fidelity`` (an
+    approximate pattern's output error against global attention): per side and
     case id, one figure per process (measured once, beside its first block). ``ok``: the case ids each
     side ran ok at least once; ``status`` the last non-ok answer per (side, case id); ``calibration_s``
     every process's calibration figure per side.
@@ -59,6 +61,7 @@ class Measurements:
     pairs_raw: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     peak_mem_bytes: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"base": {}, "new": {}})
     rel_error: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"base": {}, "new": {}})
+    fidelity: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"base": {}, "new": {}})
     ok: dict[str, set] = field(default_factory=lambda: {"base": set(), "new": set()})
     status: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     calibration_s: dict[str, list[float]] = field(default_factory=lambda: {"base": [], "new": []})
@@ -72,7 +75,8 @@ class Measurements:
             self.calibration_s[side].append(cal)
         values = {}
         for case_id, blocks in blocks_by_case.items():
-            for key, store in (("peak_mem_bytes", self.peak_mem_bytes), ("rel_error", self.rel_error)):
+            for key, store in (("peak_mem_bytes", self.peak_mem_bytes), ("rel_error", self.rel_error),
+                               ("fidelity_out_rel_error", self.fidelity)):
                 got = [b[key] for b in blocks if b.get(key) is not None]
                 if got:
                     store[side].setdefault(case_id, []).append(float(got[0]))
@@ -121,6 +125,9 @@ def judge(case_ids: list[str], m: Measurements, threshold: float, confidence: fl
         rec.update(base_peak_mem_bytes=mem_b, new_peak_mem_bytes=mem_n, base_rel_error=err_b, new_rel_error=err_n,
                    mem_ratio=mem_n / mem_b if mem_b and mem_n else None, mem_verdict=mem_verdict(mem_b, mem_n),
                    error_verdict=error_verdict(err_b, err_n, (dtypes or {}).get(cid, "float32")))
+        fid_b, fid_n = (max(m.fidelity[side][cid]) if m.fidelity[side].get(cid) else None for side in ("base", "new"))
+        if fid_b is not None:  # an approximate pattern measured by both trees: judged like the error
+            rec.update(base_fidelity=fid_b, new_fidelity=fid_n, fidelity_verdict=fidelity_verdict(fid_b, fid_n))
         marker = accepted_by(cid, accept or [])
         if rec["mem_verdict"] == "more" and marker:
             rec["mem_verdict"] = "more (accepted)"

@@ -44,6 +44,10 @@ def _table(result: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             new_err = r.get("new_rel_error")
             verdict += f"; LESS ACCURATE (error {new_err:.1e})" if new_err == new_err and new_err is not None \
                 else "; LESS ACCURATE"
+        if r.get("fidelity_verdict") in ("worse", "missing"):
+            new_f = r.get("new_fidelity")
+            verdict += ("; LESS FAITHFUL (fidelity missing)" if new_f is None or new_f != new_f else
+                        f"; LESS FAITHFUL (fidelity {r.get('base_fidelity'):.3g} -> {new_f:.3g})")
         rows.append([r["case_id"], fmt_time(r["base_time_s_median"]), fmt_time(r["new_time_s_median"]),
                      fmt_ratio(r["time_ratio_raw"]), fmt_ratio(r["time_ratio"]),
                      fmt_ci(r["time_ratio_lo"], r["time_ratio_hi"]), fmt_ratio(r["mem_ratio"]), verdict])

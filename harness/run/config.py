@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from harness.core.case import Case
 from harness.core.patterns import PATTERN_PARAMS, make_doc_lens
 from harness.core.registry import discover
+from harness.run.inputs import input_layers
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class Grid:
     stride: tuple[int, ...] = (2,)  # dilated: every stride-th key of the window
     globals: tuple[int, ...] = (4,)  # bigbird: global positions
     topk: tuple[int, ...] = (64,)  # topk: keys kept per query
-    inputs: str = "random"  # where q, k, v come from: random, smollm2 or a path (declared: sweeps use random)
-    layers: tuple[int, ...] = ()  # the model layers inputs come from; empty: the default (declared)
+    inputs: tuple[str, ...] = ("random",)  # where q, k, v come from: random, smollm2, a file (harness.run.inputs)
+    layers: tuple[int, ...] = ()  # the layers real inputs come from; empty: the source's default spread
     max_error_elements: int = 2**26  # larger outputs are checked on a smaller twin of the case
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # per-variant parameters
     name: str = "custom"  # a label, not a case field: a resume keeps the run's own
@@ -130,8 +131,9 @@ def expand(config: SweepConfig | Grid) -> list[Case]:
     grid = config.grid if isinstance(config, SweepConfig) else config
     registry = discover()
     cases = []
-    outer = itertools.product(grid.dtypes, grid.passes, grid.threads or (None,), grid.batch, grid.heads)
-    for dtype, pass_, threads, b, h in outer:
+    outer = itertools.product(grid.dtypes, grid.passes, grid.threads or (None,), grid.batch, grid.heads,
+                              input_layers(grid))
+    for dtype, pass_, threads, b, h, (source, layer) in outer:
         for kvh, d, (q_len, n), kind in itertools.product(grid.kv_heads or (h,), grid.head_dims, lengths(grid),
                                                           grid.patterns):
             for pp, doc_lens, causal, name in itertools.product(pattern_params(grid, kind, n), _doc_axis(grid, kind, n),
@@ -140,7 +142,7 @@ def expand(config: SweepConfig | Grid) -> list[Case]:
                 cases.append(Case(
                     variant=name, pattern=kind, causal=causal, device=grid.device, dtype=dtype, batch=b, heads=h,
                     seq_len=n, head_dim=d, pass_=pass_, params=tuple(params.items()), kv_heads=kvh, q_len=q_len,
-                    doc_lens=doc_lens, threads=threads, **pp))
+                    doc_lens=doc_lens, threads=threads, inputs=source, inputs_layer=layer, **pp))
     return cases
 
 

@@ -17,10 +17,12 @@ from harness.analysis.trust import MIN_CALLS, row_flags, worth_remeasuring
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.fidelity import ReferenceCache
-from harness.bench.measure import measure
+from harness.bench.measure import fidelity_fields, measure
+from harness.bench.quality import FidelityCache
 from harness.core.case import Case
 from harness.core.registry import get_variant
 from harness.run.alarm import Alarm, CaseTimeout, case_limit_s
+from harness.run.budget import TrustBudget
 from harness.run.config import SweepConfig
 from harness.run.failures import classify
 from harness.run.footprint import memory_shortfall
@@ -60,13 +62,17 @@ class InProcess:
     clear) is measured again, up to ``retries`` times, each time
     after waiting (at most ``QUIET_WAIT_S``; ``QuietWaiter``) for the calibration kernel to come back
     near the best seen; the row keeps the attempt with the fewest flags (then the lowest IQR/median) and counts them.
+    Re-measurements and their waits draw on the run's ``TrustBudget`` (harness.run.budget), which each
+    cell's first attempt grows; once it is spent a flagged cell keeps its flags.
     """
 
-    def __init__(self, config: SweepConfig, ceilings: dict[str, float]) -> None:
+    def __init__(self, config: SweepConfig, ceilings: dict[str, float], budget: TrustBudget | None = None) -> None:
         self.config, self.ceilings = config, ceilings
+        self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
         pin_allocator(config.execution.allocator)  # also in workers and Ray tasks, before any case (run.json: the driver's)
         self.variants: dict = {}
         self.ref_cache = ReferenceCache()
+        self.fidelity_cache = FidelityCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
         self.waiter = QuietWaiter()
 
@@ -75,17 +81,24 @@ class InProcess:
         first overrun is the case's timeout; a re-measurement that overruns keeps the earlier attempts."""
         attempts = []
         for attempt in range(self.config.execution.retries + 1):
-            if attempt:
-                self._wait_for_quiet(case.device)
+            if attempt and not self.budget.allows():
+                break
+            t0 = self.budget.clock()
             try:
-                with Alarm(self.config.execution.timeout_s):
-                    rec = measure(variant, case, self.config.execution.budget_s, self.ceilings.get(case.dtype),
-                                  max_error_elements=self.config.grid.max_error_elements, ref_cache=self.ref_cache,
-                                  bandwidth=self.ceilings.get(BANDWIDTH_KEY), min_samples=MIN_CALLS)
+                with self.budget.spend() if attempt else contextlib.nullcontext():
+                    if attempt:
+                        self._wait_for_quiet(case.device)
+                    with Alarm(self.config.execution.timeout_s):
+                        rec = measure(variant, case, self.config.execution.budget_s, self.ceilings.get(case.dtype),
+                                      max_error_elements=self.config.grid.max_error_elements,
+                                      ref_cache=self.ref_cache, bandwidth=self.ceilings.get(BANDWIDTH_KEY),
+                                      min_samples=MIN_CALLS)
             except CaseTimeout:
                 if not attempts:
                     raise
                 break
+            if not attempt:
+                self.budget.add_base(self.budget.clock() - t0)
             cal, threads = rec.get("calibration_s"), torch.get_num_threads()
             if cal:
                 self.best_calibration[threads] = min(self.best_calibration.get(threads, cal), cal)
@@ -95,10 +108,12 @@ class InProcess:
             if not worth_remeasuring(flags):
                 break
         best = min(attempts, key=lambda a: (a[0], a[1]))[2]
+        if best["status"] == "ok" and case.pattern != "global":  # once per cell, shared by its configuration
+            best = {**best, **fidelity_fields(case, self.fidelity_cache)}
         return {**best, "attempts": len(attempts)}
 
     def _wait_for_quiet(self, device: str) -> None:
-        self.waiter(device, self.best_calibration.get(torch.get_num_threads()))
+        self.waiter(device, self.best_calibration.get(torch.get_num_threads()), limit_s=self.budget.left_s())
 
     def variant(self, case: Case):
         key = (case.variant, case.params)
@@ -133,15 +148,20 @@ class InProcess:
 class Isolated:
     """Measures each case in a fresh worker process (harness.run.protocol), killed at the timeout."""
 
-    def __init__(self, config: SweepConfig, ceilings: dict[str, float]) -> None:
+    def __init__(self, config: SweepConfig, ceilings: dict[str, float], budget: TrustBudget | None = None) -> None:
         self.config, self.ceilings = config, ceilings
+        self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
 
     def metrics(self, case: Case) -> dict:
+        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time)."""
         job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings}
         worker = None
         try:
+            t0 = self.budget.clock()
             worker = WorkerProcess(HARNESS_ROOT, job)
-            return {**node_fields(case.device), **worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))}
+            metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
+            self.budget.add_base(self.budget.clock() - t0)
+            return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}
         finally:

@@ -53,10 +53,14 @@ class QuietWaiter:
         self.waited_s = 0.0
         self.log = log
 
-    def __call__(self, device: str, best: float | None) -> bool:
+    def __call__(self, device: str, best: float | None, limit_s: float | None = None) -> bool:
+        """Wait for quiet; ``limit_s`` (the run's trust budget left) bounds this wait, at least one probe."""
         t0 = time.perf_counter()
-        quiet = wait_for_quiet(device, best, QUIET_POLL_S if self.missed else QUIET_WAIT_S)
+        first = QUIET_POLL_S if self.missed else QUIET_WAIT_S
+        quiet = wait_for_quiet(device, best, first if limit_s is None else max(0.0, min(first, limit_s)))
         left = self.budget_s - self.waited_s - (time.perf_counter() - t0)
+        if limit_s is not None:
+            left = min(left, limit_s - (time.perf_counter() - t0))
         if best and not quiet and left > QUIET_POLL_S:  # a slowdown that outlasts a burst: wait it out, bounded
             if self.log:
                 self.log(f"the machine is slow (calibration above {SLOW_CALIBRATION:.2f}x the run's best, "

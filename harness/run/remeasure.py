@@ -1,6 +1,8 @@
 """Measuring cells again once every cell has a row: further rounds, the cells a cross-cell check
 suspects, and the end-of-run re-check of cells their own evidence still flags. Each new measurement
-is journaled as a row that supersedes the cell's old one, so Ctrl-C keeps what was re-measured."""
+is journaled as a row that supersedes the cell's old one, so Ctrl-C keeps what was re-measured.
+The cross-cell re-measurements and the re-check (its waits included) draw on the run's trust budget
+(``cells.runner.budget``, harness.run.budget); rounds the user asked for do not."""
 
 from __future__ import annotations
 
@@ -75,10 +77,15 @@ def remeasure_suspects(cells: Cells) -> None:
     suspects = cross_suspects(rows)
     if suspects:
         say(cells.quiet, f"re-measuring {len(suspects)} cell(s) a cross-cell check suspects")
+    budget = cells.runner.budget
     for i, reason in sorted(suspects.items()):
+        if not budget.allows():
+            say(cells.quiet, "the run's trust budget is spent: the other suspected cells keep their flags")
+            return
         old = rows[i]
         t0 = time.perf_counter()
-        metrics = cells.runner.metrics(cells.case(i))
+        with budget.spend():
+            metrics = cells.runner.metrics(cells.case(i))
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
         metrics = (merge_round(old, metrics, cells.best_cal(old)) if rounds_done(old) > 1
                    else keep_faster(old, metrics))
@@ -107,6 +114,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
     candidates = [i for i, r in enumerate(rows)
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
     wait = QuietWaiter(wait_s, log=lambda msg: say(cells.quiet, msg))
+    budget = cells.runner.budget
     rechecks = dict.fromkeys(candidates, 0)
     try:
         for attempt in itertools.count(1):  # a pass per round of re-checks
@@ -118,18 +126,23 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
                              f"a cell at most {retries} time(s))")
             progress, skipped = Progress(len(due), 0, cells.quiet), 0
             for i, names in due:
+                if not budget.allows():
+                    say(cells.quiet, "the run's trust budget is spent: the cells still flagged keep their flags")
+                    return
                 rechecks[i] += 1
                 old, case = rows[i], cells.case(i)
                 progress.show(case)
                 best, slow_only = cells.best_cal(old), wait.missed and names == [SLOW_MACHINE]
                 t0 = time.perf_counter()
-                with torch_threads(case.threads):
-                    quiet_now = wait(case.device, best)  # once a wait ran out, a single probe
-                if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear the flag
-                    skipped += 1
-                    progress.advance()
-                    continue
-                metrics = merge_round(old, cells.runner.metrics(case), best)
+                with budget.spend():
+                    with torch_threads(case.threads):
+                        quiet_now = wait(case.device, best, limit_s=budget.left_s())  # once a wait ran out, one probe
+                    if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear it
+                        skipped += 1
+                        progress.advance()
+                        continue
+                    fresh = cells.runner.metrics(case)
+                metrics = merge_round(old, fresh, best)
                 label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
                 cells.supersede(i, {**metrics, "remeasured_for": label}, t0)
                 progress.advance()

@@ -20,8 +20,10 @@ from harness.analysis.trust import summary as trust_summary
 from harness.bench.heap import pin_allocator
 from harness.core.case import STATUSES, Case
 from harness.core.errors import InputError
+from harness.run.budget import TrustBudget
 from harness.run.config import EXECUTION_KEYS, SweepConfig, planned
 from harness.run.executors import InProcess, Isolated
+from harness.run.inputs import inputs_meta
 from harness.run.figures import against, calibrate, keep_best_ceilings, measure_ceilings, measure_end
 from harness.run.progress import Phases, Progress, say
 from harness.run.quiet import recheck_wait_budget_s
@@ -79,7 +81,8 @@ def run_sweep(config: SweepConfig | None = None, out: str | Path | None = None, 
             _check_new(run_dir)
             meta = {"schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "status": "running",
                     "started_at": time.time(), "finished_at": None, "provenance": provenance(config.grid.device),
-                    "sweep": config.to_dict(), "calibration": [], "ceilings_flops_per_s": {}}
+                    "sweep": config.to_dict(), "inputs": inputs_meta(config.grid), "calibration": [],
+                    "ceilings_flops_per_s": {}}
             return _sweep(run_dir, meta, config, False, quiet)
 
 
@@ -166,7 +169,9 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         rows.append(row)
 
     done = len(cases) - len(todo)
-    runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"])
+    budget = TrustBudget(ex.trust_budget)
+    budget.merge((meta.get("trust") or {}).get("budget"))  # a resume goes on with the run's budget
+    runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
     progress = Progress(len(cases), done, quiet or ray_exec is not None)  # Ray: plain lines of its own
     started = time.perf_counter()
     try:
@@ -180,6 +185,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
                 record(case, runner.metrics(case), time.perf_counter() - t0)
                 progress.advance()
             progress.close()  # one live bar at a time: the rounds show their own
+        budget.first_pass = False
         if _local(meta):  # not for a Ray run, even a resume with nothing left to send
             cells = Cells(rows, {c.id: c for c in cases}, runner, record, meta, quiet)
             took = time.perf_counter() - started
@@ -195,6 +201,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         progress.close()
         journal.close()
         marker.clear()  # stopped, not crashed
+        meta["trust_budget"] = budget.summary()
         _finish(run_dir, meta, rows, "interrupted", quiet)
         what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
         say(False, f"{what}: {len(rows)} of {len(cases)} cases saved in {run_dir}; "
@@ -205,16 +212,28 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         with contextlib.suppress(OSError):  # its buffer cannot be written either
             journal.close()
         marker.clear()
-        raise InputError(f"cannot write {exc.filename or journal.path}: {exc.strerror or exc}; the rows finished "
-                         f"are in {journal.path}; hint: free some space, then attnbench sweep --resume {run_dir}"
-                         ) from None
+        raise _cannot_write(exc, journal, run_dir) from None
     progress.close()
     journal.close()
     marker.clear()
-    with phase("tables"):
-        _finish(run_dir, meta, rows, "complete", quiet, ray_exec)
-    write_json(run_dir / RUN_JSON, meta)  # with the tables' time
+    meta["trust_budget"] = budget.summary()
+    if budget.refused:
+        say(quiet, f"the run's trust budget ({budget.fraction:g}x its first pass, {budget.allowed_s:.0f} s) was "
+                   f"spent: {budget.refused} re-measurement(s) not made; the cells still flagged keep their flags "
+                   "(--trust-budget sets it)")
+    try:
+        with phase("tables"):
+            _finish(run_dir, meta, rows, "complete", quiet, ray_exec)
+        write_json(run_dir / RUN_JSON, meta)  # with the tables' time
+    except OSError as exc:  # the tables or run.json cannot be written (a full disk): every row is journaled
+        raise _cannot_write(exc, journal, run_dir) from None
     return run_dir
+
+
+def _cannot_write(exc: OSError, journal: Journal, run_dir: Path) -> InputError:
+    """The one-line error for a file the run cannot write, with the resume that finishes it."""
+    return InputError(f"cannot write {exc.filename or journal.path}: {exc.strerror or exc}; the rows finished "
+                      f"are in {journal.path}; hint: free some space, then attnbench sweep --resume {run_dir}")
 
 
 def _local(meta: dict) -> bool:
@@ -232,9 +251,12 @@ def _finish(run_dir: Path, meta: dict, rows: list[dict], status: str, quiet: boo
     counts = Counter(r["status"] for r in rows)
     # The end-of-run re-check's waits for quiet (this session's, or a run's before its resume) are part of its trust.
     waited = meta.pop("recheck_wait", None) or (meta.get("trust") or {}).get("recheck_wait")
+    spent = meta.pop("trust_budget", None) or (meta.get("trust") or {}).get("budget")
     meta.update(status=status, finished_at=time.time(), counts=dict(counts), trust=trust_summary(rows))
     if waited:
         meta["trust"]["recheck_wait"] = waited
+    if spent:
+        meta["trust"]["budget"] = spent
     write_json(run_dir / RUN_JSON, meta)
     for s in STATUSES:
         if counts.get(s):

@@ -18,13 +18,14 @@ from harness.core.errors import InputError
 from harness.core.patterns import PATTERN_KINDS
 from harness.core.registry import LOAD_ERRORS, discover, unknown_variant
 from harness.run.config import EXECUTION_KEYS, GRID_KEYS, Execution, Grid, SweepConfig, lengths
+from harness.run.inputs import resolve_inputs
 from harness.run.presets import preset_names
 
 # empty: as many kv heads as heads; square cases; seq_lens; all cores; the default layers
 OPTIONAL_AXES = ("kv_heads", "q_lens", "kv_lens", "threads", "layers")
 PATTERN_AXES = ("window", "segment", "sinks", "stride", "globals", "topk")  # the patterns' parameters
 LIST_KEYS = ("variants", "patterns", "causal", "seq_lens", "heads", "kv_heads", "q_lens", "kv_lens", "docs", "threads",
-             "batch", "head_dims", "dtypes", "passes", *PATTERN_AXES, "layers")
+             "batch", "head_dims", "dtypes", "passes", *PATTERN_AXES, "layers", "inputs")
 SINGULAR = {"patterns": "pattern", "dtypes": "dtype", "passes": "pass"}
 
 
@@ -84,6 +85,8 @@ def _is_number(value) -> bool:
 # Per list key: (item check, what an item must be, an example of a good value).
 _ITEM_TYPES = {
     "variants": (lambda v: isinstance(v, str), "variant names (strings)", 'variants = ["naive", "chunked"]'),
+    "inputs": (lambda v: isinstance(v, str) and v.strip() != "", "input sources: random, smollm2 or the path of a "
+               "q/k/v file", 'inputs = ["random", "smollm2"] (--inputs random,smollm2)'),
     "patterns": (lambda v: isinstance(v, str), "pattern names (strings)", 'patterns = ["global", "local"]'),
     "causal": (lambda v: isinstance(v, bool), "true or false", "causal = [false, true]"),
     "seq_lens": (lambda v: _is_int(v) and v >= 1, "integers >= 1", "seq_lens = [512, 1024]"),
@@ -191,10 +194,11 @@ def _known(name: str, registry: dict, what: str = "") -> None:
     raise InputError(f"{what} {exc}" if what else f"{exc} (or all)")
 
 
-def build_config(data: dict) -> SweepConfig:
+def build_config(data: dict, explicit: set[str] | None = None) -> SweepConfig:
     """Validate a raw mapping into a frozen config, resolving 'auto' and 'all'. Keys are the grid's and
     the execution's (``GRID_KEYS``, ``EXECUTION_KEYS``), flat, as ``SweepConfig.to_dict`` writes them.
-    Duplicate axis values are dropped (first kept, order kept)."""
+    Duplicate axis values are dropped (first kept, order kept). ``explicit``: the keys the user set (the
+    rest came from a preset, which real inputs may reshape: ``harness.run.inputs``); None: all of them."""
     if not isinstance(data, dict):
         raise InputError(f"a sweep configuration must be a table of keys, got {_type_name(data)}")
     valid = (*GRID_KEYS, *EXECUTION_KEYS)
@@ -204,7 +208,8 @@ def build_config(data: dict) -> SweepConfig:
     values = dict(data)
     _grid_values(values)
     _execution_values(values)
-    grid = Grid(**{k: v for k, v in values.items() if k in GRID_KEYS})
+    grid = resolve_inputs(Grid(**{k: v for k, v in values.items() if k in GRID_KEYS}),
+                          given=set(data) if explicit is None else explicit)
     config = SweepConfig(grid, Execution(**{k: v for k, v in values.items() if k in EXECUTION_KEYS}))
     _check_shapes(grid)
     return config
@@ -236,10 +241,6 @@ def _grid_values(values: dict) -> None:
         for item in values.get(key, []):
             if item not in valid:
                 raise InputError(f"unknown {SINGULAR[key]} {item!r}; valid {key}: {', '.join(valid)}")
-    inputs = values.get("inputs", Grid.inputs)
-    if not isinstance(inputs, str) or not inputs.strip():
-        raise _bad("inputs", inputs, "a non-empty string: random, smollm2 or the path of saved inputs",
-                   'inputs = "random" (--inputs random)')
     mee = values.get("max_error_elements", 1)
     if not _is_int(mee) or mee < 1:
         raise _bad("max_error_elements", mee, "an integer >= 1", "max_error_elements = 67108864")

@@ -97,12 +97,15 @@ def _tree_builder():
         prepared = prepare(variant, case)
         return prepared.fn, prepared.context, functools.partial(error_of, variant, case)
 
-    def error_of(variant, case) -> float | None:
-        """The forward output's relative error against this tree's float64 reference (None for a tree
-        from before the engine, which has no ``output_error``)."""
+    def error_of(variant, case) -> dict:
+        """The forward output's relative error against this tree's float64 reference and, for an
+        approximate pattern, its fidelity against global attention (each absent from a tree that lacks it)."""
         if measure_module is None:
-            return None
-        return measure_module.output_error(variant, case)["rel_error"]
+            return {}
+        out = {"rel_error": measure_module.output_error(variant, case)["rel_error"]}
+        if hasattr(measure_module, "fidelity_fields") and case.pattern != "global":
+            out["fidelity_out_rel_error"] = measure_module.fidelity_fields(case)["fidelity_out_rel_error"]
+        return out
 
     return discover, build
 
@@ -147,7 +150,7 @@ def gate_mode(job: dict) -> None:
                 if first and job.get("extras", True):  # warm, as in a sweep's row: one call's peak memory
                     extra["peak_mem_bytes"] = memory.peak_memory(fn, device)[0]
             if first and job.get("extras", True):
-                extra["rel_error"] = error_of()
+                extra.update(error_of())
             warm.add(i)
             _reply({"status": "ok", "median_s": t.median, "n": len(t.samples_s), **extra})
         except Exception as exc:  # a failing case is an answer; the worker goes on

