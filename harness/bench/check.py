@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.bench.fidelity import output_problem
+from harness.bench.fidelity import inputs_written, output_problem
 from harness.bench.inputs import make_qkv
 from harness.bench.prepare import prepare
 from harness.core.case import DTYPES, Case
@@ -35,6 +35,10 @@ class Shape:
     contiguous: bool = True
     kv_heads: int | None = None
     q_len: int | None = None
+    sinks: int = 3
+    stride: int = 3
+    globals: int = 2
+    topk: int = 7
 
     @property
     def doc_lens(self) -> tuple[int, ...]:
@@ -46,25 +50,39 @@ class Shape:
     def label(self) -> str:
         kv = f" Hkv={self.kv_heads}" if self.kv_heads not in (None, self.heads) else ""
         q = f" q_len={self.q_len}" if self.q_len not in (None, self.seq_len) else ""
+        extra = "".join(f" {name}={getattr(self, name)}" for name in ("sinks", "stride", "globals", "topk")
+                        if getattr(self, name) != getattr(Shape, name))  # the new patterns' parameters, if not default
         return (f"B={self.batch} H={self.heads}{kv} N={self.seq_len}{q} D={self.head_dim} w={self.window} "
-                f"s={self.segment}{'' if self.contiguous else ' non-contiguous'}")
+                f"s={self.segment}{extra}{'' if self.contiguous else ' non-contiguous'}")
 
 
 CHECK_SHAPES = (
     Shape(1, 1, 1, 64),                        # N = 1
-    Shape(1, 2, 10, 64),                       # N smaller than window, segment, block and chunk
+    Shape(1, 2, 10, 64, sinks=12, globals=11, topk=12),  # N smaller than window, segment, block, chunk, sinks...
     Shape(3, 4, 100, 80),                      # batch 3, odd head dim, N not a multiple of anything
-    Shape(2, 3, 67, 64, contiguous=False),     # transposed views
-    Shape(2, 4, 37, 32, kv_heads=1),           # multi-query heads
+    Shape(2, 3, 67, 64, contiguous=False, stride=2),  # transposed views
+    Shape(2, 4, 37, 32, kv_heads=1, sinks=6, stride=4),  # multi-query heads
     Shape(1, 8, 300, 128, kv_heads=2, q_len=3, window=400),  # decoding, group 4, window wider than the keys
-    Shape(1, 2, 40, 256, q_len=1),             # one query against the keys, head dim 256
+    Shape(1, 2, 40, 256, q_len=1, globals=5),  # one query against the keys, head dim 256
 )
 
 
 def pattern_for(kind: str, causal: bool, shape: Shape) -> Pattern:
-    return Pattern(kind, causal, window=shape.window if kind == "local" else None,
-                   segment=shape.segment if kind == "hierarchical" else None,
-                   doc_lens=shape.doc_lens if kind == "document" else None)
+    """The pattern ``kind`` with the parameters ``shape`` gives it (those it does not take are None)."""
+    return Pattern(kind, causal, window=shape.window, segment=shape.segment,
+                   doc_lens=shape.doc_lens if kind == "document" else None, sinks=shape.sinks, stride=shape.stride,
+                   globals=shape.globals, topk=shape.topk)
+
+
+def case_for(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: str = "float32", device: str = "cpu",
+             pass_: str = "fwd") -> Case:
+    """The case ``check_one`` holds ``variant`` to for one cell."""
+    pattern = pattern_for(kind, causal, shape)
+    return Case(variant=variant.name, pattern=kind, causal=causal, window=pattern.window, segment=pattern.segment,
+                device=device, dtype=dtype, batch=shape.batch, heads=shape.heads, seq_len=shape.seq_len,
+                head_dim=shape.head_dim, pass_=pass_, params=tuple(variant.params.items()),
+                kv_heads=shape.kv_heads, q_len=shape.q_len, doc_lens=pattern.doc_lens, sinks=pattern.sinks,
+                stride=pattern.stride, globals=pattern.globals, topk=pattern.topk)
 
 
 @dataclass
@@ -79,6 +97,7 @@ class CheckResult:
     reasons: list[str] = field(default_factory=list)
     tolerance: tuple[float, float] = (0.0, 0.0)
     exception: str | None = None  # the variant raised: "<type>: <first line of the message>"
+    wrong: str | None = None  # its output is not one (NaN, shape, dtype) or it wrote its inputs: why
 
     @property
     def skipped(self) -> bool:
@@ -86,7 +105,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        if self.exception is not None:
+        if self.exception is not None or self.wrong is not None:
             return False
         fwd_tol, grad_tol = self.tolerance
         return all(err <= (fwd_tol if name == "out" else grad_tol) for name, err in self.errors.items())
@@ -96,6 +115,8 @@ class CheckResult:
                  + (f" [{self.shape.label}]" if self.shape is not None else ""))
         if self.exception is not None:
             return f"{where}: raised {self.exception}"
+        if self.wrong is not None:
+            return f"{where}: {self.wrong}"
         errs = ", ".join(f"{k}={v:.2e}" for k, v in self.errors.items())
         return f"{where}: {errs} (tolerance fwd {self.tolerance[0]:g}, grad {self.tolerance[1]:g})"
 
@@ -104,10 +125,7 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
               device: str = "cpu", pass_: str = "fwd") -> CheckResult:
     pattern = pattern_for(kind, causal, shape)
     res = CheckResult(variant.name, pattern.label, shape, dtype, device, pass_, tolerance=TOLERANCES[dtype])
-    case = Case(variant=variant.name, pattern=kind, causal=causal, window=pattern.window, segment=pattern.segment,
-                device=device, dtype=dtype, batch=shape.batch, heads=shape.heads, seq_len=shape.seq_len,
-                head_dim=shape.head_dim, pass_=pass_, params=tuple(variant.params.items()),
-                kv_heads=shape.kv_heads, q_len=shape.q_len, doc_lens=pattern.doc_lens)
+    case = case_for(variant, kind, causal, shape, dtype, device, pass_)
     res.reasons = variant.not_supported_reasons(case)
     if res.reasons:
         return res
@@ -115,23 +133,25 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     inputs = make_qkv(case.shape, DTYPES[dtype], device, requires_grad=backward,
                       layout="contiguous" if shape.contiguous else "transposed", kv_shape=case.kv_shape)
     q, k, v = inputs.qkv()
+    made = [t.detach().clone() for t in (q, k, v)]  # as made: the reference's, and what the kernel must leave
     prepared = prepare(variant, case, inputs)  # the path sweeps time: constants bound, forward called directly
     with variant.timing_context(case), torch.set_grad_enabled(backward):
         out = prepared.kernel(q, k, v)
     problem = output_problem(out, q)  # the judgement a sweep's rows get (harness.bench.fidelity)
-    if problem is not None:
-        res.exception = problem
-        return res
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
-    if backward:
-        ref, ref_grads = reference_with_grads(q, k, v, pattern, grad_out)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(q)
+    if problem is None and backward:
         out.backward(grad_out)
+    res.wrong = inputs_written((q, k, v), made) or problem
+    if res.wrong is not None:
+        return res
+    if backward:
+        ref, ref_grads = reference_with_grads(*made, pattern, grad_out)
         res.errors["out"] = relative_error(out, ref)
         for name, t, g in zip(("dq", "dk", "dv"), (q, k, v), ref_grads):
             res.errors[name] = relative_error(t.grad, g)
     else:
         with torch.no_grad():
-            res.errors["out"] = relative_error(out, reference(q, k, v, pattern))
+            res.errors["out"] = relative_error(out, reference(*made, pattern))
     return res
 
 

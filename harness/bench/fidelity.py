@@ -5,7 +5,11 @@ within the dtype's tolerance (``harness.core.tolerances``). A row that fails is 
 
 In a sweep the check runs after timing, with the prepared kernel (its constants, its compiled
 function) on a second, distinct set of inputs (``CHECK_SEED``), so an output computed ahead of time
-or returned again from an earlier call cannot pass."""
+or returned again from an earlier call cannot pass. The reference is that of the inputs as made (a
+kernel that writes its inputs in place is ``wrong``, and never spoils the reference a later variant is
+judged by), and the kernel is called a second time on the same tensor objects holding new values
+(``FRESH_SEED``, written in place without a version bump), so a kernel that remembers its output per
+input tensor cannot pass either."""
 
 from __future__ import annotations
 
@@ -13,13 +17,14 @@ import math
 
 import torch
 
-from harness.bench.inputs import make_inputs
+from harness.bench.inputs import Inputs, make_inputs
 from harness.bench.prepare import Prepared, prepare
 from harness.core.case import Case
 from harness.core.reference import reference, reference_with_grads, relative_error
 from harness.core.tolerances import TOLERANCES
 
 CHECK_SEED = 271828  # the check's inputs: neither the timed ones (seed 0) nor the compile call's
+FRESH_SEED = CHECK_SEED + 1  # the values written into the check's tensors for its second call
 
 
 def output_problem(out, q: torch.Tensor) -> str | None:
@@ -46,18 +51,30 @@ def error_problem(name: str, error: float, dtype: str, backward: bool) -> str | 
     return None
 
 
-class ReferenceCache:
-    """Keeps the last few float64 references (output, and gradients for fwd_bwd): the check's inputs
-    depend only on the shape, so one reference serves every variant of it."""
+def inputs_written(given, made) -> str | None:
+    """Why the tensors handed to a kernel (q, k, v) no longer hold the values they were made with
+    (``made``: copies taken before the call), or None."""
+    names = [name for name, t, want in zip("qkv", given, made) if not torch.equal(t.detach(), want)]
+    return f"modified its inputs in place ({', '.join(names)})" if names else None
 
-    def __init__(self, size: int = 2) -> None:
+
+class ReferenceCache:
+    """Keeps the last few float64 references (output, and gradients when asked): the check's inputs
+    depend only on the shape and the seed, so one reference serves every variant of it. A reference
+    is built from the inputs as made, never from tensors a kernel has been handed."""
+
+    def __init__(self, size: int = 4) -> None:
         self.size, self._items = size, {}
 
-    def get(self, case: Case, inputs) -> tuple[torch.Tensor, tuple | None]:
-        key = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device, case.pass_)
+    def get(self, case: Case, inputs: Inputs, seed: int = CHECK_SEED,
+            grads: bool | None = None) -> tuple[torch.Tensor, tuple | None]:
+        """The reference of ``inputs`` (``make_inputs(case, seed)``'s values); with the gradients of
+        ``inputs.grad_out`` when ``grads`` (default: for fwd_bwd)."""
+        grads = case.pass_ == "fwd_bwd" if grads is None else grads
+        key = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device, grads, seed)
         if key not in self._items:
             q, k, v = (t.detach() for t in inputs.qkv())
-            if case.pass_ == "fwd_bwd":
+            if grads:
                 self._items[key] = reference_with_grads(q, k, v, case.pattern_obj, inputs.grad_out)
             else:
                 with torch.no_grad():
@@ -67,35 +84,70 @@ class ReferenceCache:
         return self._items[key]
 
 
-def check_prepared(prepared: Prepared, cache: ReferenceCache | None = None) -> dict:
-    """Run ``prepared``'s kernel once on fresh inputs (``CHECK_SEED``) and judge it. Returns the error
-    columns of a row (``rel_error``; ``grad_rel_error``, the worst of dq, dk, dv, for fwd_bwd) and
-    ``wrong``: the reason it fails, or None."""
-    case = prepared.case
-    inputs = make_inputs(case, seed=CHECK_SEED)
-    q, k, v = inputs.qkv()
-    backward = case.pass_ == "fwd_bwd"
-    with prepared.context(), torch.set_grad_enabled(backward):
-        out = prepared.kernel(q, k, v)
-        problem = output_problem(out, q)
+def _call(prepared: Prepared, given: tuple, made, grad_out: torch.Tensor | None):
+    """One call of the kernel on ``given`` in its context (and, with ``grad_out``, its backward):
+    (out, grads or None, why it is wrong so far or None). ``made``: the values ``given`` must keep."""
+    with prepared.context(), torch.set_grad_enabled(prepared.case.pass_ == "fwd_bwd"):
+        out = prepared.kernel(*given)
+        problem = inputs_written(given, made) or output_problem(out, given[0])
         grads = None
-        if problem is None and backward:
-            grads = torch.autograd.grad(out, (q, k, v), inputs.grad_out)
+        if problem is None and grad_out is not None:
+            grads = torch.autograd.grad(out, given, grad_out)
+            problem = inputs_written(given, made)  # its backward wrote them
+    return out, grads, problem
+
+
+def check_prepared(prepared: Prepared, cache: ReferenceCache | None = None) -> dict:
+    """Run ``prepared``'s kernel on fresh inputs (``CHECK_SEED``) and judge it; if it passes, write new
+    values (``FRESH_SEED``) into the same tensors and judge its output once more. Returns the error
+    columns of a row (``rel_error``, of the first call; ``grad_rel_error``, the worst of dq, dk, dv,
+    for fwd_bwd) and ``wrong``: the reason it fails, or None. The timed inputs are not touched."""
+    case = prepared.case
+    cache = cache or ReferenceCache(2)
+    backward = case.pass_ == "fwd_bwd"
+    inputs = make_inputs(case, seed=CHECK_SEED)
+    given = inputs.qkv()
+    made = Inputs(*(t.detach().clone() for t in given), grad_out=inputs.grad_out)  # as made, kept from the kernel
+    out, grads, problem = _call(prepared, given, made.qkv(), inputs.grad_out if backward else None)
     if problem is not None:
         return {"rel_error": None, "grad_rel_error": None, "wrong": problem}
-    ref, ref_grads = (cache or ReferenceCache(1)).get(case, inputs)
+    ref, ref_grads = cache.get(case, made, CHECK_SEED)
     fields = {"rel_error": relative_error(out.detach(), ref), "grad_rel_error": None}
     problems = [error_problem("output", fields["rel_error"], case.dtype, False)]
     if backward:
-        problems += [f"{name} {p}" for name, g, t in zip(("dq", "dk", "dv"), grads, (q, k, v))
+        problems += [f"{name} {p}" for name, g, t in zip(("dq", "dk", "dv"), grads, given)
                      if (p := output_problem(g, t))]
         if not any(problems[1:]):
             errors = {name: relative_error(g, want) for name, g, want in zip(("dq", "dk", "dv"), grads, ref_grads)}
             worst = max(errors, key=lambda n: errors[n] if math.isfinite(errors[n]) else math.inf)
             fields["grad_rel_error"] = errors[worst]
             problems.append(error_problem(worst, errors[worst], case.dtype, True))
-    fields["wrong"] = next((p for p in problems if p), None)
+    del out, grads
+    fields["wrong"] = next((p for p in problems if p), None) or _second_call(prepared, given, ref, cache)
     return fields
+
+
+def _second_call(prepared: Prepared, given: tuple, first_ref: torch.Tensor, cache: ReferenceCache) -> str | None:
+    """Write new values into the check's own tensors (same objects, storage, strides and version
+    counters; through ``.data``, so no autograd graph or version records it) and call the kernel again
+    (same shapes and grad mode: a compiled kernel does not recompile). Why its output is not that of
+    the new values, or None."""
+    case = prepared.case
+    fresh = make_inputs(case, seed=FRESH_SEED)
+    with torch.no_grad():
+        for t, new in zip(given, fresh.qkv()):
+            t.data.copy_(new.detach())
+    out, _, problem = _call(prepared, given, [t.detach() for t in fresh.qkv()], None)
+    if problem is not None:
+        return f"{problem} (on a second call, with new input values)"
+    ref, _ = cache.get(case, fresh, FRESH_SEED, grads=False)
+    error = relative_error(out.detach(), ref)
+    problem = error_problem("output", error, case.dtype, False)
+    if problem is None:
+        return None
+    if error_problem("output", relative_error(out.detach(), first_ref), case.dtype, False) is None:
+        return "returned an earlier call's output for new input values (second call, same tensors)"
+    return f"{problem} (on a second call, with new input values)"
 
 
 def check_case(variant, case: Case, twin: Case, prepared: Prepared | None,

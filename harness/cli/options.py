@@ -49,6 +49,8 @@ def check_out_dir(out: str | None) -> None:
 
     path = Path(out)
     hint = "hint: --out results/my-run (a new or empty folder)"
+    if not out.strip():
+        raise InputError(f"--out is empty ({out!r}); {hint}")
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {out!r} is a file, not a folder; {hint}")
     try:
@@ -114,14 +116,18 @@ def _segments(text: str) -> list[int | str]:
     return out
 
 
-def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick"):
-    """Preset or --config TOML, then every axis override from the command line, into a frozen config."""
+def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick", base: dict | None = None):
+    """Preset or --config TOML (or ``base``: a resumed run's stored sweep, when neither is given), then
+    every axis override from the command line, into a frozen config."""
     from harness.run.validate import build_config, load_toml  # lazy: start-up
 
     if args.preset and args.config:
         raise InputError("give --preset or --config, not both; hint: --config my.toml alone (start it from a copy "
                          "of a preset in harness/run/presets/)")
-    data = load_toml(args.config, False) if args.config else load_toml(args.preset or default_preset, True)
+    if base is not None and not (args.preset or args.config):
+        data = dict(base)
+    else:
+        data = load_toml(args.config, False) if args.config else load_toml(args.preset or default_preset, True)
     preset_keys = set() if args.config else set(data)  # what the user did not set: real inputs may reshape it
     for key, flag in _INT_AXES.items():
         value = getattr(args, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from harness.cli.options import (
     add_executor_options,
@@ -20,7 +21,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = execution_options(args)
     if args.resume:
         # Execution flags change how the remaining cases run; a grid flag must agree with the run's grid.
-        config = sweep_config_from_args(args) if grid_overrides(args) else None
+        config = None
+        if grid_overrides(args):  # the run's own sweep with the flags given: only those are compared
+            from harness.store.load import read_meta
+
+            stored = read_meta(Path(args.resume), "cannot resume").get("sweep")
+            config = sweep_config_from_args(args, base=stored if isinstance(stored, dict) else None)
         run_dir = run_sweep(config, out=args.out, resume=args.resume, quiet=args.quiet, options=options)
     else:
         config = sweep_config_from_args(args)

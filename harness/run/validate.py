@@ -231,6 +231,9 @@ def _grid_values(values: dict) -> None:
         values["dtypes"] = ["float16"] if device == "cuda" else ["float32"]
     registry = discover()
     variants = list(values.get("variants", ["all"]))
+    if "all" in variants and variants != ["all"]:
+        raise InputError(f"variants {variants} mix 'all' with names; 'all' stands alone; hint: --variants all, or "
+                         "list the names (attnbench list shows them)")
     if variants == ["all"]:
         variants = list(registry)
     for name in variants:

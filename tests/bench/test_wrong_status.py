@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from harness.bench.check import Shape, check_one
-from harness.bench.fidelity import check_prepared, error_problem, output_problem
+from harness.bench.fidelity import ReferenceCache, check_prepared, error_problem, output_problem
 from harness.bench.prepare import prepare
 from harness.core.case import Case
-from harness.core.registry import get_variant
+from harness.core.registry import Variant, get_variant
 from harness.run.sweep import run_sweep
 from harness.run.validate import build_config
 from harness.store.load import load_run
@@ -78,7 +78,7 @@ def test_check_and_a_sweep_agree(misbehave_plugin, tmp_path):
     assert check_one(get_variant(misbehave_plugin, mode="ok"), "global", False, Shape(1, 2, 32, 16)).ok
     assert sweep_of(misbehave_plugin, tmp_path, "scaled").loc[(misbehave_plugin, "fwd")].status == "wrong"
     nan = check_one(get_variant(misbehave_plugin, mode="nan"), "global", False, Shape(1, 2, 32, 16))
-    assert not nan.ok and "non-finite" in nan.exception
+    assert not nan.ok and nan.exception is None and "non-finite" in nan.wrong  # wrong, not "raised"
 
 
 def test_the_judgement_itself():
@@ -90,3 +90,99 @@ def test_the_judgement_itself():
     assert "tolerance" in error_problem("output", 1e-3, "float32", False)
     assert error_problem("dq", 5e-5, "float32", True) is None  # gradients have their own tolerance
     assert "nan" in error_problem("output", float("nan"), "float32", False)
+
+
+class _WritesK(Variant):
+    """Zeroes k in place, then attends: uniform attention (the mean of v), the reference of what it
+    leaves. Differentiable, so its fwd_bwd is timed like any other."""
+
+    name = "test_writes_k"
+    patterns = ("global",)
+
+    def forward(self, q, k, v, pattern):
+        with torch.no_grad():
+            k.zero_()
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+
+
+class _Memo(Variant):
+    """Right on a first call; then the output it computed for the same tensors (identity, storage and
+    version), whatever they hold now."""
+
+    name = "test_memo_unit"
+    patterns = ("global",)
+
+    def forward(self, q, k, v, pattern):
+        key = (id(q), q.data_ptr(), k.data_ptr(), v.data_ptr(), q._version, k._version, v._version)
+        memo = self.__dict__.setdefault("memo", {})
+        if key not in memo:
+            memo.clear()
+            memo[key] = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+        return memo[key]
+
+
+class _OutBuffer(Variant):
+    """Right, written into one output buffer it returns on every call: not a memo, and not wrong."""
+
+    name = "test_out_buffer"
+    patterns = ("global",)
+    backward = False
+
+    def forward(self, q, k, v, pattern):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=pattern.causal)
+        buf = self.__dict__.setdefault("buf", torch.empty_like(out))
+        return buf.copy_(out)
+
+
+@pytest.fixture
+def cheats(monkeypatch):
+    from harness.core.registry import REGISTRY
+
+    for cls in (_WritesK, _Memo, _OutBuffer):
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
+
+
+def _case(name: str, pass_: str) -> Case:
+    return Case(name, seq_len=24, heads=2, head_dim=8, pass_=pass_)
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
+def test_a_kernel_that_writes_its_inputs_is_wrong_and_spoils_no_reference(cheats, pass_):
+    cache = ReferenceCache()
+    fields = check_prepared(prepare(_WritesK(), _case(_WritesK.name, pass_)), cache)
+    assert fields["wrong"] == "modified its inputs in place (k)", fields["wrong"]
+    honest = check_prepared(prepare(get_variant("naive"), _case("naive", pass_)), cache)  # same shape, same cache
+    assert honest["wrong"] is None and honest["rel_error"] < 1e-5, honest
+
+
+def test_a_sweep_calls_the_writer_wrong_and_the_next_variant_ok(cheats, tmp_path):
+    cfg = build_config({**QUICK, "variants": [_WritesK.name, "naive"], "passes": ["fwd", "fwd_bwd"]})
+    df = load_run(run_sweep(cfg, out=tmp_path / "r", quiet=True))[0].set_index(["variant", "pass"])
+    for pass_ in ("fwd", "fwd_bwd"):
+        row = df.loc[(_WritesK.name, pass_)]
+        assert row.status == "wrong" and "modified its inputs in place (k)" in row.reason, row.reason
+        assert df.loc[("naive", pass_)].status == "ok", df.loc[("naive", pass_)].reason
+
+
+def test_check_names_the_input_written():
+    res = check_one(_WritesK(), "global", False, Shape(1, 2, 32, 16), pass_="fwd_bwd")
+    assert not res.ok and res.exception is None and res.wrong == "modified its inputs in place (k)"
+    assert "raised" not in res.describe()
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
+def test_a_kernel_that_returns_its_output_for_the_same_tensors_again_is_wrong(cheats, pass_):
+    fields = check_prepared(prepare(_Memo(), _case(_Memo.name, pass_)))
+    assert fields["wrong"] is not None and "earlier call's output for new input values" in fields["wrong"]
+    assert fields["rel_error"] < 1e-5  # its first call was right
+
+
+def test_an_output_buffer_reused_on_every_call_is_not_a_memo(cheats):
+    assert check_prepared(prepare(_OutBuffer(), _case(_OutBuffer.name, "fwd")))["wrong"] is None
+
+
+def test_the_second_call_leaves_the_timed_inputs_alone():
+    prepared = prepare(get_variant("naive"), _case("naive", "fwd"))
+    before = [t.clone() for t in prepared.inputs.qkv()]
+    assert check_prepared(prepared)["wrong"] is None
+    assert all(torch.equal(t, b) for t, b in zip(prepared.inputs.qkv(), before))

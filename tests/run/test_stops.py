@@ -118,7 +118,7 @@ def test_tables_are_replaced_whole(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, words", [
     (["--seq-lens", "64,,128"], ["--seq-lens", "empty item", "'64,,128'"]),
     (["--variants", "naive,"], ["--variants", "empty item"]),
-    (["--batch", "2.5"], ["--batch", "'2.5'", "--batch 1,4"]),
+    (["--batch", "2.5"], ["--batch", "'2.5'", "whole numbers only, e.g. --batch 2"]),
     (["--passes", "bwd"], ["unknown pass 'bwd'"]),
 ])
 def test_list_items_and_hints(tmp_path, capsys, argv, words):
