@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.bench.fidelity import inputs_written, output_problem
+from harness.bench.verify import inputs_written, output_problem
 from harness.bench.inputs import make_qkv
 from harness.bench.prepare import prepare
 from harness.core.case import DTYPES, Case
@@ -137,7 +137,7 @@ def check_one(variant: Variant, kind: str, causal: bool, shape: Shape, dtype: st
     prepared = prepare(variant, case, inputs)  # the path sweeps time: constants bound, forward called directly
     with variant.timing_context(case), torch.set_grad_enabled(backward):
         out = prepared.kernel(q, k, v)
-    problem = output_problem(out, q)  # the judgement a sweep's rows get (harness.bench.fidelity)
+    problem = output_problem(out, q)  # the judgement a sweep's rows get (harness.bench.verify)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(q)
     if problem is None and backward:
         out.backward(grad_out)

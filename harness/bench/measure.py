@@ -1,4 +1,4 @@
-"""Measuring one case: time, peak memory, whether its output is right (harness.bench.fidelity); and,
+"""Measuring one case: time, peak memory, whether its output is right (harness.bench.verify); and,
 once per cell (``fidelity_fields``), for an approximate pattern what it gives up against global
 attention (harness.bench.quality).
 
@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from harness.bench.fidelity import ReferenceCache, check_case
+from harness.bench.verify import ReferenceCache, check_case
 from harness.bench.host import gpu_state, host_busy, snapshot
 from harness.bench.memory import peak_memory
 from harness.bench.inputs import make_inputs, pattern_perplexity, source_of
@@ -83,7 +83,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     rec["bytes_per_s"] = case.bytes / timing.median if timing.median > 0 else None
     rec["bandwidth_bytes_per_s"] = bandwidth
     rec["bandwidth_fraction"] = rec["bytes_per_s"] / bandwidth if bandwidth and rec["bytes_per_s"] else None
-    if measure_error:  # after timing, on fresh inputs: harness.bench.fidelity
+    if measure_error:  # after timing, on fresh inputs: harness.bench.verify
         checked = check_case(variant, case, error_twin(case, max_error_elements), prepared, ref_cache)
         wrong = checked.pop("wrong")
         rec.update(checked)

@@ -16,7 +16,7 @@ import torch
 from harness.analysis.trust import MIN_CALLS, row_flags, worth_remeasuring
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
-from harness.bench.fidelity import ReferenceCache
+from harness.bench.verify import ReferenceCache
 from harness.bench.measure import fidelity_fields, measure
 from harness.bench.quality import FidelityCache
 from harness.core.case import Case

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.bench.check import Shape, check_one
-from harness.bench.fidelity import ReferenceCache, check_prepared, error_problem, output_problem
+from harness.bench.verify import ReferenceCache, check_prepared, error_problem, output_problem
 from harness.bench.prepare import prepare
 from harness.core.case import Case
 from harness.core.registry import Variant, get_variant

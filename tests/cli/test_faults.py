@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.bench.check import Shape, check_one
-from harness.bench.fidelity import ReferenceCache, check_prepared
+from harness.bench.verify import ReferenceCache, check_prepared
 from harness.bench.prepare import prepare
 from harness.core.case import Case
 from harness.core.registry import REGISTRY, Variant, get_variant
