@@ -13,6 +13,7 @@ times its first pass.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 TRUST_BUDGET_FRACTION = 1.0  # the default --trust-budget
@@ -35,9 +36,14 @@ class TrustBudget:
         if self.first_pass:
             self.base_s += max(0.0, seconds)
 
+    @classmethod
+    def unlimited(cls) -> "TrustBudget":
+        """A budget that never refuses (callers that measure again on their own terms)."""
+        return cls(math.inf)
+
     @property
     def allowed_s(self) -> float:
-        return self.fraction * self.base_s
+        return math.inf if math.isinf(self.fraction) else self.fraction * self.base_s
 
     def left_s(self) -> float:
         return self.allowed_s - self.spent_s
@@ -61,7 +67,7 @@ class TrustBudget:
     def summary(self) -> dict:
         """JSON-ready: run.json's ``trust.budget``."""
         return {"fraction": self.fraction, "first_pass_s": round(self.base_s, 1),
-                "allowed_s": round(self.allowed_s, 1), "spent_s": round(self.spent_s, 1),
+                "allowed_s": None if math.isinf(self.allowed_s) else round(self.allowed_s, 1), "spent_s": round(self.spent_s, 1),
                 "refused": self.refused, "spent": self.refused > 0}
 
     def merge(self, earlier: dict | None) -> None:

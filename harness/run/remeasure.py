@@ -2,14 +2,14 @@
 suspects, and the end-of-run re-check of cells their own evidence still flags. Each new measurement
 is journaled as a row that supersedes the cell's old one, so Ctrl-C keeps what was re-measured.
 The cross-cell re-measurements and the re-check (its waits included) draw on the run's trust budget
-(``cells.runner.budget``, harness.run.budget); rounds the user asked for do not."""
+(``cells.budget``, harness.run.budget); rounds the user asked for do not."""
 
 from __future__ import annotations
 
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done
 from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_calibration, cross_suspects,
@@ -17,6 +17,7 @@ from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_ca
 from harness.core.case import Case
 from harness.run.executors import torch_threads
 from harness.run.figures import against
+from harness.run.budget import TrustBudget
 from harness.run.progress import Progress, say
 from harness.run.quiet import QuietWaiter
 
@@ -31,6 +32,7 @@ class Cells:
     record: Callable[[Case, dict, float], None]  # journals a row and appends it to ``rows``
     meta: dict
     quiet: bool
+    budget: TrustBudget = field(default_factory=TrustBudget.unlimited)  # the run's (harness.run.budget)
 
     def best_cal(self, row: dict) -> float | None:
         """The run's best calibration so far, among those timed on ``row``'s torch threads."""
@@ -77,7 +79,7 @@ def remeasure_suspects(cells: Cells) -> None:
     suspects = cross_suspects(rows)
     if suspects:
         say(cells.quiet, f"re-measuring {len(suspects)} cell(s) a cross-cell check suspects")
-    budget = cells.runner.budget
+    budget = cells.budget
     for i, reason in sorted(suspects.items()):
         if not budget.allows():
             say(cells.quiet, "the run's trust budget is spent: the other suspected cells keep their flags")
@@ -114,7 +116,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
     candidates = [i for i, r in enumerate(rows)
                   if r.get("status") == "ok" and RECHECK not in str(r.get("remeasured_for") or "")]
     wait = QuietWaiter(wait_s, log=lambda msg: say(cells.quiet, msg))
-    budget = cells.runner.budget
+    budget = cells.budget
     rechecks = dict.fromkeys(candidates, 0)
     try:
         for attempt in itertools.count(1):  # a pass per round of re-checks

@@ -187,7 +187,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
             progress.close()  # one live bar at a time: the rounds show their own
         budget.first_pass = False
         if _local(meta):  # not for a Ray run, even a resume with nothing left to send
-            cells = Cells(rows, {c.id: c for c in cases}, runner, record, meta, quiet)
+            cells = Cells(rows, {c.id: c for c in cases}, runner, record, meta, quiet, budget)
             took = time.perf_counter() - started
             with phase("rounds"):
                 more_rounds(cells, ex.rounds)
