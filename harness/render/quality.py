@@ -220,6 +220,31 @@ def within_table(cheap: pd.DataFrame, per_layer: bool = False, varying=(), table
     return html_table(view, cols, table_id=table_id)
 
 
+def oracle_gap_table(confs: pd.DataFrame, varying=()):
+    """Each approximate configuration's output error beside the top-k oracle's with the same keys per
+    query (``fidelity_topk_out_rel_error``): how far the pattern is from the best any sparse pattern of
+    its budget could keep. None when no row has the oracle's figure."""
+    col = "fidelity_topk_out_rel_error"
+    if col not in confs.columns:
+        return None
+    rows = confs[pd.to_numeric(confs[col], errors="coerce").notna()].copy()
+    if rows.empty:
+        return None
+    err = pd.to_numeric(rows["fidelity_out_rel_error"], errors="coerce")
+    oracle = pd.to_numeric(rows[col], errors="coerce")
+    rows["gap"] = (err / oracle.where(oracle > 0)).astype(float)
+    rows["configuration"] = [config_label(r) for r in rows.to_dict("records")]
+    rows["problem"] = [problem_label(r, varying) for r in rows.to_dict("records")]
+    rows["layer"] = [("" if not _present(v) else f"layer {int(v)}") for v in rows["inputs_layer"]]
+    rows = rows.sort_values(["problem", "inputs", "layer", "gap"], kind="stable")
+    cols = [Col("problem", "shape"), Col("inputs", "inputs"), Col("layer", "layer"),
+            Col("configuration", "configuration"),
+            Col("fidelity_out_rel_error", "output error (%)", lambda v: fmt_num(to_pct(v)), True),
+            Col(col, "top-k oracle, same budget (%)", lambda v: fmt_num(to_pct(v)), True),
+            Col("gap", "error / oracle", lambda v: fmt_ratio(v), True)]
+    return html_table(rows, cols, table_id="oracle-gap")
+
+
 def perplexities(metas) -> list[str]:
     """The dense (global attention) perplexity of each run's model inputs (run.json ``inputs``)."""
     lines = []
@@ -256,4 +281,5 @@ def quality_section(frame: pd.DataFrame, metas=()) -> dict | None:
                 [k for k in ("pattern", "window", "segment", "sinks", "stride", "globals", "topk", "causal")]))),
             "sources": _sources(confs), "overall": within_table(cheap, False, varying, "cheapest-within"),
             "per_layer": within_table(cheap, True, varying, "cheapest-within-layers") if has_layers else None,
+            "oracle": oracle_gap_table(confs, varying),
             "perplexity": perplexities(metas)}

@@ -125,6 +125,9 @@ def test_the_report_has_the_section_after_which_to_use_and_before_the_scaling_pl
     text = _text(section)
     assert f"{SMOLLM2} (run run-q): dense perplexity 12" in text
     assert 'id="cheapest-within"' in section and 'id="cheapest-within-layers"' in section
+    gap = section[section.index('id="oracle-gap"'):]
+    gap = gap[:gap.index("</table>")]
+    assert "top-k oracle, same budget (%)" in gap and "4x" in _text(gap)  # fixture: error = 4 x the oracle's
 
 
 def test_which_to_use_carries_the_winners_fidelity(frame, page):
