@@ -7,6 +7,16 @@ import torch
 torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _brief_machine_figures(monkeypatch):
+    """In-process sweeps measure the machine's ceilings as always, only briefly (0.05 s each, a 32 MiB
+    copy): a tiny test sweep's figures would otherwise take longer than its cells."""
+    from harness.bench import machine
+
+    monkeypatch.setattr(machine.matmul_flops_per_s, "__defaults__", (0.05,))
+    monkeypatch.setattr(machine.copy_bytes_per_s, "__defaults__", (0.05, 2**25))
+
+
 @pytest.fixture(scope="session")
 def registry():
     from harness.core.registry import discover
