@@ -25,9 +25,10 @@ def load(tiny, path=None, **kw):
 
 @pytest.fixture(autouse=True)
 def fresh_memo():
-    smollm2._model.cache_clear()
+    memo = smollm2._model  # the memoized loader itself: a test may monkeypatch the name
+    memo.cache_clear()
     yield
-    smollm2._model.cache_clear()
+    memo.cache_clear()
 
 
 def test_reader_reads_hyper_parameters_from_metadata(tiny):
