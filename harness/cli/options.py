@@ -240,7 +240,7 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--trust-budget", dest="trust_budget", type=float, metavar="F",
                    help="re-measuring flagged cells and waiting for quiet (--retries, the cross-cell checks and "
                         "the re-check, with their waits) may take, in all, F times the time the run spent measuring "
-                        "its cells once; then the cells still flagged keep their flags (default 1.0; 0: none)")
+                        "its cells once; then the cells still flagged keep their flags (default: unbounded; 0: none)")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "

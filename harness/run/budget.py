@@ -1,8 +1,9 @@
 """One budget for what a run spends to earn trust beyond measuring each cell once.
 
 Re-measuring a cell its own evidence flags, the cross-cell re-measurements, the end-of-run re-check
-and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``) times the
-seconds the run spent measuring its cells the first time, so it grows with the run. While some is
+and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``; by default
+none is set and the budget is unbounded) times the seconds the run spent measuring its cells the
+first time, so it grows with the run. While some is
 left they go on as before; once it is spent, no more is measured or waited for, the cells still
 flagged stay flagged (honestly), and run.json's ``trust.budget`` says how much was spent and how
 many re-measurements it refused. On a quiet machine little is flagged and the budget is hardly
@@ -16,7 +17,7 @@ import contextlib
 import math
 import time
 
-TRUST_BUDGET_FRACTION = 1.0  # the default --trust-budget
+TRUST_BUDGET_FRACTION = None  # the default --trust-budget: unbounded (a bound is asked for by the user)
 
 
 class TrustBudget:
@@ -24,8 +25,8 @@ class TrustBudget:
 
     ``clock`` is injectable (tests use a fake clock)."""
 
-    def __init__(self, fraction: float = TRUST_BUDGET_FRACTION, clock=time.perf_counter) -> None:
-        self.fraction, self.clock = fraction, clock
+    def __init__(self, fraction: float | None = TRUST_BUDGET_FRACTION, clock=time.perf_counter) -> None:
+        self.fraction, self.clock = (math.inf if fraction is None else fraction), clock
         self.base_s = self.spent_s = 0.0
         self.refused = 0
         self.first_pass = True  # the run is measuring its cells the first time (the sweep ends it)
@@ -66,7 +67,7 @@ class TrustBudget:
 
     def summary(self) -> dict:
         """JSON-ready: run.json's ``trust.budget``."""
-        return {"fraction": self.fraction, "first_pass_s": round(self.base_s, 1),
+        return {"fraction": None if math.isinf(self.fraction) else self.fraction, "first_pass_s": round(self.base_s, 1),
                 "allowed_s": None if math.isinf(self.allowed_s) else round(self.allowed_s, 1), "spent_s": round(self.spent_s, 1),
                 "refused": self.refused, "spent": self.refused > 0}
 

@@ -280,7 +280,7 @@ def _execution_values(values: dict) -> None:
     if share is not None and (not _is_number(share) or not math.isfinite(share) or share < 0):
         raise _bad("trust_budget", share, "a finite number >= 0",
                    "trust_budget = 1.0 (--trust-budget 1: re-measuring and waiting for quiet may take as long as "
-                   "the first pass; 0: none)")
+                   "the first pass; 0: none; unset: unbounded)")
     if share is not None:
         values["trust_budget"] = float(share)
     allocator = values.get("allocator", Execution.allocator)
