@@ -225,7 +225,7 @@ def compare_runs(base_df: pd.DataFrame, base_meta: dict, new_df: pd.DataFrame, n
             rec["verdict"] = "untrusted"
             rec["reason"] = "; ".join(f"{side}: {', '.join(json.loads(f)) if isinstance(f, str) and f else 'flagged'}"
                                       for side, f in flagged)
-        rec.update(fidelity_fields(b, n))
+        rec.update(_fidelity_columns(b, n))
         problem = output_problem(b.get("rel_error"), n.get("rel_error"), n.get("dtype"))
         if problem:  # whatever the time
             rec.update(verdict="wrong", reason=problem)
@@ -280,7 +280,7 @@ def fidelity_verdict(base: float | None, new: float | None) -> str | None:
     return "better" if base > new * factor and base - new > floor else "same"
 
 
-def fidelity_fields(b: dict, n: dict) -> dict:
+def _fidelity_columns(b: dict, n: dict) -> dict:
     """The compare columns of the first fidelity figure (``FIDELITY_KEYS``) either row has."""
     for key in FIDELITY_KEYS:
         base, new = _num(b.get(key)), _num(n.get(key))

@@ -90,30 +90,21 @@ def _int_hint(flag: str, item: str) -> str:
     return f"{flag} {_EXAMPLES[flag]}"
 
 
+def _int_item(item: str, flag: str, what: str = "integers") -> int:
+    try:
+        return int(item)
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated {what}, got {item!r}; hint: {_int_hint(flag, item)}") from None
+
+
 def _ints(text: str, flag: str) -> list[int]:
-    out = []
-    for item in _split(text, flag) or []:
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise InputError(f"{flag} takes comma-separated integers, got {item!r}; hint: "
-                             f"{_int_hint(flag, item)}") from None
-    return out
+    return [_int_item(item, flag) for item in _split(text, flag) or []]
 
 
 def _segments(text: str) -> list[int | str]:
     """--segment: comma-separated segment lengths of the hierarchical pattern, each an integer or sqrt."""
-    out: list[int | str] = []
-    for item in _split(text, "--segment") or []:
-        if item.lower() == "sqrt":
-            out.append("sqrt")
-            continue
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise InputError(f"--segment takes comma-separated integers or sqrt, got {item!r}; hint: "
-                             f"{_int_hint('--segment', item)}") from None
-    return out
+    return ["sqrt" if item.lower() == "sqrt" else _int_item(item, "--segment", "integers or sqrt")
+            for item in _split(text, "--segment") or []]
 
 
 def sweep_config_from_args(args: argparse.Namespace, default_preset: str = "quick", base: dict | None = None):

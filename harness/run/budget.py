@@ -57,6 +57,15 @@ class TrustBudget:
         return False
 
     @contextlib.contextmanager
+    def first_measurement(self):
+        """Time a cell's first measurement and grow the budget by it (``add_base``)."""
+        t0 = self.clock()
+        try:
+            yield
+        finally:
+            self.add_base(self.clock() - t0)
+
+    @contextlib.contextmanager
     def spend(self):
         """Charge the time spent inside to the budget (Ctrl-C too)."""
         t0 = self.clock()

@@ -83,9 +83,8 @@ class InProcess:
         for attempt in range(self.config.execution.retries + 1):
             if attempt and not self.budget.allows():
                 break
-            t0 = self.budget.clock()
             try:
-                with self.budget.spend() if attempt else contextlib.nullcontext():
+                with self.budget.spend() if attempt else self.budget.first_measurement():
                     if attempt:
                         self._wait_for_quiet(case.device)
                     with Alarm(self.config.execution.timeout_s):
@@ -97,8 +96,6 @@ class InProcess:
                 if not attempts:
                     raise
                 break
-            if not attempt:
-                self.budget.add_base(self.budget.clock() - t0)
             cal, threads = rec.get("calibration_s"), torch.get_num_threads()
             if cal:
                 self.best_calibration[threads] = min(self.best_calibration.get(threads, cal), cal)
@@ -157,10 +154,9 @@ class Isolated:
         job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings}
         worker = None
         try:
-            t0 = self.budget.clock()
-            worker = WorkerProcess(HARNESS_ROOT, job)
-            metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
-            self.budget.add_base(self.budget.clock() - t0)
+            with self.budget.first_measurement():
+                worker = WorkerProcess(HARNESS_ROOT, job)
+                metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
             return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}

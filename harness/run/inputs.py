@@ -23,9 +23,13 @@ def _max_len(grid) -> int:
     return max(grid.kv_lens or grid.seq_lens)
 
 
+def _load(grid, spec: str):
+    return use_source(spec, tuple(grid.layers), _max_len(grid))
+
+
 def real_sources(grid) -> list:
     """The grid's real input sources, loaded (once per process)."""
-    return [use_source(spec, tuple(grid.layers), _max_len(grid)) for spec in grid.inputs if spec != "random"]
+    return [_load(grid, spec) for spec in grid.inputs if spec != "random"]
 
 
 def resolve_inputs(grid, given: set[str]):
@@ -62,7 +66,7 @@ def input_layers(grid) -> list[tuple[str, int | None]]:
         if spec == "random":
             out.append(("random", None))
         else:
-            source = use_source(spec, tuple(grid.layers), _max_len(grid))
+            source = _load(grid, spec)
             out += [(source.id, layer) for layer in source.layers]
     return out
 

@@ -260,6 +260,16 @@ def _grid_values(values: dict) -> None:
             values[key] = tuple(values[key])
 
 
+def _optional_number(values: dict, key: str, expected: str, example: str) -> None:
+    """``values[key]``, when set, as a float: finite and >= 0, else a one-line error naming it."""
+    value = values.get(key)
+    if value is None:
+        return
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise _bad(key, value, expected, example)
+    values[key] = float(value)
+
+
 def _execution_values(values: dict) -> None:
     for key in ("budget_s", "timeout_s"):
         if key in values:
@@ -269,20 +279,12 @@ def _execution_values(values: dict) -> None:
                                          "only at the start and the end)")
     _count(values, "recheck_retries", 0, "recheck_retries = 2 (--recheck-retries 2; 0: no end-of-run re-check)")
     _count(values, "rounds", 1, "rounds = 3 (--rounds 3: every cell measured in 3 rounds over the run; 1: once)")
-    wait = values.get("recheck_wait_s")
-    if wait is not None and (not _is_number(wait) or not math.isfinite(wait) or wait < 0):
-        raise _bad("recheck_wait_s", wait, "a finite number of seconds >= 0",
-                   "recheck_wait_s = 120 (--recheck-wait-s 120; 0: no waiting beyond 5 s; unset: 15% of the "
-                   "time the cases took, 5 to 300 s)")
-    if wait is not None:
-        values["recheck_wait_s"] = float(wait)
-    share = values.get("trust_budget")
-    if share is not None and (not _is_number(share) or not math.isfinite(share) or share < 0):
-        raise _bad("trust_budget", share, "a finite number >= 0",
-                   "trust_budget = 1.0 (--trust-budget 1: re-measuring and waiting for quiet may take as long as "
-                   "the first pass; 0: none; unset: unbounded)")
-    if share is not None:
-        values["trust_budget"] = float(share)
+    _optional_number(values, "recheck_wait_s", "a finite number of seconds >= 0",
+                     "recheck_wait_s = 120 (--recheck-wait-s 120; 0: no waiting beyond 5 s; unset: 15% of the "
+                     "time the cases took, 5 to 300 s)")
+    _optional_number(values, "trust_budget", "a finite number >= 0",
+                     "trust_budget = 1.0 (--trust-budget 1: re-measuring and waiting for quiet may take as long as "
+                     "the first pass; 0: none; unset: unbounded)")
     allocator = values.get("allocator", Execution.allocator)
     if allocator not in ALLOCATORS:
         raise _bad("allocator", allocator, f"one of {', '.join(ALLOCATORS)}",

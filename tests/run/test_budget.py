@@ -66,7 +66,7 @@ def test_a_spent_budget_stops_the_attempts_of_a_flagged_cell(monkeypatch):
     assert again["attempts"] == 1 and len(calls) == 1  # spent: measured once, flags kept
 
 
-def test_zero_budget_measures_once_and_a_bad_value_is_one_line():
+def test_zero_is_a_budget_and_a_bad_value_is_refused():
     config = build_config({"trust_budget": 0})
     assert config.execution.trust_budget == 0.0
     for bad in (-1, float("nan"), "1"):

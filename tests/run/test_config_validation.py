@@ -16,6 +16,16 @@ from harness.run.config import SweepConfig, expand
 from harness.run.validate import build_config, load_toml
 
 
+def _one_line_error_naming(data: dict, words: list[str]) -> None:
+    """``build_config(data)`` fails with one line that has a hint and every one of ``words``."""
+    with pytest.raises(InputError) as info:
+        build_config(data)
+    msg = str(info.value)
+    assert "\n" not in msg and "hint" in msg
+    for word in words:
+        assert word in msg, (word, msg)
+
+
 @pytest.mark.parametrize("data, words", [
     ({"causal": "no"}, ["causal", "'no'", "str", "true or false"]),
     ({"causal": [False, 1]}, ["causal", "1", "int", "true or false"]),
@@ -38,12 +48,7 @@ from harness.run.validate import build_config, load_toml
     ({"name": 7}, ["name", "7", "int"]),
 ])
 def test_wrong_types_in_a_sweep_config_are_named(data, words):
-    with pytest.raises(InputError) as info:
-        build_config(data)
-    msg = str(info.value)
-    assert "\n" not in msg and "hint" in msg
-    for word in words:
-        assert word in msg, (word, msg)
+    _one_line_error_naming(data, words)
 
 
 def test_variant_parameters_have_their_defaults_type():
@@ -166,12 +171,7 @@ def test_an_older_run_json_with_scalar_window_and_segment_is_the_same_grid():
     ({"inputs": 3}, ["inputs", "3", "int"]),
 ])
 def test_bad_pattern_axes_are_named(data, words):
-    with pytest.raises(InputError) as info:
-        build_config(data)
-    msg = str(info.value)
-    assert "\n" not in msg and "hint" in msg
-    for word in words:
-        assert word in msg, (word, msg)
+    _one_line_error_naming(data, words)
 
 
 def test_empty_layers_mean_the_default():
