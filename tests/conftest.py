@@ -91,7 +91,7 @@ class Misbehave(Variant):
     description = ("test plug-in: ok, raise, oom, sleep, hang, stuck or segfault; wrong outputs: nan, float64, "
                    "scaled, cached, precomputed, shape")
     patterns = ("global",)
-    default_params = {"mode": "ok"}
+    default_params = {"mode": "ok", "sleep_s": 0.3}
 
     def forward(self, q, k, v, pattern, precomputed=None):
         mode = self.params["mode"]
@@ -102,7 +102,7 @@ class Misbehave(Variant):
         if mode == "alloc":
             return torch.empty(1 << 46, dtype=torch.uint8)  # 64 TiB: the allocator refuses
         if mode == "sleep":
-            time.sleep(0.3)
+            time.sleep(self.params["sleep_s"])
         if mode == "hang":
             time.sleep(3600)
         if mode == "stuck":  # like a C kernel that never returns: no signal handler runs

@@ -15,10 +15,24 @@ from harness.core.registry import discover
 _VARIANTS: dict = {}
 
 
-def _variant(name):
-    if name not in _VARIANTS:
-        _VARIANTS[name] = discover()[name](**CHECK_PARAMS.get(name, {}))
-    return _VARIANTS[name]
+def _eager_flex(*args, **kwargs):
+    """FlexAttention's unfused eager path: the same mask_mod and block mask, no compilation."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(*args, **kwargs)
+
+
+def _variant(name, eager=False):
+    if (name, eager) not in _VARIANTS:
+        variant = discover()[name](**CHECK_PARAMS.get(name, {}))
+        if eager:
+            variant._compiled = _eager_flex
+        _VARIANTS[name, eager] = variant
+    return _VARIANTS[name, eager]
 
 
 def _reasons(name, kind, causal, shape, dtype, device, pass_):
@@ -27,10 +41,14 @@ def _reasons(name, kind, causal, shape, dtype, device, pass_):
     return variant.not_supported_reasons(case_for(variant, kind, causal, shape, dtype, device, pass_))
 
 
-# FlexAttention compiles every cell on CPU (seconds each): its sink, dilated and bigbird cells are tested
-# on two shapes here (multi-query heads; one query), every shape by `attnbench check` and on CUDA.
+# FlexAttention compiles every cell on CPU (about 7 s each with a cold inductor cache). Here its masks and
+# block masks are checked on every cell through flex_attention's eager path (the same mask_mod and block
+# mask, unfused), and the compiled kernel on the FLEX_COMPILED cells; `attnbench check` and CUDA compile
+# every cell.
 FLEX_FEW = {"sink", "dilated", "bigbird"}
 FLEX_FEW_SHAPES = (CHECK_SHAPES[4], CHECK_SHAPES[6])
+FLEX_COMPILED = {("global", True, CHECK_SHAPES[4]), ("local", False, CHECK_SHAPES[4]),
+                 ("document", True, CHECK_SHAPES[6]), ("bigbird", False, CHECK_SHAPES[4])}
 
 
 def _cells(device):
@@ -48,23 +66,29 @@ def _cells(device):
 
 def _param(cell):
     name, kind, causal, shape, dtype, pass_ = cell
-    return pytest.param(*cell, marks=[pytest.mark.slow] if name == "flex" else [],
-                        id=f"{name}-{kind}{'-causal' if causal else ''}-{dtype}-{pass_}-{shape.label.replace(' ', '_')}")
+    eager = name == "flex" and (kind, causal, shape) not in FLEX_COMPILED
+    return pytest.param(*cell, eager, marks=[pytest.mark.slow] if name == "flex" and not eager else [],
+                        id=f"{name}{'-eager' if eager else ''}-{kind}{'-causal' if causal else ''}-{dtype}-{pass_}-{shape.label.replace(' ', '_')}")
 
 
 CPU_CELLS = [c for c in _cells("cpu") if not _reasons(*c[:5], "cpu", c[5])]
 
 
-def _check(device, name, kind, causal, shape, dtype, pass_):
-    res = check_one(_variant(name), kind, causal, shape, dtype, device, pass_)
+def _check(device, name, kind, causal, shape, dtype, pass_, eager=False):
+    res = check_one(_variant(name, eager), kind, causal, shape, dtype, device, pass_)
     assert not res.skipped, res.reasons
     assert res.errors, "nothing was compared"
     assert res.ok, res.describe()
 
 
-@pytest.mark.parametrize("name, kind, causal, shape, dtype, pass_", [_param(c) for c in CPU_CELLS])
-def test_cpu_matches_reference(name, kind, causal, shape, dtype, pass_):
-    _check("cpu", name, kind, causal, shape, dtype, pass_)
+@pytest.mark.parametrize("name, kind, causal, shape, dtype, pass_, eager", [_param(c) for c in CPU_CELLS])
+def test_cpu_matches_reference(name, kind, causal, shape, dtype, pass_, eager):
+    _check("cpu", name, kind, causal, shape, dtype, pass_, eager)
+
+
+def test_flex_is_compiled_on_some_cpu_cells():
+    compiled = [c for c in CPU_CELLS if c[0] == "flex" and (c[1], c[2], c[3]) in FLEX_COMPILED]
+    assert len(compiled) == len(FLEX_COMPILED)
 
 
 def test_cpu_cells_are_declined_only_by_variants_without_a_cpu_kernel_or_backward():

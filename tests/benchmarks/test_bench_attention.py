@@ -48,6 +48,9 @@ def test_fwd(benchmark, case):
     reasons = variant.not_supported_reasons(case)
     if reasons:
         pytest.skip(f"{case.id}: " + "; ".join(reasons))
+    if variant.compiles and benchmark.disabled and case.pattern != "local":  # each compile: ~7 s on a cold CPU cache
+        pytest.skip(f"{case.id}: a smoke run (--benchmark-disable) compiles {case.variant} for one pattern "
+                    "(local); --benchmark-enable times every pattern")
     pin_allocator(CONFIG.execution.allocator)  # as a sweep measures (harness.bench.heap)
     prepared = prepare(variant, case)  # reasons, masks, compilation: never timed
     fn = prepared.fn

@@ -72,13 +72,13 @@ def test_ray_worker_killed_mid_case_is_an_error_row(tmp_path, misbehave_plugin):
 
 def test_ray_driver_killed_then_resume_loses_only_cases_in_flight(tmp_path, misbehave_plugin):
     run_dir = tmp_path / "run"
-    # test_misbehave mode=sleep: about 1.5 s a case, so the driver is killed with cases in flight. One
+    # test_misbehave mode=sleep (0.1 s a call): about 1 s a case, so the driver is killed with cases in flight. One
     # length: no cross-cell check can re-measure a row on a busy machine, so the journal's count is exact.
     sweep = ["--variants", f"naive,{misbehave_plugin}", "--patterns", "global", "--causal", "both", "--seq-lens",
              "32", "--heads", "1,2", "--batch", "1", "--head-dims", "16", "--dtypes", "float32", "--passes", "fwd",
              "--device", "cpu", "--budget-s", "0.01", "--retries", "0", "--ceiling-retries", "0", "--recheck-retries", "0"]
     cfg = tmp_path / "sleep.toml"
-    cfg.write_text(f'[params.{misbehave_plugin}]\nmode = "sleep"\n')
+    cfg.write_text(f'[params.{misbehave_plugin}]\nmode = "sleep"\nsleep_s = 0.1\n')
     args = [sys.executable, "-m", "harness", "sweep", "--config", str(cfg), *sweep, "--out", str(run_dir),
             "--quiet", "--executor", "ray", "--ray-cpus-per-case", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

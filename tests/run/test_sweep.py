@@ -181,7 +181,7 @@ def _sweep_cmd(out, *extra):
 
 
 def _write_cfg(path: Path) -> None:
-    path.write_text('device = "cpu"\nbudget_s = 0.01\n[params.test_misbehave]\nmode = "sleep"\n')
+    path.write_text('device = "cpu"\nbudget_s = 0.01\n[params.test_misbehave]\nmode = "sleep"\nsleep_s = 0.05\n')
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
