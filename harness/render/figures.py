@@ -251,13 +251,19 @@ def plot_ceiling(prep: pd.DataFrame, title: str):
 
 
 def figure_png(fig, dpi: int = 90) -> bytes:
-    """Render a Figure to PNG bytes with the Agg canvas (explicitly; no pyplot, no global backend)."""
+    """Render a Figure to PNG bytes with the Agg canvas (explicitly; no pyplot, no global backend), in
+    a palette of 256 colours (Pillow's quantization): a plot's flat colours and their antialiased
+    edges survive it, and the embedded image is about a quarter of the size of a full-colour one."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def figure_img(fig, alt: str, dpi: int = 90):
