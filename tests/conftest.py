@@ -10,11 +10,15 @@ torch.manual_seed(0)
 @pytest.fixture(autouse=True)
 def _brief_machine_figures(monkeypatch):
     """In-process sweeps measure the machine's ceilings as always, only briefly (0.05 s each, a 32 MiB
-    copy): a tiny test sweep's figures would otherwise take longer than its cells."""
+    copy), and wait at most 0.5 s for a quiet machine before re-measuring a flagged cell (not 5 s): a
+    tiny test sweep's figures and waits would otherwise take longer than its cells. Tests of the waiting
+    itself use fake clocks and calibrations."""
     from harness.bench import machine
+    from harness.run import quiet
 
     monkeypatch.setattr(machine.matmul_flops_per_s, "__defaults__", (0.05,))
     monkeypatch.setattr(machine.copy_bytes_per_s, "__defaults__", (0.05, 2**25))
+    monkeypatch.setattr(quiet, "QUIET_WAIT_S", 0.5)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ keeps validation, constants and compilation out of the timed call; raw samples a
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import torch
 
@@ -54,37 +55,61 @@ def output_error(variant: Variant, case: Case, max_elements: int = ERROR_MAX_ELE
     return check_case(variant, case, error_twin(case, max_elements).replace(pass_="fwd"), None, cache)
 
 
+UNTIMED_FIELDS = ("peak_mem_bytes", "peak_mem_method", "rel_error", "grad_rel_error", "error_seq_len", "error_batch",
+                  "error_heads", "error_on_twin")  # what a re-measurement keeps from the first (``earlier``)
+
+
 def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
-            bandwidth: float | None = None) -> dict:
+            bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
     evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call right
     after each of its timing blocks; ``calibration_s`` is their median beside the clean samples), how
     busy the rest of the host was while it was timed, torch's threads, and on CUDA the GPU's clock,
-    temperature and throttle reasons."""
+    temperature and throttle reasons.
+
+    ``earlier``: the row of an earlier measurement of the same case (an ok one): this one re-times it
+    and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
+    machine is.
+
+    ``cost`` (a Counter, or None) is added the seconds of each step: ``prepare`` (inputs, constants,
+    compilation), ``timing`` (warm-up and timed calls), ``peak memory`` and ``check``."""
+    cost = cost if cost is not None else Counter()
+    t0 = time.perf_counter()
     prepared = prepare(variant, case)
+    cost["prepare"] += time.perf_counter() - t0
     _, beside = calibration_kernel(case.device)
     evidence = {"torch_threads": torch.get_num_threads()}
     with prepared.context():
         before = snapshot()
+        t0 = time.perf_counter()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside)
+        cost["timing"] += time.perf_counter() - t0
         evidence["calibration_s"] = timing.beside_median
         evidence["host_busy"] = host_busy(before, snapshot())
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))
-        call_peak, method = peak_memory(prepared.fn, case.device)
+        if earlier is None:
+            t0 = time.perf_counter()
+            call_peak, method = peak_memory(prepared.fn, case.device)
+            cost["peak memory"] += time.perf_counter() - t0
     rec = {"status": "ok", "reason": "", **evidence, "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),
-           "peak_mem_bytes": call_peak + prepared.mask_mem_bytes, "mask_mem_bytes": prepared.mask_mem_bytes,
-           "peak_mem_method": method}
+           "mask_mem_bytes": prepared.mask_mem_bytes}
+    if earlier is not None:
+        rec.update({k: earlier[k] for k in UNTIMED_FIELDS if k in earlier})
+    else:
+        rec.update(peak_mem_bytes=call_peak + prepared.mask_mem_bytes, peak_mem_method=method)
     rec["flops_per_s"] = case.flops / timing.median if timing.median > 0 else None
     rec["ceiling_flops_per_s"] = ceiling
     rec["ceiling_fraction"] = rec["flops_per_s"] / ceiling if ceiling and rec["flops_per_s"] else None
     rec["bytes_per_s"] = case.bytes / timing.median if timing.median > 0 else None
     rec["bandwidth_bytes_per_s"] = bandwidth
     rec["bandwidth_fraction"] = rec["bytes_per_s"] / bandwidth if bandwidth and rec["bytes_per_s"] else None
-    if measure_error:  # after timing, on fresh inputs: harness.bench.verify
+    if measure_error and earlier is None:  # after timing, on fresh inputs: harness.bench.verify
+        t0 = time.perf_counter()
         checked = check_case(variant, case, error_twin(case, max_error_elements), prepared, ref_cache)
+        cost["check"] += time.perf_counter() - t0
         wrong = checked.pop("wrong")
         rec.update(checked)
         if wrong:

@@ -209,7 +209,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None) -> Timing:
-    """Warm up, size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
+    """Warm up (``warmup`` calls, or one when it alone outlasts ``budget_s``), size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
     ``min_samples``, fit in ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then
     time blocks with the standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples``
     samples exist.
@@ -234,8 +234,10 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
-    for _ in range(warmup):
-        fn()
+    warmed, started = 0, time.perf_counter()
+    while warmed < warmup and (warmed == 0 or time.perf_counter() - started < budget_s):
+        fn()  # a call longer than the whole budget warms up alone
+        warmed += 1
     if beside is not None:
         beside()
     sync(device)
@@ -285,7 +287,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         want, bound = max(min_samples, (len(samples) + 1) // 2), spent * (1 + CONTENTION_EXTRA)
         while spent < bound and sum(not _contended(s, w) for s, w in zip(samples, wait)) < want:
             keep(block.timeit(number))
-    return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmup, cpu_samples_s=cpu,
+    return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmed, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None,
                   beside_samples_s=beside_s)
 

@@ -215,7 +215,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                         "show and the report)")
     p.add_argument("--retries", type=int, help="attempts per cell after its first: re-measurements of a cell its own "
                                                "evidence flags (noisy, few calls, host busy, slow calibration, above "
-                                               "ceiling), each after a short wait for quiet; default 2, 0 for none")
+                                               "ceiling), each after a short wait for quiet; default 1 (the end-of-run re-check measures a "
+                                               "cell still flagged again), 0 for none")
     p.add_argument("--ceiling-retries", dest="ceiling_retries", type=int,
                    help="end-of-run re-measurements of the matmul ceiling while cells read above it (a ceiling "
                         "measured on a busy machine reads low); default 2, 0 for none")
@@ -231,7 +232,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--trust-budget", dest="trust_budget", type=float, metavar="F",
                    help="re-measuring flagged cells and waiting for quiet (--retries, the cross-cell checks and "
                         "the re-check, with their waits) may take, in all, F times the time the run spent measuring "
-                        "its cells once; then the cells still flagged keep their flags (default: unbounded; 0: none)")
+                        "its cells once (half of it during that first pass, the rest for the end-of-run re-check); then the "
+                        "cells still flagged keep their flags (default 1; 0: none; inf: unbounded)")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "

@@ -1,4 +1,5 @@
-"""`attnbench show RUN_DIR`: a run's provenance, its trust verdict, the variants that cannot run on its
+"""`attnbench show RUN_DIR`: a run's provenance, its trust verdict, where its time went (per phase and
+per step of measuring), the variants that cannot run on its
 device at all (once each, with their reasons), "which to use" per pattern, pass and length (the
 report's table, ``harness.render.answer``), the cheapest configuration within 1%, 5% and 10% output
 error of global attention where the rows have fidelity columns (``harness.render.quality``), a
@@ -35,6 +36,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
           f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
     print(trust_line(meta.get("trust"), meta))
+    if time_line(meta):
+        print(time_line(meta))
     for line in unavailable_lines(meta):
         print(line)
     if df.empty:
@@ -60,6 +63,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     for _, row in bad.iterrows():
         print(f"{row['status']:>8}  {row['case_id']}: {row['reason']}")
     return 0
+
+
+def time_line(meta: dict) -> str:
+    """Where the run's time went: seconds per phase (run.json ``phases_s``), and within the cases' phase
+    per step of measuring (``cost_s``); empty for a run that recorded neither."""
+    phases = {k: v for k, v in (meta.get("phases_s") or {}).items() if v >= 0.05}
+    if not phases:
+        return ""
+    cost = {k: v for k, v in sorted((meta.get("cost_s") or {}).items(), key=lambda kv: -kv[1]) if v >= 0.5}
+    parts = [f"{name} {seconds:.0f} s" if seconds >= 1 else f"{name} {seconds:.1f} s" for name, seconds in phases.items()]
+    steps = f"; measuring, by step: {', '.join(f'{k} {v:.0f} s' for k, v in cost.items())}" if cost else ""
+    return f"time: {sum(phases.values()):.0f} s in all: " + ", ".join(parts) + steps
 
 
 def unavailable_lines(meta: dict) -> list[str]:

@@ -1,14 +1,15 @@
 """One budget for what a run spends to earn trust beyond measuring each cell once.
 
 Re-measuring a cell its own evidence flags, the cross-cell re-measurements, the end-of-run re-check
-and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``; by default
-none is set and the budget is unbounded) times the seconds the run spent measuring its cells the
-first time, so it grows with the run. While some is
-left they go on as before; once it is spent, no more is measured or waited for, the cells still
-flagged stay flagged (honestly), and run.json's ``trust.budget`` says how much was spent and how
-many re-measurements it refused. On a quiet machine little is flagged and the budget is hardly
-touched; under a load that never lets up it bounds the run's wall time to about (1 + fraction)
-times its first pass.
+and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``; 1 by default,
+None for unbounded) times the seconds the run spent measuring its cells the first time, so it grows
+with the run. During the first pass, re-measurements may spend ``FIRST_PASS_SHARE`` of what it has
+grown to; the rest is the end-of-run re-check's, which measures after the load has had time to pass.
+While some is left they go on as before; once it is spent, no more is measured or waited for, the
+cells still flagged stay flagged (honestly), and run.json's ``trust.budget`` says how much was spent
+and how many re-measurements it refused. On a quiet machine little is flagged and the budget is
+hardly touched; under a load that never lets up it bounds the run's wall time to about
+(1 + fraction) times its first pass.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import contextlib
 import math
 import time
 
-TRUST_BUDGET_FRACTION = None  # the default --trust-budget: unbounded (a bound is asked for by the user)
+TRUST_BUDGET_FRACTION = 1.0  # the default --trust-budget: as long as the first pass (None: unbounded)
+FIRST_PASS_SHARE = 0.5  # of the budget grown so far, what re-measurements during the first pass may spend: the
+# rest is kept for the end-of-run re-check, which measures when the load has had time to pass
 
 
 class TrustBudget:
@@ -47,7 +50,8 @@ class TrustBudget:
         return math.inf if math.isinf(self.fraction) else self.fraction * self.base_s
 
     def left_s(self) -> float:
-        return self.allowed_s - self.spent_s
+        """What may still be spent now: during the first pass, ``FIRST_PASS_SHARE`` of the budget so far."""
+        return self.allowed_s * (FIRST_PASS_SHARE if self.first_pass else 1.0) - self.spent_s
 
     def allows(self) -> bool:
         """Whether one more re-measurement (or wait) may start; a refusal is counted."""

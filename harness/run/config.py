@@ -65,12 +65,12 @@ class Execution:
     budget_s: float = 0.2  # seconds of timing per case
     timeout_s: float = 300.0  # bound on each attempt at measuring a case
     isolate: bool = False  # each case in a fresh worker process
-    retries: int = 2  # attempts per cell after its first: re-measurements of a cell its own evidence flags
+    retries: int = 1  # attempts per cell after its first: re-measurements of a cell its own evidence flags
     ceiling_retries: int = 2  # end-of-run re-measurements of the matmul ceiling while cells exceed it
     recheck_retries: int = 2  # end-of-run re-checks of a cell still flagged, each one more round
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
-    trust_budget: float | None = None  # re-measuring and waiting, in all: this x the first pass; None: unbounded
+    trust_budget: float | None = 1.0  # re-measuring and waiting, in all: this x the first pass; None: unbounded
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     executor: str = "local"  # local or ray (harness.run.ray_executor)
     ray_address: str | None = None  # the Ray cluster; None: a local Ray instance

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import platform
+import time
+from collections import Counter
 
 import torch
 
@@ -75,38 +77,52 @@ class InProcess:
         self.fidelity_cache = FidelityCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
         self.waiter = QuietWaiter()
+        self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")
 
-    def _measure_until_trusted(self, variant, case: Case) -> dict:
+    def _measure_until_trusted(self, variant, case: Case, earlier: dict | None = None) -> dict:
         """Each attempt is bounded by ``--timeout-s`` on its own (waits for quiet are not counted): the
-        first overrun is the case's timeout; a re-measurement that overruns keeps the earlier attempts."""
+        first overrun is the case's timeout; a re-measurement that overruns keeps the earlier attempts.
+        Re-measurements re-time the case (``measure``'s ``earlier``: the first attempt's memory and
+        check are kept), as do all attempts when ``earlier`` (an ok row of the case) is given."""
         attempts = []
         for attempt in range(self.config.execution.retries + 1):
             if attempt and not self.budget.allows():
                 break
+            again = attempts[0][2] if attempts else earlier
+            steps = Counter()
             try:
                 with self.budget.spend() if attempt else self.budget.first_measurement():
                     if attempt:
+                        t0 = time.perf_counter()
                         self._wait_for_quiet(case.device)
+                        self.cost["waits for quiet"] += time.perf_counter() - t0
                     with Alarm(self.config.execution.timeout_s):
                         rec = measure(variant, case, self.config.execution.budget_s, self.ceilings.get(case.dtype),
                                       max_error_elements=self.config.grid.max_error_elements,
                                       ref_cache=self.ref_cache, bandwidth=self.ceilings.get(BANDWIDTH_KEY),
-                                      min_samples=MIN_CALLS)
+                                      min_samples=MIN_CALLS, earlier=again, cost=steps)
             except CaseTimeout:
                 if not attempts:
                     raise
                 break
+            finally:
+                if again is None:
+                    self.cost.update(steps)
+                else:  # timing it again: its own step
+                    self.cost["re-measuring"] += sum(steps.values())
             cal, threads = rec.get("calibration_s"), torch.get_num_threads()
             if cal:
                 self.best_calibration[threads] = min(self.best_calibration.get(threads, cal), cal)
             flags = row_flags(rec, self.best_calibration.get(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
-            if not worth_remeasuring(flags):
+            if rec["status"] != "ok" or not worth_remeasuring(flags):  # a wrong output is not timed again
                 break
         best = min(attempts, key=lambda a: (a[0], a[1]))[2]
         if best["status"] == "ok" and case.pattern != "global":  # once per cell, shared by its configuration
+            t0 = time.perf_counter()
             best = {**best, **fidelity_fields(case, self.fidelity_cache)}
+            self.cost["fidelity"] += time.perf_counter() - t0
         return {**best, "attempts": len(attempts)}
 
     def _wait_for_quiet(self, device: str) -> None:
@@ -118,10 +134,12 @@ class InProcess:
             self.variants[key] = get_variant(case.variant, **dict(case.params))
         return self.variants[key]
 
-    def metrics(self, case: Case) -> dict:
-        return {**self._metrics(case), **node_fields(case.device)}
+    def metrics(self, case: Case, earlier: dict | None = None) -> dict:
+        """The case's row fields; ``earlier``: its ok row from before, whose memory and check a
+        re-measurement keeps (only the time is measured again)."""
+        return {**self._metrics(case, earlier), **node_fields(case.device)}
 
-    def _metrics(self, case: Case) -> dict:
+    def _metrics(self, case: Case, earlier: dict | None = None) -> dict:
         try:
             variant = self.variant(case)
             reasons = variant.not_supported_reasons(case)
@@ -131,7 +149,7 @@ class InProcess:
             if too_big:  # known before allocating anything: say so at once
                 return {"status": "oom", "reason": too_big}
             with torch_threads(case.threads):
-                return self._measure_until_trusted(variant, case)
+                return self._measure_until_trusted(variant, case, earlier)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # every failure becomes a row; the sweep goes on
@@ -149,8 +167,9 @@ class Isolated:
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
 
-    def metrics(self, case: Case) -> dict:
-        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time)."""
+    def metrics(self, case: Case, earlier: dict | None = None) -> dict:
+        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time).
+        ``earlier`` is not used: a fresh process checks its kernel again."""
         job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings}
         worker = None
         try:

@@ -22,12 +22,16 @@ def _clock_text(seconds: float) -> str:
 class Progress:
     """A rich progress bar (current case, done/total, ETA) on a terminal; plain lines otherwise; silent when quiet.
 
-    ``stream`` and ``clock`` are injectable (tests use a fake clock).
+    ``after_s`` (a callable, or None) estimates the seconds the run will spend after these cases (the
+    end-of-run re-check: ``harness.run.eta``); the ETA includes them. ``stream`` and ``clock`` are
+    injectable (tests use a fake clock).
     """
 
     def __init__(self, total: int, done: int, quiet: bool, stream=None, clock=time.monotonic,
-                 every_s: float = PLAIN_EVERY_S, every_fraction: float = PLAIN_EVERY_FRACTION) -> None:
+                 every_s: float = PLAIN_EVERY_S, every_fraction: float = PLAIN_EVERY_FRACTION,
+                 after_s=None) -> None:
         self.bar = None
+        self.after_s = after_s
         self.plain = False
         self.stream = stream if stream is not None else sys.stderr
         self.total, self.done, self.start_done = total, done, done
@@ -46,8 +50,9 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task("starting", total=total, completed=done)
+                                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                    TextColumn("{task.fields[after]}"), transient=True)
+            self.task = self.bar.add_task("starting", total=total, completed=done, after="")
             self.bar.start()
         else:
             self.plain = True
@@ -65,7 +70,8 @@ class Progress:
     def advance(self) -> None:
         self.done += 1
         if self.bar:
-            self.bar.advance(self.task)
+            after = self._after()
+            self.bar.update(self.task, advance=1, after=f"+ re-check ~{_clock_text(after)}" if after >= 1 else "")
         elif self.plain:
             now = self.clock()
             step = self._step(self.done)
@@ -74,11 +80,18 @@ class Progress:
                 self.stream.write(self.line(now) + "\n")
                 self.stream.flush()
 
+    def _after(self) -> float:
+        return self.after_s() if self.after_s is not None else 0.0
+
     def line(self, now: float) -> str:
-        """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38, last: <case id>``; ETA from this session's pace."""
+        """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38 (0:01:10 of it re-checking), last: <case id>``;
+        the cases' ETA from this session's pace, plus ``after_s``."""
         elapsed = now - self.t0
         ran = self.done - self.start_done
-        eta = _clock_text(elapsed / ran * (self.total - self.done)) if ran > 0 else "unknown"
+        after = self._after()
+        eta = _clock_text(elapsed / ran * (self.total - self.done) + after) if ran > 0 else "unknown"
+        if ran > 0 and after >= 1:
+            eta += f" ({_clock_text(after)} of it re-checking)"
         pct = 100 * self.done // max(self.total, 1)
         last = f", last: {self.case.id}" if self.case is not None else ""
         return f"case {self.done}/{self.total} ({pct}%), elapsed {_clock_text(elapsed)}, ETA {eta}{last}"

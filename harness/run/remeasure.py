@@ -28,7 +28,7 @@ class Cells:
 
     rows: list[dict]
     by_id: dict[str, Case]
-    runner: object  # an executor: .metrics(case) -> row fields
+    runner: object  # an executor: .metrics(case, earlier_row) -> row fields
     record: Callable[[Case, dict, float], None]  # journals a row and appends it to ``rows``
     meta: dict
     quiet: bool
@@ -63,7 +63,7 @@ def more_rounds(cells: Cells, rounds: int) -> None:
         for i in due:
             progress.show(cells.case(i))
             t0 = time.perf_counter()
-            metrics = merge_round(rows[i], cells.runner.metrics(cells.case(i)), cells.best_cal(rows[i]))
+            metrics = merge_round(rows[i], cells.runner.metrics(cells.case(i), rows[i]), cells.best_cal(rows[i]))
             cells.supersede(i, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, t0)
             progress.advance()
         progress.close()
@@ -87,7 +87,7 @@ def remeasure_suspects(cells: Cells) -> None:
         old = rows[i]
         t0 = time.perf_counter()
         with budget.spend():
-            metrics = cells.runner.metrics(cells.case(i))
+            metrics = cells.runner.metrics(cells.case(i), old)
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
         metrics = (merge_round(old, metrics, cells.best_cal(old)) if rounds_done(old) > 1
                    else keep_faster(old, metrics))
@@ -143,7 +143,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
                         skipped += 1
                         progress.advance()
                         continue
-                    fresh = cells.runner.metrics(case)
+                    fresh = cells.runner.metrics(case, old)
                 metrics = merge_round(old, fresh, best)
                 label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
                 cells.supersede(i, {**metrics, "remeasured_for": label}, t0)

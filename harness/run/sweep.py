@@ -22,6 +22,7 @@ from harness.core.case import STATUSES, Case
 from harness.core.errors import InputError
 from harness.run.budget import TrustBudget
 from harness.run.config import EXECUTION_KEYS, SweepConfig, planned
+from harness.run.eta import RecheckEstimate
 from harness.run.executors import InProcess, Isolated
 from harness.run.inputs import inputs_meta
 from harness.run.figures import against, calibrate, keep_best_ceilings, measure_ceilings, measure_end
@@ -172,7 +173,9 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     budget = TrustBudget(ex.trust_budget)
     budget.merge((meta.get("trust") or {}).get("budget"))  # a resume goes on with the run's budget
     runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
-    progress = Progress(len(cases), done, quiet or ray_exec is not None)  # Ray: plain lines of its own
+    recheck = RecheckEstimate(len(todo), budget, ex.recheck_retries)
+    progress = Progress(len(cases), done, quiet or ray_exec is not None,  # Ray: plain lines of its own
+                        after_s=recheck.seconds)
     started = time.perf_counter()
     try:
         with phase("cases"):
@@ -183,6 +186,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
                 marker.set(case.id)
                 t0 = time.perf_counter()
                 record(case, runner.metrics(case), time.perf_counter() - t0)
+                recheck.add(rows[-1])
                 progress.advance()
             progress.close()  # one live bar at a time: the rounds show their own
         budget.first_pass = False
@@ -202,6 +206,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         journal.close()
         marker.clear()  # stopped, not crashed
         meta["trust_budget"] = budget.summary()
+        _add_cost(meta, runner)
         _finish(run_dir, meta, rows, "interrupted", quiet)
         what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
         say(False, f"{what}: {len(rows)} of {len(cases)} cases saved in {run_dir}; "
@@ -217,6 +222,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     journal.close()
     marker.clear()
     meta["trust_budget"] = budget.summary()
+    _add_cost(meta, runner)
     if budget.refused:
         say(quiet, f"the run's trust budget ({budget.fraction:g}x its first pass, {budget.allowed_s:.0f} s) was "
                    f"spent: {budget.refused} re-measurement(s) not made; the cells still flagged keep their flags "
@@ -228,6 +234,18 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     except OSError as exc:  # the tables or run.json cannot be written (a full disk): every row is journaled
         raise _cannot_write(exc, journal, run_dir) from None
     return run_dir
+
+
+def _add_cost(meta: dict, runner) -> None:
+    """run.json's ``cost_s``: seconds per step of measuring the cases in this process (prepare, timing,
+    peak memory, check, fidelity, re-measuring, waits for quiet), summed over the run and its resumes;
+    not kept for isolated workers."""
+    cost = getattr(runner, "cost", None)
+    if cost:
+        total = dict(meta.get("cost_s") or {})
+        for step, seconds in cost.items():
+            total[step] = round(total.get(step, 0.0) + seconds, 3)
+        meta["cost_s"] = total
 
 
 def _cannot_write(exc: OSError, journal: Journal, run_dir: Path) -> InputError:

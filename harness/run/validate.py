@@ -282,9 +282,11 @@ def _execution_values(values: dict) -> None:
     _optional_number(values, "recheck_wait_s", "a finite number of seconds >= 0",
                      "recheck_wait_s = 120 (--recheck-wait-s 120; 0: no waiting beyond 5 s; unset: 15% of the "
                      "time the cases took, 5 to 300 s)")
-    _optional_number(values, "trust_budget", "a finite number >= 0",
-                     "trust_budget = 1.0 (--trust-budget 1: re-measuring and waiting for quiet may take as long as "
-                     "the first pass; 0: none; unset: unbounded)")
+    if values.get("trust_budget") in ("inf", math.inf):  # TOML's inf, or --trust-budget inf: unbounded
+        values["trust_budget"] = None
+    _optional_number(values, "trust_budget", "a finite number >= 0, or inf",
+                     "trust_budget = 1.0 (--trust-budget 1, the default: re-measuring and waiting for quiet may "
+                     "take as long as the first pass; 0: none; inf: unbounded)")
     allocator = values.get("allocator", Execution.allocator)
     if allocator not in ALLOCATORS:
         raise _bad("allocator", allocator, f"one of {', '.join(ALLOCATORS)}",

@@ -1,6 +1,7 @@
 """Trust flags from the evidence beside each time, cross-cell checks, retries, and bad input."""
 
 import json
+import math
 
 import pytest
 
@@ -103,12 +104,52 @@ def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch
     results = iter([ok_row(time_s_iqr=5e-4), ok_row(host_busy=0.9), ok_row()])
     monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(next(results)))
     monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
-    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2}), {})
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["attempts"] == 3 and rec["time_s_iqr"] == 1e-5 and rec["host_busy"] == 0.0
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
     results = iter([ok_row(time_s_iqr=5e-4)])
     assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))["attempts"] == 1
+
+
+def test_re_measurements_re_time_only_and_a_wrong_row_is_not_timed_again(monkeypatch):
+    """Attempts after the first hand ``measure`` the first attempt's row (its memory and check are
+    kept); an attempt whose output was wrong ends the attempts; a re-check's ``earlier`` row reaches
+    every attempt."""
+    seen = []
+
+    def measure(*a, earlier=None, **k):
+        seen.append(earlier)
+        return ok_row(host_busy=0.9, rel_error=1e-7)
+
+    monkeypatch.setattr(executors, "measure", measure)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
+    case = Case("naive", seq_len=16, heads=1, head_dim=8)
+    assert runner.metrics(case)["attempts"] == 3
+    assert seen[0] is None and seen[1]["host_busy"] == 0.9 and seen[2] is seen[1]
+    seen.clear()
+    old = ok_row(rel_error=2e-7)
+    runner.metrics(case, old)
+    assert seen[0] is old
+    monkeypatch.setattr(executors, "measure", lambda *a, **k: {**ok_row(host_busy=0.9), "status": "wrong"})
+    assert runner.metrics(case)["attempts"] == 1
+
+
+def test_measure_with_an_earlier_row_keeps_its_memory_and_check(monkeypatch):
+    from harness.bench import measure as measuring
+    from harness.core.registry import get_variant
+
+    def never(*a, **k):
+        raise AssertionError("a re-measurement checked or measured memory again")
+
+    case = Case("naive", seq_len=16, heads=1, head_dim=8)
+    first = measuring.measure(get_variant("naive"), case, budget_s=0.001)
+    monkeypatch.setattr(measuring, "check_case", never)
+    monkeypatch.setattr(measuring, "peak_memory", never)
+    again = measuring.measure(get_variant("naive"), case, budget_s=0.001, earlier=first)
+    assert again["status"] == "ok" and again["time_s_median"] > 0
+    assert {k: again[k] for k in measuring.UNTIMED_FIELDS} == {k: first[k] for k in measuring.UNTIMED_FIELDS}
 
 
 def test_a_cell_flagged_only_for_page_faults_is_not_measured_again(monkeypatch):
@@ -117,7 +158,7 @@ def test_a_cell_flagged_only_for_page_faults_is_not_measured_again(monkeypatch):
     faulting = ok_row(time_fault_samples=[8192.0] * 10)
     monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(faulting))
     monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
-    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2}), {})
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
     case = Case("naive", seq_len=16, heads=1, head_dim=8)
     assert runner.metrics(case)["attempts"] == 1
     faulting["host_busy"] = 0.9
@@ -134,14 +175,17 @@ def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkey
     calls = []
     monkeypatch.setattr(executors, "measure", measure)
     monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
-    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "timeout_s": 1}), {})
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "timeout_s": 1, "trust_budget": math.inf}), {})
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["status"] == "ok" and rec["attempts"] == 1 and rec["host_busy"] == 0.9
     calls.append(1)  # now the first attempt overruns too: the case is a timeout row
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["status"] == "timeout" and "timeout-s" in rec["reason"]
     from harness.run.alarm import WORKER_GRACE_S, case_limit_s
-    from harness.run.quiet import QUIET_WAIT_S
+    from harness.run import quiet
+
+    monkeypatch.setattr(quiet, "QUIET_WAIT_S", 5.0)  # the real bound (tests/conftest.py shortens it)
+    QUIET_WAIT_S = quiet.QUIET_WAIT_S
 
     limit = case_limit_s(build_config({"timeout_s": 10, "retries": 2}).execution)
     assert limit == 10 * 3 + 2 * QUIET_WAIT_S + WORKER_GRACE_S
@@ -190,7 +234,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
         def __init__(self, median):
             self.median, self.calls = median, []
 
-        def metrics(self, case):
+        def metrics(self, case, earlier=None):
             self.calls.append(case.id)
             return ok_row(time_s_median=self.median, attempts=1)
 

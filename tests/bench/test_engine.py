@@ -3,6 +3,8 @@ recompiles while timed, and memory accounts for the prepared constants."""
 
 import statistics
 
+import time
+
 import pytest
 import torch
 
@@ -109,6 +111,14 @@ def test_cuda_blocks_are_timed_to_the_end_of_their_kernels(monkeypatch):
     t = time_callable(lambda: None, "cuda", budget_s=0.05, warmup=1, timer=lambda: now[0], min_samples=5)
     assert len(syncs) >= 2 * len(t.samples_s) and t.median > 0
     assert all(s * t.number_per_sample == pytest.approx(0.003) for s in t.samples_s)
+
+
+def test_a_call_longer_than_the_budget_warms_up_once():
+    """Warm-up calls stop once they outlast the budget: a call of 20 ms under a 10 ms budget warms up
+    once (sleeping only ever takes longer); a call of nothing warms up as often as asked."""
+    slow = time_callable(lambda: time.sleep(0.02), "cpu", budget_s=0.01, warmup=3, min_samples=2)
+    assert slow.warmup_calls == 1 and len(slow.samples_s) >= 2
+    assert time_callable(lambda: None, "cpu", budget_s=10.0, warmup=3, timer=iter(range(10**6)).__next__).warmup_calls == 3
 
 
 def test_small_budgets_take_small_blocks():

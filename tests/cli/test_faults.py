@@ -210,3 +210,13 @@ def test_a_resume_with_one_grid_flag_names_only_that_flag(cli, tiny_run):
 def test_all_among_other_variants_says_all_stands_alone(cli, tiny, tmp_path):
     line = one_line(*cli("sweep", *tiny, "--variants", "all,naive", "--out", tmp_path / "r")[::2])
     assert "unknown variant 'all'" not in line and "all" in line
+
+
+def test_show_says_where_the_time_went():
+    from harness.cli.show import time_line
+
+    meta = {"phases_s": {"machine figures": 3.4, "cases": 250.2, "re-check": 30.0, "tables": 0.2, "rounds": 0.0},
+            "cost_s": {"timing": 120.0, "check": 60.4, "prepare": 40.0, "peak memory": 9.6, "fidelity": 0.1}}
+    assert time_line(meta) == ("time: 284 s in all: machine figures 3 s, cases 250 s, re-check 30 s, tables 0.2 s; "
+                               "measuring, by step: timing 120 s, check 60 s, prepare 40 s, peak memory 10 s")
+    assert time_line({}) == ""

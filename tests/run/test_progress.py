@@ -41,3 +41,32 @@ def test_plain_progress_lines_every_so_often():
     for _ in range(3):
         quiet.advance()
     assert stream.getvalue() == ""
+
+
+def test_the_eta_includes_the_recheck_it_expects():
+    """Half the cells measured so far are flagged (noisy), each 1 s to re-measure: the ETA of a 100-cell
+    run adds about 50 s of re-checking; a bounded trust budget caps that, and no re-checks means none."""
+    from harness.run.budget import TrustBudget
+    from harness.run.eta import PROBE_S, RecheckEstimate
+
+    clean = {"status": "ok", "time_s_median": 0.1, "time_s_iqr": 0.0, "time_n_samples": 8,
+             "time_number_per_sample": 1, "calibration_s": 1e-3, "host_busy": 0.0}
+    noisy = {**clean, "time_s_iqr": 0.05}
+    estimate = RecheckEstimate(100, TrustBudget(None), retries=2)
+    for row in (clean, noisy) * 5:
+        estimate.add(row)
+    per = 0.1 * (8 + 2) + PROBE_S
+    assert estimate.seconds() == 50 * per
+    stream, clock = io.StringIO(), _Clock()
+    progress = Progress(total=100, done=0, quiet=False, stream=stream, clock=clock, after_s=estimate.seconds)
+    clock.t = 10.0
+    for _ in range(10):
+        progress.advance()
+    assert f"ETA 0:{int(90 + 50 * per) // 60:02d}:{int(90 + 50 * per) % 60:02d} (0:01:15 of it re-checking)" in stream.getvalue()
+    bounded = TrustBudget(0.1)
+    bounded.add_base(10.0)  # a tenth of the run: 100 s of first pass in all, so 10 s of budget
+    capped = RecheckEstimate(100, bounded, retries=2)
+    for row in (clean, noisy) * 5:
+        capped.add(row)
+    assert capped.seconds() == 10.0
+    assert RecheckEstimate(100, TrustBudget(None), retries=0).seconds() == 0.0

@@ -14,6 +14,14 @@ from harness.run.remeasure import Cells, recheck_flagged
 from harness.run.validate import build_config
 from harness.store.load import load_run
 
+REAL_QUIET_WAIT_S = 5.0  # harness.run.quiet's, which tests/conftest.py shortens for real sweeps
+
+
+@pytest.fixture(autouse=True)
+def _real_quiet_wait(monkeypatch):
+    """These tests are of the waiting itself, on fake clocks and calibrations: the real bound applies."""
+    monkeypatch.setattr(quiet, "QUIET_WAIT_S", REAL_QUIET_WAIT_S)
+
 
 class FakeRunner:
     """Stands in for the runner the re-check measures with: every call returns a copy of `row`."""
@@ -21,7 +29,7 @@ class FakeRunner:
     def __init__(self, row):
         self.row, self.calls = row, []
 
-    def metrics(self, case):
+    def metrics(self, case, earlier=None):
         self.calls.append(case.id)
         return copy.deepcopy(self.row)
 
@@ -139,7 +147,8 @@ def test_a_wait_budget_waits_out_a_slow_spell_then_stops_at_its_bound(monkeypatc
 
 
 def test_the_recheck_wait_budget_scales_with_the_run_within_bounds():
-    from harness.run.quiet import QUIET_WAIT_S, RECHECK_WAIT_MAX_S, recheck_wait_budget_s
+    from harness.run.quiet import RECHECK_WAIT_MAX_S, recheck_wait_budget_s
+    QUIET_WAIT_S = REAL_QUIET_WAIT_S
 
     default = build_config({}).execution
     assert recheck_wait_budget_s(default, 10.0) == QUIET_WAIT_S  # a short run: the single wait it always had
@@ -209,7 +218,7 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     runner = FakeRunner(measured(1.05e-3))
     replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
-    runner.metrics = lambda case: runner.calls.append(case.id) or next(replies)
+    runner.metrics = lambda case, earlier=None: runner.calls.append(case.id) or next(replies)
 
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})

@@ -1,0 +1,50 @@
+"""How long a run's end will take: the end-of-run re-check, estimated while the cases are measured, so
+that the progress line's ETA covers the whole run and not only its first pass."""
+
+from __future__ import annotations
+
+import math
+
+from harness.analysis.trust import _num as number
+from harness.analysis.trust import row_flags, worth_remeasuring
+from harness.run.budget import TrustBudget
+
+PROBE_S = 0.5  # a re-check's wait for quiet: one probe of the calibration kernel, at least
+
+
+def retime_s(row: dict) -> float:
+    """What measuring an ok row's case again takes: its timed calls, two warm-up calls and a probe."""
+    median = number(row.get("time_s_median")) or 0.0
+    calls = (number(row.get("time_n_samples")) or 0.0) * (number(row.get("time_number_per_sample")) or 1.0)
+    return median * (calls + 2) + PROBE_S
+
+
+class RecheckEstimate:
+    """The re-check's likely seconds, from the rows measured so far: the share of them still flagged
+    (by their own evidence, against the best calibration seen), times the cells of the whole run, times
+    the mean time to re-measure one of them, once; at most what the trust budget will have left."""
+
+    def __init__(self, total: int, budget: TrustBudget, retries: int) -> None:
+        self.total, self.budget, self.retries = total, budget, retries
+        self.seen = self.flagged = 0
+        self.flagged_s = 0.0
+        self.best_cal: float | None = None
+
+    def add(self, row: dict) -> None:
+        """A first measurement of one cell (any status)."""
+        self.seen += 1
+        cal = number(row.get("calibration_s"))
+        if cal:
+            self.best_cal = min(self.best_cal or cal, cal)
+        if row.get("status") == "ok" and worth_remeasuring(row_flags(row, self.best_cal)):
+            self.flagged += 1
+            self.flagged_s += retime_s(row)
+
+    def seconds(self) -> float:
+        if not self.seen or not self.flagged or self.retries <= 0:
+            return 0.0
+        estimate = self.flagged / self.seen * self.total * (self.flagged_s / self.flagged)
+        done = self.seen / max(self.total, 1)
+        if math.isfinite(self.budget.allowed_s) and done > 0:  # the budget the whole first pass will grow
+            estimate = min(estimate, max(0.0, self.budget.allowed_s / done - self.budget.spent_s))
+        return estimate
