@@ -15,7 +15,6 @@ lost node) becomes a row with status ``error`` or ``oom`` and a reason; the swee
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
