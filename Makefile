@@ -21,9 +21,10 @@ setup: $(BIN)/attnbench
 run: setup
 	$(BIN)/attnbench run
 
-## The tests (CI runs exactly this).
+## The tests (CI runs exactly this): one pytest worker per core (pytest-xdist), each on one torch thread
+## (the tests check logic on small tensors, not speed; subprocesses inherit OMP_NUM_THREADS).
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto
 
 check: setup
 	$(BIN)/attnbench check
