@@ -8,6 +8,7 @@ imported inside the command (so ``attnbench --help`` does not pay for torch or m
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -39,10 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a reader gone away is met below, not at the interpreter's exit
+        return code
     except InputError as exc:
         print(f"attnbench {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`attnbench show RUN | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while exiting
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a path that cannot be read or written: the user's to fix, so one line
         where = f" {str(exc.filename)!r}" if exc.filename else ""
         print(f"attnbench {args.command}: error: cannot use{where}: {exc.strerror or exc}; hint: check that the "

@@ -220,3 +220,17 @@ def test_show_says_where_the_time_went():
     assert time_line(meta) == ("time: 284 s in all: machine figures 3 s, cases 250 s, re-check 30 s, tables 0.2 s; "
                                "measuring, by step: timing 120 s, check 60 s, prepare 40 s, peak memory 10 s")
     assert time_line({}) == ""
+
+
+def test_a_reader_that_goes_away_ends_show_quietly(tiny_run):
+    """`attnbench show RUN | head -1`: the pipe closes early; no error line (the exit status is SIGPIPE's,
+    or rich's 1 when its console meets the closed pipe)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "show", str(tiny_run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away before the rest is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1, 141) and not err, err
