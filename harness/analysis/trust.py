@@ -73,7 +73,8 @@ def parse_flag_filter(text: str) -> list[str]:
     return names
 
 
-def _num(value) -> float | None:
+def number(value) -> float | None:
+    """A row's field as a float: None when it is missing, NA, NaN or not a number."""
     if value is None or value is pd.NA:
         return None
     try:
@@ -89,9 +90,9 @@ def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -
     kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration."""
     entries = [c for c in meta.get("calibration") or [] if isinstance(c, dict)]
     if threads is not None:
-        entries = [c for c in entries if _num(c.get("threads")) in (None, threads)]
-        rows = [r for r in rows if _num(r.get("torch_threads")) in (None, threads)]
-    values = [_num(c.get("time_s_median")) for c in entries] + [_num(r.get("calibration_s")) for r in rows]
+        entries = [c for c in entries if number(c.get("threads")) in (None, threads)]
+        rows = [r for r in rows if number(r.get("torch_threads")) in (None, threads)]
+    values = [number(c.get("time_s_median")) for c in entries] + [number(r.get("calibration_s")) for r in rows]
     values = [v for v in values if v and v > 0]
     return min(values) if values else None
 
@@ -130,14 +131,14 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     """Flags from a row's own evidence; None when the row carries none (a run from before the evidence)."""
     if row.get("status") != "ok":
         return []
-    if _num(row.get("calibration_s")) is None and _num(row.get("host_busy")) is None:
+    if number(row.get("calibration_s")) is None and number(row.get("host_busy")) is None:
         return None
     flags = []
     samples = used_samples(row)
-    calls = int(_num(row.get("time_n_samples")) or 0) * int(_num(row.get("time_number_per_sample")) or 1)
+    calls = int(number(row.get("time_n_samples")) or 0) * int(number(row.get("time_number_per_sample")) or 1)
     if calls < MIN_CALLS:
         flags.append(f"few calls: {calls} timed, fewer than {MIN_CALLS}")
-    med, iqr = _num(row.get("time_s_median")), _num(row.get("time_s_iqr"))
+    med, iqr = number(row.get("time_s_median")), number(row.get("time_s_iqr"))
     if med and iqr is not None and iqr / med > NOISE:
         flags.append(f"noisy: IQR/median {iqr / med:.2f} > {NOISE:g}")
     if bimodal(samples):
@@ -145,13 +146,13 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     contended = _seq(row.get("time_contended"))
     if contended and all(contended):
         flags.append(f"contended: all {len(contended)} samples waited for a CPU (another process ran on it)")
-    busy = _num(row.get("host_busy"))
+    busy = number(row.get("host_busy"))
     if busy is not None and busy > HOST_BUSY:
         flags.append(f"host busy: {busy:.2f} of the cores used by other processes > {HOST_BUSY:g}")
-    cal = _num(row.get("calibration_s"))
+    cal = number(row.get("calibration_s"))
     if cal and best_cal and cal > SLOW_CALIBRATION * best_cal:
         flags.append(f"{SLOW_MACHINE}: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
-    frac = _num(row.get("ceiling_fraction"))
+    frac = number(row.get("ceiling_fraction"))
     if frac is not None and frac > CEILING:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
     if row.get("gpu_throttle"):
@@ -172,10 +173,10 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
 def reproduction(medians, kept: float | None = None) -> float | None:
     """How far the round kept (median ``kept``; the fastest when None) is from the nearest other round,
     as the larger over the smaller median (None unless two rounds or more have a positive median)."""
-    values = sorted(v for v in (_num(m) for m in medians) if v and v > 0) if isinstance(medians, list) else []
+    values = sorted(v for v in (number(m) for m in medians) if v and v > 0) if isinstance(medians, list) else []
     if len(values) < 2:
         return None
-    kept = _num(kept)
+    kept = number(kept)
     at = min(range(len(values)), key=lambda i: abs(values[i] - kept)) if kept and kept > 0 else 0
     others = values[:at] + values[at + 1:]
     return min(max(v, values[at]) / min(v, values[at]) for v in others)
@@ -206,18 +207,18 @@ def cross_flags(rows: list[dict]) -> dict[int, list[str]]:
     fields); a time that falls by more than ``DROP`` from one sequence length to the next larger one
     (same variant, pattern, shape and pass)."""
     out: dict[int, list[str]] = {}
-    ok = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and _num(r.get("time_s_median"))]
+    ok = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and number(r.get("time_s_median"))]
     fwd = {_cell_key(r): (i, r) for i, r in ok if r.get("pass") == "fwd"}
     for i, r in ok:
         if r.get("pass") == "fwd_bwd":
             twin = fwd.get(_cell_key(r))
-            if twin and _num(r["time_s_median"]) < _num(twin[1]["time_s_median"]):
+            if twin and number(r["time_s_median"]) < number(twin[1]["time_s_median"]):
                 out.setdefault(i, []).append("fwd_bwd faster than its own fwd")
                 out.setdefault(twin[0], []).append("fwd slower than its own fwd_bwd")
     series: dict[tuple, list[tuple[int, int, float]]] = {}
     for i, r in ok:
-        if _num(r.get("seq_len")) is not None:
-            series.setdefault(_series_key(r), []).append((int(r["seq_len"]), i, _num(r["time_s_median"])))
+        if number(r.get("seq_len")) is not None:
+            series.setdefault(_series_key(r), []).append((int(r["seq_len"]), i, number(r["time_s_median"])))
     for points in series.values():
         points.sort()
         for (n0, i0, t0), (n1, i1, t1) in zip(points, points[1:]):
@@ -246,11 +247,11 @@ def cross_suspects(rows: list[dict]) -> dict[int, str]:
 
 def assess(rows: list[dict], meta: dict) -> list[dict]:
     """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
-    best = {t: best_calibration(meta, rows, t) for t in {_num(r.get("torch_threads")) for r in rows}}
+    best = {t: best_calibration(meta, rows, t) for t in {number(r.get("torch_threads")) for r in rows}}
     cross = cross_flags(rows)
     out = []
     for i, row in enumerate(rows):
-        own = row_flags(row, best[_num(row.get("torch_threads"))])
+        own = row_flags(row, best[number(row.get("torch_threads"))])
         flags = None if own is None else own + cross.get(i, [])
         trusted = None if flags is None or row.get("status") != "ok" else not flags
         out.append({**row, "time_trusted": trusted, "time_flags": json.dumps(flags) if flags else ""})

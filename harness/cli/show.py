@@ -36,8 +36,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {meta['run_id']} ({meta['status']}): {len(df)} rows on {prov['device']} ({prov['device_name']}), "
           f"torch {prov['torch_version']}, commit {str(prov['git_commit'])[:10]}{' (dirty)' if prov['git_dirty'] else ''}")
     print(trust_line(meta.get("trust"), meta))
-    if time_line(meta):
-        print(time_line(meta))
+    spent = time_line(meta)
+    if spent:
+        print(spent)
     for line in unavailable_lines(meta):
         print(line)
     if df.empty:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 
-from harness.analysis.trust import _num as number
-from harness.analysis.trust import row_flags, worth_remeasuring
+from harness.analysis.trust import number, row_flags, worth_remeasuring
 from harness.run.budget import TrustBudget
 
 PROBE_S = 0.5  # a re-check's wait for quiet: one probe of the calibration kernel, at least

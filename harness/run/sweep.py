@@ -238,8 +238,8 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
 
 def _add_cost(meta: dict, runner) -> None:
     """run.json's ``cost_s``: seconds per step of measuring the cases in this process (prepare, timing,
-    peak memory, check, fidelity, re-measuring, waits for quiet), summed over the run and its resumes;
-    not kept for isolated workers."""
+    peak memory, check, fidelity, re-measuring, the retries' waits for quiet; the re-check's waits are
+    ``trust.recheck_wait``), summed over the run and its resumes; not kept for isolated workers."""
     cost = getattr(runner, "cost", None)
     if cost:
         total = dict(meta.get("cost_s") or {})

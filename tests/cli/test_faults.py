@@ -223,14 +223,13 @@ def test_show_says_where_the_time_went():
 
 
 def test_a_reader_that_goes_away_ends_show_quietly(tiny_run):
-    """`attnbench show RUN | head -1`: the pipe closes early; no error line (the exit status is SIGPIPE's,
-    or rich's 1 when its console meets the closed pipe)."""
+    """`attnbench show RUN | head`: the pipe closes before the output; no error line (the exit status is
+    SIGPIPE's, or rich's 1 when its console meets the closed pipe first)."""
     import subprocess
     import sys
 
     proc = subprocess.Popen([sys.executable, "-m", "harness", "show", str(tiny_run)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    proc.stdout.readline()
-    proc.stdout.close()  # the reader goes away before the rest is written
+    proc.stdout.close()  # the reader goes away before the command (still importing) writes a byte
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 1, 141) and not err, err
+    assert proc.returncode in (1, 141) and not err, err
