@@ -36,7 +36,7 @@ PANELS = (("fidelity_out_rel_error", "output error vs global (%)", "time_s_media
           ("fidelity_mass_dropped", "softmax mass dropped (%)", "peak_mem_bytes"))
 X_AXES = {"time_s_median": ("time (ms, fastest trusted variant)", to_ms),
           "peak_mem_bytes": ("peak memory (MiB)", to_mib)}
-MAX_PROBLEMS = 12  # rows of panels per figure; the table lists every problem
+MAX_PROBLEMS = 4  # rows of panels per figure (the longest sequences: where patterns differ most); the table lists every problem
 # The "cheapest within" table's fields per input source: (key, header, formatter, numeric).
 FIELDS = (("use", "use", fmt_text, False), ("variant_text", "variant", fmt_text, False),
           ("error_pct", "output error (%)", fmt_num, True), ("time_ms", "time (ms)", fmt_num, True),
@@ -70,6 +70,15 @@ def problem_label(rec, varying=()) -> str:
     return ", ".join([*(str(rec[k]) for k in varying if k in rec), *parts])
 
 
+def _longest(problems: list[pd.DataFrame], k: int) -> list[pd.DataFrame]:
+    """The ``k`` problems with the longest key sequences (kv_len, else seq_len), in their given order."""
+    def length(g: pd.DataFrame) -> float:
+        col = "kv_len" if "kv_len" in g and g["kv_len"].notna().any() else "seq_len"
+        return float(pd.to_numeric(g[col], errors="coerce").max()) if col in g else 0.0
+    keep = sorted(sorted(range(len(problems)), key=lambda i: -length(problems[i]))[:k])
+    return [problems[i] for i in keep]
+
+
 def _sources(df: pd.DataFrame) -> list[str]:
     """Input sources in reading order: random first, then the others by name."""
     return sorted(df["inputs"].astype(str).unique(), key=lambda s: (s != "random", s))
@@ -88,7 +97,7 @@ def plot_quality(confs: pd.DataFrame, title: str, varying=()):
         return _empty_figure(f"{title}: no configuration ran ok")
     keys = _problem_keys(confs)
     problems = [g for _, g in confs.groupby(keys, sort=True, dropna=False)] if keys else [confs]
-    shown = problems[:MAX_PROBLEMS]
+    shown = _longest(problems, MAX_PROBLEMS)
     palette = variant_palette(p for p in confs["pattern"].astype(str) if p != GLOBAL)
     untrusted_drawn = False
     with matplotlib.rc_context(_style()):
@@ -140,7 +149,7 @@ def plot_quality(confs: pd.DataFrame, title: str, varying=()):
             handles.append(Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor="none",
                                   label="hollow: untrusted time"))
         fig.legend(handles=handles, loc="outside right upper", title="pattern", frameon=False)
-        more = f" (first {MAX_PROBLEMS} of {len(problems)} shapes; the table lists all)" \
+        more = f" (the {MAX_PROBLEMS} longest of {len(problems)} shapes; the table lists all)" \
             if len(problems) > len(shown) else ""
         fig.suptitle(title.replace("$", r"\$") + more)
     return fig

@@ -17,6 +17,7 @@ from harness.render.answer import answer_rows, answer_table
 from harness.render.figures import figure_png
 from harness.render.prepare import prepare
 from harness.render.quality import (
+    MAX_PROBLEMS,
     config_label,
     plot_quality,
     quality_section,
@@ -69,6 +70,15 @@ def test_a_figure_per_source_with_four_panels_per_shape(frame):
         assert {"global", "local (w=128)", "local (w=512)", "sink (w=128, s=4)", "topk (k=64)"} <= labels
         assert figure_png(fig).startswith(b"\x89PNG")
     assert "no configuration ran ok" in plot_quality(confs.iloc[:0], "empty").get_axes()[0].texts[0].get_text()
+
+
+def test_a_figure_draws_the_longest_shapes_and_says_so(fidelity_rows):
+    frame = pd.DataFrame([r for n in (256, 512, 1024, 2048, 4096) for r in fidelity_rows(inputs=("random",), n=n)])
+    fig = plot_quality(over_layers(configurations(frame)), "many")
+    axes = fig.get_axes()
+    assert len(axes) == 4 * MAX_PROBLEMS
+    assert [ax.get_title().split(",")[0] for ax in axes[::4]] == ["N=512", "N=1024", "N=2048", "N=4096"]
+    assert f"the {MAX_PROBLEMS} longest of 5 shapes" in fig._suptitle.get_text()
 
 
 def test_a_frame_with_a_single_configuration_still_has_its_section(fidelity_rows):
