@@ -118,8 +118,9 @@ class _FlashHierarchical(torch.autograd.Function):
                     o1 = o1.mul_((l1 - l12).exp_()[..., None]).add_(o2.mul_((l2 - l12).exp_()[..., None]))
                     l1 = l12
                 rows = slice(row0, row0 + nseg * length)
-                out[i, h0:h0 + nh, rows] = o1.reshape(nh, nseg * length, d)
-                lse[i, h0:h0 + nh, rows] = l1.reshape(nh, nseg * length)
+                # one copy each, from the kernel's strided result into the rows' view (no reshape copy)
+                out[i, h0:h0 + nh, rows].view(nh, nseg, length, d).copy_(o1)
+                lse[i, h0:h0 + nh, rows].view(nh, nseg, length).copy_(l1)
         ctx.save_for_backward(q, k, v, out, lse, smask, ks, vs)
         ctx.pattern, ctx.step, ctx.two_levels = pattern, step, two_levels
         return out
