@@ -36,7 +36,7 @@ PANELS = (("fidelity_out_rel_error", "output error vs global (%)", "time_s_media
           ("fidelity_mass_dropped", "softmax mass dropped (%)", "peak_mem_bytes"))
 X_AXES = {"time_s_median": ("time (ms, fastest trusted variant)", to_ms),
           "peak_mem_bytes": ("peak memory (MiB)", to_mib)}
-MAX_PROBLEMS = 4  # rows of panels per figure (the longest sequences: where patterns differ most); the table lists every problem
+MAX_PROBLEMS = 4  # rows of panels per figure (the longest sequences); the table lists every problem
 # The "cheapest within" table's fields per input source: (key, header, formatter, numeric).
 FIELDS = (("use", "use", fmt_text, False), ("variant_text", "variant", fmt_text, False),
           ("error_pct", "output error (%)", fmt_num, True), ("time_ms", "time (ms)", fmt_num, True),
