@@ -1,4 +1,4 @@
-"""Own efficient variants beside the best peer on the same pattern (issue 27), in one process.
+"""Own efficient variants beside the best peer on the same pattern, in one process.
 
 Measures, on the CPU (float32, B=1, H=8, D=64; medians of alternating rounds, each round calling
 every cell of a group once, in an order that rotates from round to round). A ratio of two cells of one
@@ -113,8 +113,10 @@ def measure_group(cells: list[Cell], rounds: int, min_sample_s: float = 0.05) ->
 
 def paired(a: Cell, b: Cell) -> float | None:
     """The median over rounds of a's sample over b's taken in the same round (cells of one group)."""
+    if len(a.samples) != len(b.samples):
+        return None
     pairs = [x / y for x, y in zip(a.samples, b.samples) if y > 0]
-    return statistics.median(pairs) if pairs and len(a.samples) == len(b.samples) else None
+    return statistics.median(pairs) if pairs else None
 
 
 def peak_ratio(cell: Cell) -> tuple[int, int]:

@@ -73,10 +73,10 @@ def problem_label(rec, varying=()) -> str:
 def _longest(problems: list[pd.DataFrame], k: int) -> list[pd.DataFrame]:
     """The ``k`` problems with the longest key sequences (kv_len, else seq_len), in their given order."""
     def length(g: pd.DataFrame) -> float:
-        col = "kv_len" if "kv_len" in g and g["kv_len"].notna().any() else "seq_len"
-        return float(pd.to_numeric(g[col], errors="coerce").max()) if col in g else 0.0
-    keep = sorted(sorted(range(len(problems)), key=lambda i: -length(problems[i]))[:k])
-    return [problems[i] for i in keep]
+        lens = g["kv_len"] if "kv_len" in g and g["kv_len"].notna().any() else g["seq_len"]
+        return float(pd.to_numeric(lens, errors="coerce").max())
+    keep = sorted(range(len(problems)), key=lambda i: -length(problems[i]))[:k]
+    return [problems[i] for i in sorted(keep)]
 
 
 def _sources(df: pd.DataFrame) -> list[str]:

@@ -78,7 +78,7 @@ def test_a_figure_draws_the_longest_shapes_and_says_so(fidelity_rows):
     axes = fig.get_axes()
     assert len(axes) == 4 * MAX_PROBLEMS
     assert [ax.get_title().split(",")[0] for ax in axes[::4]] == ["N=512", "N=1024", "N=2048", "N=4096"]
-    assert f"the {MAX_PROBLEMS} longest of 5 shapes" in fig._suptitle.get_text()
+    assert f"the {MAX_PROBLEMS} longest of 5 shapes" in fig.get_suptitle()
 
 
 def test_a_frame_with_a_single_configuration_still_has_its_section(fidelity_rows):
