@@ -73,33 +73,40 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
     machine is.
 
+    Peak memory is measured on the first warm-up call (``time_callable``'s ``first``), not timed.
+
     ``cost`` (a Counter, or None) is added the seconds of each step: ``prepare`` (inputs, constants,
-    compilation), ``timing`` (warm-up and timed calls), ``peak memory`` and ``check``."""
+    compilation), ``timing`` (warm-up and timed calls), ``peak memory`` (that warm-up call) and ``check``."""
     cost = cost if cost is not None else Counter()
     t0 = time.perf_counter()
     prepared = prepare(variant, case)
     cost["prepare"] += time.perf_counter() - t0
     _, beside = calibration_kernel(case.device)
     evidence = {"torch_threads": torch.get_num_threads()}
+    peak: dict = {}
+
+    def first() -> None:  # the first warm-up call, its allocations recorded
+        t = time.perf_counter()
+        peak["bytes"], peak["method"] = peak_memory(prepared.fn, case.device)
+        peak["s"] = time.perf_counter() - t
+
     with prepared.context():
         before = snapshot()
         t0 = time.perf_counter()
-        timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside)
-        cost["timing"] += time.perf_counter() - t0
+        timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside,
+                               first=first if earlier is None else None)
+        cost["timing"] += time.perf_counter() - t0 - peak.get("s", 0.0)
+        cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median
         evidence["host_busy"] = host_busy(before, snapshot())
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))
-        if earlier is None:
-            t0 = time.perf_counter()
-            call_peak, method = peak_memory(prepared.fn, case.device)
-            cost["peak memory"] += time.perf_counter() - t0
     rec = {"status": "ok", "reason": "", **evidence, "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),
            "mask_mem_bytes": prepared.mask_mem_bytes}
     if earlier is not None:
         rec.update({k: earlier[k] for k in UNTIMED_FIELDS if k in earlier})
     else:
-        rec.update(peak_mem_bytes=call_peak + prepared.mask_mem_bytes, peak_mem_method=method)
+        rec.update(peak_mem_bytes=peak["bytes"] + prepared.mask_mem_bytes, peak_mem_method=peak["method"])
     rec["flops_per_s"] = case.flops / timing.median if timing.median > 0 else None
     rec["ceiling_flops_per_s"] = ceiling
     rec["ceiling_fraction"] = rec["flops_per_s"] / ceiling if ceiling and rec["flops_per_s"] else None

@@ -208,7 +208,7 @@ _DEFAULT = object()
 def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
-                  beside: Callable[[], object] | None = None) -> Timing:
+                  beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None) -> Timing:
     """Warm up (``warmup`` calls, or one when it alone outlasts ``budget_s``), size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
     ``min_samples``, fit in ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then
     time blocks with the standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples``
@@ -231,12 +231,15 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     cold call of the 512x512 matmul after naive attention at N=2048 read 1.13-1.33 ms against 0.87-0.95
     ms for the same kernel timed alone, the second call 0.89-1.01 ms). Its time is not part of ``budget_s``.
 
+    ``first`` (a zero-argument callable that calls ``fn`` once) makes the first warm-up call, untimed:
+    the sweep measures a call's peak memory there rather than in a call of its own.
+
     torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
     warmed, started = 0, time.perf_counter()
     while warmed < warmup and (warmed == 0 or time.perf_counter() - started < budget_s):
-        fn()  # a call longer than the whole budget warms up alone
+        (first if warmed == 0 and first is not None else fn)()  # a call longer than the whole budget warms up alone
         warmed += 1
     if beside is not None:
         beside()

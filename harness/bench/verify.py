@@ -9,7 +9,8 @@ or returned again from an earlier call cannot pass. The reference is that of the
 kernel that writes its inputs in place is ``wrong``, and never spoils the reference a later variant is
 judged by), and the kernel is called a second time on the same tensor objects holding new values
 (``FRESH_SEED``, written in place without a version bump), so a kernel that remembers its output per
-input tensor cannot pass either."""
+input tensor cannot pass either. That second output is judged on ``SECOND_CALL_ROWS`` query rows spread
+over it, the first and the last included (their reference costs a fraction of the whole one's)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ from harness.core.tolerances import TOLERANCES
 
 CHECK_SEED = 271828  # the check's inputs: neither the timed ones (seed 0) nor the compile call's
 FRESH_SEED = CHECK_SEED + 1  # the values written into the check's tensors for its second call
+SECOND_CALL_ROWS = 64  # query rows the second call's output is judged on (every row when it has fewer)
+
+
+def spread_rows(q_len: int, count: int = SECOND_CALL_ROWS) -> torch.Tensor | None:
+    """``count`` query rows spread evenly over ``q_len``, the first and the last included; None (every
+    row) when there are no more than ``count``."""
+    if q_len <= count:
+        return None
+    return torch.linspace(0, q_len - 1, count, dtype=torch.float64).round().long().unique()
 
 
 def output_problem(out, q: torch.Tensor) -> str | None:
@@ -60,25 +70,32 @@ def inputs_written(given, made) -> str | None:
 
 class ReferenceCache:
     """Keeps the last few float64 references (output, and gradients when asked): the check's inputs
-    depend only on the shape and the seed, so one reference serves every variant of it. A reference
-    is built from the inputs as made, never from tensors a kernel has been handed."""
+    depend only on the shape and the seed, so one reference serves every variant of it, and one with
+    gradients serves a request without them too. A reference is built from the inputs as made, never
+    from tensors a kernel has been handed."""
 
     def __init__(self, size: int = 4) -> None:
         self.size, self._items = size, {}
 
-    def get(self, case: Case, inputs: Inputs, seed: int = CHECK_SEED,
-            grads: bool | None = None) -> tuple[torch.Tensor, tuple | None]:
+    def get(self, case: Case, inputs: Inputs, seed: int = CHECK_SEED, grads: bool | None = None,
+            rows: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple | None]:
         """The reference of ``inputs`` (``make_inputs(case, seed)``'s values); with the gradients of
-        ``inputs.grad_out`` when ``grads`` (default: for fwd_bwd)."""
+        ``inputs.grad_out`` when ``grads`` (default: for fwd_bwd). ``rows`` (no gradients): only those
+        query rows of the output (``harness.core.reference.reference``)."""
         grads = case.pass_ == "fwd_bwd" if grads is None else grads
-        key = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device, grads, seed)
+        shape = (case.pattern_obj, case.shape, case.kv_shape, case.dtype, case.device)
+        key = (*shape, grads, seed, None if rows is None else tuple(rows.tolist()))
+        whole = (*shape, True, seed, None)
+        if not grads and whole in self._items:
+            out = self._items[whole][0]
+            return (out if rows is None else out[..., rows, :]), None
         if key not in self._items:
             q, k, v = (t.detach() for t in inputs.qkv())
             if grads:
                 self._items[key] = reference_with_grads(q, k, v, case.pattern_obj, inputs.grad_out)
             else:
                 with torch.no_grad():
-                    self._items[key] = (reference(q, k, v, case.pattern_obj), None)
+                    self._items[key] = (reference(q, k, v, case.pattern_obj, rows), None)
             while len(self._items) > self.size:
                 self._items.pop(next(iter(self._items)))
         return self._items[key]
@@ -131,7 +148,7 @@ def _second_call(prepared: Prepared, given: tuple, first_ref: torch.Tensor, cach
     """Write new values into the check's own tensors (same objects, storage, strides and version
     counters; through ``.data``, so no autograd graph or version records it) and call the kernel again
     (same shapes and grad mode: a compiled kernel does not recompile). Why its output is not that of
-    the new values, or None."""
+    the new values (judged on ``spread_rows``), or None."""
     case = prepared.case
     fresh = make_inputs(case, seed=FRESH_SEED)
     with torch.no_grad():
@@ -140,7 +157,10 @@ def _second_call(prepared: Prepared, given: tuple, first_ref: torch.Tensor, cach
     out, _, problem = _call(prepared, given, [t.detach() for t in fresh.qkv()], None)
     if problem is not None:
         return f"{problem} (on a second call, with new input values)"
-    ref, _ = cache.get(case, fresh, FRESH_SEED, grads=False)
+    rows = spread_rows(case.q_len)
+    ref, _ = cache.get(case, fresh, FRESH_SEED, grads=False, rows=rows)
+    if rows is not None:
+        out, first_ref = out[..., rows, :], first_ref[..., rows, :]
     error = relative_error(out.detach(), ref)
     problem = error_problem("output", error, case.dtype, False)
     if problem is None:

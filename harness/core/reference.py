@@ -17,12 +17,17 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x if group == 1 else x.repeat_interleave(group, dim=1)
 
 
-def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
+              rows: torch.Tensor | None = None) -> torch.Tensor:
     """The float64 definition of ``pattern``. Returns a float64 tensor of q's shape.
 
     q is (B, H, q_len, D); k and v are (B, H_kv, kv_len, D) with H divisible by H_kv (grouped-query
     heads); queries sit at the end of the keys (see harness.core.patterns). topk keeps the keys its
     float64 scores rank highest (``torch.topk``'s order on ties).
+
+    ``rows`` (a 1-D index of query rows): only those rows of the output, (B, H, len(rows), D), each
+    exactly as in the whole output; the scores of the other rows are not computed (except for topk,
+    whose mask is built from every row's scores).
     """
     check_qkv(q, k, v)
     q, k, v = (t.to(torch.float64) for t in (q, k, v))
@@ -32,10 +37,12 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Patter
     if pattern.kind == "hierarchical":
         k = torch.cat([k, segment_means(k, pattern.segment)], dim=2)  # (B, H, kv_len+G, D)
         v = torch.cat([v, segment_means(v, pattern.segment)], dim=2)  # (B, H, kv_len+G, D)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)  # (B, H, q_len, M)
+    every_row = rows is None or pattern.kind == "topk"
+    scores = ((q if every_row else q[..., rows, :]) @ k.transpose(-1, -2)) / math.sqrt(d)  # (B, H, q_len, M)
     allowed = pattern.mask(q_len, kv_len, q.device, scores=scores)  # (q_len, M); topk: (B, H, q_len, M)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v  # (B, H, q_len, D)
+    scores = scores.masked_fill(~(allowed if every_row else allowed[rows]), float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v  # (B, H, q_len, D)
+    return out[..., rows, :] if rows is not None and every_row else out
 
 
 def reference_with_grads(q, k, v, pattern: Pattern, grad_out: torch.Tensor):

@@ -121,6 +121,14 @@ def test_a_call_longer_than_the_budget_warms_up_once():
     assert time_callable(lambda: None, "cpu", budget_s=10.0, warmup=3, timer=iter(range(10**6)).__next__).warmup_calls == 3
 
 
+def test_first_makes_the_first_warm_up_call_and_only_that_one():
+    """``first`` stands in for the first warm-up call (the sweep records peak memory there), never timed."""
+    calls = []
+    t = time_callable(lambda: calls.append("fn"), "cpu", budget_s=10.0, warmup=2, timer=iter(range(10**6)).__next__,
+                      first=lambda: calls.append("first"))
+    assert calls[:2] == ["first", "fn"] and calls.count("first") == 1 and t.warmup_calls == 2
+
+
 def test_small_budgets_take_small_blocks():
     """A small call within a 0.02 s budget: blocks sized so that twice min_samples fit the budget
     (torch's blocked_autorange sized them for 1e-4 overhead: 50 ms blocks for a 50 us call). A fake

@@ -170,9 +170,9 @@ def test_check_names_the_input_written():
     assert "raised" not in res.describe()
 
 
-@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
-def test_a_kernel_that_returns_its_output_for_the_same_tensors_again_is_wrong(cheats, pass_):
-    fields = check_prepared(prepare(_Memo(), _case(_Memo.name, pass_)))
+@pytest.mark.parametrize("pass_, seq_len", [("fwd", 24), ("fwd_bwd", 24), ("fwd", 200)])  # 200: judged on spread rows
+def test_a_kernel_that_returns_its_output_for_the_same_tensors_again_is_wrong(cheats, pass_, seq_len):
+    fields = check_prepared(prepare(_Memo(), _case(_Memo.name, pass_).replace(seq_len=seq_len)))
     assert fields["wrong"] is not None and "earlier call's output for new input values" in fields["wrong"]
     assert fields["rel_error"] < 1e-5  # its first call was right
 
@@ -186,3 +186,20 @@ def test_the_second_call_leaves_the_timed_inputs_alone():
     before = [t.clone() for t in prepared.inputs.qkv()]
     assert check_prepared(prepared)["wrong"] is None
     assert all(torch.equal(t, b) for t, b in zip(prepared.inputs.qkv(), before))
+
+
+def test_one_reference_serves_every_variant_and_pass_of_a_shape(monkeypatch):
+    """The check's references of a shape are built once: its gradients' forward serves a fwd case, and
+    the second call's reference (spread rows, harness.bench.verify.spread_rows) serves both passes."""
+    from harness.bench import verify
+
+    built = []
+    real, real_grads = verify.reference, verify.reference_with_grads
+    monkeypatch.setattr(verify, "reference", lambda *a, **k: built.append("out") or real(*a, **k))
+    monkeypatch.setattr(verify, "reference_with_grads", lambda *a, **k: built.append("grads") or real_grads(*a, **k))
+    cache = ReferenceCache()
+    for pass_ in ("fwd_bwd", "fwd"):
+        for name in ("naive", "chunked"):
+            fields = check_prepared(prepare(get_variant(name), _case(name, pass_).replace(seq_len=100)), cache)
+            assert fields["wrong"] is None, fields
+    assert built == ["grads", "out"], built

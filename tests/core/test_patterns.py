@@ -319,3 +319,15 @@ def test_new_masks_are_built_without_n_by_n_integer_temporaries(pattern):
     assert alloc.result.dtype == torch.bool and alloc.result.shape == (n, n)
     assert alloc.net_bytes <= n * n + 64 * 1024  # the boolean result and O(N) position vectors
     assert alloc.peak_bytes <= 3 * n * n + 64 * 1024  # at most two boolean temporaries beside it (int64: 8x)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS + [Pattern("sink", True, window=2, sinks=3), Pattern("topk", True, topk=3),
+                                                Pattern("document", True, doc_lens=(5, 4, 8))], ids=lambda p: p.label)
+@pytest.mark.parametrize("q_len", [3, 17])
+def test_reference_rows_are_those_rows_of_the_whole_output(pattern, q_len):
+    g = torch.Generator().manual_seed(q_len)
+    q = torch.randn(2, 4, q_len, 5, generator=g)
+    k, v = (torch.randn(2, 2, 17, 5, generator=g) for _ in range(2))
+    rows = torch.tensor([0, q_len // 2, q_len - 1]).unique()
+    whole = reference(q, k, v, pattern)
+    torch.testing.assert_close(reference(q, k, v, pattern, rows), whole[..., rows, :], rtol=1e-12, atol=1e-12)
