@@ -243,6 +243,10 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                         "call faults no fresh pages whatever ran before it) or system (the C library's defaults: a "
                         "kernel with big temporaries may pay page faults on every call, or not, depending on what "
                         "the process allocated before)")
+    p.add_argument("--compile-ahead", dest="compile_ahead", action=argparse.BooleanOptionalAction,
+                   help="on a CPU, compile the cases of compiling variants (flex) in parallel worker processes, "
+                        "one per core, before the first case is timed; each case then loads its kernel from "
+                        "torch's cache, so its setup_s is that load, not the compile (default: on)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10 s or 5%%) and no summary")
 
@@ -261,4 +265,5 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 EXECUTION_FLAGS = ("budget_s", "timeout_s", "retries", "ceiling_retries", "recheck_retries", "rounds",
-                   "recheck_wait_s", "trust_budget", "allocator", "executor", "ray_address", "ray_cpus_per_case")
+                   "recheck_wait_s", "trust_budget", "allocator", "compile_ahead", "executor", "ray_address",
+                   "ray_cpus_per_case")

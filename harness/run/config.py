@@ -72,6 +72,7 @@ class Execution:
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
     trust_budget: float | None = 1.0  # re-measuring and waiting, in all: this x the first pass; None: unbounded
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
+    compile_ahead: bool = True  # compiling variants' CPU cases compiled in parallel first (harness.run.ahead)
     executor: str = "local"  # local or ray (harness.run.ray_executor)
     ray_address: str | None = None  # the Ray cluster; None: a local Ray instance
     ray_cpus_per_case: int | None = None  # CPUs a Ray CPU case holds; None: a whole node's

@@ -1,6 +1,7 @@
 """The sweep: a frozen config expanded into cases, each measured by an executor into exactly one
 journaled row, whatever happens; then the re-measurements (harness.run.remeasure), the machine
-figures (harness.run.figures) and the tables.
+figures (harness.run.figures) and the tables. Before the first case, the CPU cases of compiling
+variants are compiled in parallel (harness.run.ahead).
 
 A run folder has one writer (``harness.store.lock``). Resuming finishes a run in its own folder
 (harness.run.resume). The case being measured is recorded (``in_progress``) before it starts, so
@@ -20,6 +21,8 @@ from harness.analysis.trust import summary as trust_summary
 from harness.bench.heap import pin_allocator
 from harness.core.case import STATUSES, Case
 from harness.core.errors import InputError
+from harness.core.registry import discover
+from harness.run.ahead import compile_ahead
 from harness.run.budget import TrustBudget
 from harness.run.config import EXECUTION_KEYS, SweepConfig, planned
 from harness.run.eta import RecheckEstimate
@@ -139,6 +142,11 @@ def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet:
                 meta["calibration"].append(calibrate(config.grid.device, when))
         meta["status"] = "running"
         write_json(run_dir / RUN_JSON, meta)
+        if todo and not ray_exec and ex.compile_ahead:  # after run.json: a stop here leaves a run to resume
+            with phase("compile ahead"):
+                ahead = compile_ahead(todo, discover(), quiet)
+            if ahead:
+                meta.setdefault("compile_ahead", []).append(ahead)
         return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet, phase)
     finally:
         if ray_exec:

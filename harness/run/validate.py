@@ -294,6 +294,9 @@ def _execution_values(values: dict) -> None:
                    'faults pages; "system": the C library\'s defaults)')
     if "isolate" in values and not isinstance(values["isolate"], bool):
         raise _bad("isolate", values["isolate"], "true or false", "isolate = true (--isolate)")
+    if "compile_ahead" in values and not isinstance(values["compile_ahead"], bool):
+        raise _bad("compile_ahead", values["compile_ahead"], "true or false",
+                   "compile_ahead = false (--no-compile-ahead)")
     _check_executor(values)
 
 
