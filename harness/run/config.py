@@ -126,19 +126,20 @@ def pattern_params(grid: Grid, kind: str, n: int) -> list[dict]:
 
 
 def expand(config: SweepConfig | Grid) -> list[Case]:
-    """Axes to cases. Variants vary fastest, then passes, so the references of one shape (its output
-    for the check's second call is the same for fwd and fwd_bwd) serve every variant and pass of it.
-    Each pattern is crossed with the parameter axes it takes only (local x window, sink x window x
+    """Axes to cases. Variants vary fastest, then passes, fwd_bwd first whatever the order given, so
+    the references of one shape serve every variant and pass of it (the check's reference with
+    gradients holds fwd's output too; its second call's is the same for both passes). Each pattern is crossed with the parameter axes it takes only (local x window, sink x window x
     sinks, ...; global with none), so no case appears twice."""
     grid = config.grid if isinstance(config, SweepConfig) else config
     registry = discover()
     cases = []
+    passes = sorted(grid.passes, key=lambda p: p != "fwd_bwd")  # stable: fwd_bwd, then the rest as given
     outer = itertools.product(grid.dtypes, grid.threads or (None,), grid.batch, grid.heads, input_layers(grid))
     for dtype, threads, b, h, (source, layer) in outer:
         for kvh, d, (q_len, n), kind in itertools.product(grid.kv_heads or (h,), grid.head_dims, lengths(grid),
                                                           grid.patterns):
             for pp, doc_lens, causal, pass_, name in itertools.product(
-                    pattern_params(grid, kind, n), _doc_axis(grid, kind, n), grid.causal, grid.passes, grid.variants):
+                    pattern_params(grid, kind, n), _doc_axis(grid, kind, n), grid.causal, passes, grid.variants):
                 params = {**registry[name].default_params, **dict(dict(grid.params).get(name, ()))}
                 cases.append(Case(
                     variant=name, pattern=kind, causal=causal, device=grid.device, dtype=dtype, batch=b, heads=h,

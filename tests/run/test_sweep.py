@@ -78,6 +78,9 @@ def test_expand_every_axis_and_case_flops():
     hier = [c for c in cases if c.pattern == "hierarchical" and c.seq_len == 100]
     assert {c.segment for c in hier} == {10}
     assert all(c.flops > 0 for c in cases)
+    # one shape's cases together (its references serve them all): variants fastest, fwd_bwd before fwd
+    first_shape = [(c.pass_, c.variant) for c in cases[:6]]
+    assert first_shape == [(p, v) for p in ("fwd_bwd", "fwd") for v in SMALL["variants"]], first_shape
 
 
 def test_sweep_every_cell_is_a_row(tmp_path):
