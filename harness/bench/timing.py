@@ -209,13 +209,14 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None) -> Timing:
-    """Warm up (``warmup`` calls, or one when it alone outlasts ``budget_s``), size a block (``number`` calls) so that ``TARGET_SAMPLES`` blocks, or twice
-    ``min_samples``, fit in ``budget_s`` (at least ``MIN_BLOCK_S`` of calls, at least one call), then
-    time blocks with the standard library's ``timeit`` until ``budget_s`` is spent and ``min_samples``
-    samples exist.
+    """Warm up (``warmup`` calls, or fewer: warming up stops once it has taken one sample's share of
+    the budget, ``budget_s / min_samples``, so a call that long warms up alone), size a block (``number``
+    calls) so that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s`` (at least
+    ``MIN_BLOCK_S`` of calls, at least one call), then time blocks with the standard library's
+    ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist.
 
-    One sample is a block's time divided by its calls. The sizing blocks are not kept (they warm up
-    further). On CUDA the clock synchronizes the device before every reading, so a block's time
+    One sample is a block's time divided by its calls. Of the sizing blocks only the last, of
+    ``number`` calls, is kept, as the first sample (the others warm up further). On CUDA the clock synchronizes the device before every reading, so a block's time
     covers its kernels, not their launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
     be injected, so the CI gate can time CPU time and tests can use a fake clock.
 
@@ -238,8 +239,9 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
     warmed, started = 0, time.perf_counter()
-    while warmed < warmup and (warmed == 0 or time.perf_counter() - started < budget_s):
-        (first if warmed == 0 and first is not None else fn)()  # a call longer than the whole budget warms up alone
+    share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
+    while warmed < warmup and (warmed == 0 or time.perf_counter() - started < share):
+        (first if warmed == 0 and first is not None else fn)()
         warmed += 1
     if beside is not None:
         beside()

@@ -113,11 +113,15 @@ def test_cuda_blocks_are_timed_to_the_end_of_their_kernels(monkeypatch):
     assert all(s * t.number_per_sample == pytest.approx(0.003) for s in t.samples_s)
 
 
-def test_a_call_longer_than_the_budget_warms_up_once():
-    """Warm-up calls stop once they outlast the budget: a call of 20 ms under a 10 ms budget warms up
-    once (sleeping only ever takes longer); a call of nothing warms up as often as asked."""
+def test_a_call_longer_than_a_samples_share_of_the_budget_warms_up_once():
+    """Warm-up calls stop once they outlast one sample's share of the budget (budget / min_samples): a
+    call of 20 ms under a 10 ms budget warms up once (sleeping only ever takes longer), and under 50 ms
+    for 5 samples; a call of nothing warms up as often as asked."""
     slow = time_callable(lambda: time.sleep(0.02), "cpu", budget_s=0.01, warmup=3, min_samples=2)
     assert slow.warmup_calls == 1 and len(slow.samples_s) >= 2
+    # one sample's share of the budget: 5 samples of 20 ms outlast 0.05 s, so one warm-up call will do
+    shared = time_callable(lambda: time.sleep(0.02), "cpu", budget_s=0.05, warmup=3, min_samples=5)
+    assert shared.warmup_calls == 1 and len(shared.samples_s) >= 5
     assert time_callable(lambda: None, "cpu", budget_s=10.0, warmup=3, timer=iter(range(10**6)).__next__).warmup_calls == 3
 
 
