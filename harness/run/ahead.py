@@ -48,8 +48,14 @@ def ahead_cases(cases: list[Case], registry: dict) -> list[Case]:
     return out
 
 
-def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _spawn_pool(workers: int):
+    """A spawn pool whose workers ignore Ctrl-C from their very start (an ignored signal stays ignored
+    in a child, and Python then installs no handler of its own): a stop is the sweep's to handle."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return multiprocessing.get_context("spawn").Pool(workers)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _compile(case: Case) -> tuple[str, float, str | None]:
@@ -65,6 +71,19 @@ def _compile(case: Case) -> tuple[str, float, str | None]:
     except Exception as exc:  # noqa: BLE001 - the sweep compiles it again and records what happens
         return case.id, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
     return case.id, time.perf_counter() - t0, None
+
+
+def _as_they_finish(pool, todo: list[Case]):
+    """The workers' results as they come, waiting in short timed waits: a signal the pool's threads
+    receive then still reaches the main thread's handlers (Ctrl-C, SIGTERM) within a second."""
+    results = pool.imap_unordered(_compile, todo)
+    for _ in todo:
+        while True:
+            try:
+                yield results.next(timeout=0.5)
+                break
+            except multiprocessing.TimeoutError:
+                continue
 
 
 def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int | None = None) -> dict:
@@ -83,9 +102,9 @@ def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int |
     os.environ.update(WORKER_ENV)  # spawned workers inherit the environment as it is at their start
     t0, failed, by_id = time.perf_counter(), [], {c.id: c for c in todo}
     progress = Progress(len(todo), 0, quiet)
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+    pool = _spawn_pool(workers)
     try:
-        for case_id, _, error in pool.imap_unordered(_compile, todo):
+        for case_id, _, error in _as_they_finish(pool, todo):
             progress.show(by_id[case_id])
             progress.advance()
             if error:

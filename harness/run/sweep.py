@@ -143,8 +143,14 @@ def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet:
         meta["status"] = "running"
         write_json(run_dir / RUN_JSON, meta)
         if todo and not ray_exec and ex.compile_ahead:  # after run.json: a stop here leaves a run to resume
-            with phase("compile ahead"):
-                ahead = compile_ahead(todo, discover(), quiet)
+            try:
+                with phase("compile ahead"):
+                    ahead = compile_ahead(todo, discover(), quiet)
+            except KeyboardInterrupt as stop:
+                what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
+                say(False, f"{what} while compiling ahead, before the first case; finish with: "
+                           f"attnbench sweep --resume {run_dir}")
+                raise
             if ahead:
                 meta.setdefault("compile_ahead", []).append(ahead)
         return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet, phase)
