@@ -232,15 +232,17 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     cold call of the 512x512 matmul after naive attention at N=2048 read 1.13-1.33 ms against 0.87-0.95
     ms for the same kernel timed alone, the second call 0.89-1.01 ms). Its time is not part of ``budget_s``.
 
-    ``first`` (a zero-argument callable that calls ``fn`` once) makes the first warm-up call, untimed:
-    the sweep measures a call's peak memory there rather than in a call of its own.
+    ``first`` (a zero-argument callable that calls ``fn`` once) makes the first warm-up call, untimed,
+    even when ``warmup`` is 0: the sweep measures a call's peak memory there rather than in a call of
+    its own (the profiler's overhead then counts towards the warm-up's share).
 
     torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
     overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
-    while warmed < warmup and (warmed == 0 or time.perf_counter() - started < share):
+    calls = max(warmup, 1 if first is not None else 0)  # ``first`` is always called
+    while warmed < calls and (warmed == 0 or time.perf_counter() - started < share):
         (first if warmed == 0 and first is not None else fn)()
         warmed += 1
     if beside is not None:

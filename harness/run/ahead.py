@@ -8,21 +8,26 @@ sweep, each shape's code lands in inductor's on-disk cache (its FX graph cache, 
 unchanged) loads it from there in a fraction of a second. Nothing is timed while the workers run.
 
 Only on a CPU, with at least two cores and two such cases, and while inductor's FX graph cache is on
-(the default); a case a worker cannot compile is left to the sweep, which makes its failure a row.
-The workers ignore Ctrl-C (the sweep's stop handling ends them).
+(the default). It only ever saves time: a case a worker cannot compile, a worker that dies (the pool
+is then given up) or a pool that cannot start is left to the sweep, which compiles the case itself
+and makes any failure a row. The workers ignore Ctrl-C; a stop ends them.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
 import signal
+import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 from harness.core.case import Case
 from harness.run.progress import Progress, say
 
-WORKER_ENV = {"TORCHINDUCTOR_COMPILE_THREADS": "1"}  # a worker is one core's work
+WORKER_ENV = {"TORCHINDUCTOR_COMPILE_THREADS": "1"}  # a worker compiles in its own process, no pool of its own
+POLL_S = 0.5  # results are awaited in waits this short, so a stop reaches the sweep's handlers within it
 
 
 def cores() -> int:
@@ -34,62 +39,84 @@ def cores() -> int:
 
 
 def ahead_cases(cases: list[Case], registry: dict) -> list[Case]:
-    """The cases worth compiling ahead: those of compiling variants, on a CPU, that the variant runs."""
+    """The cases worth compiling ahead: those of compiling variants, on a CPU, that the variant runs
+    and that fit in memory (harness.run.footprint; the sweep does not attempt the others)."""
+    from harness.run.footprint import memory_shortfall
+
     out = []
     for case in cases:
         cls = registry.get(case.variant)
         if case.device != "cpu" or cls is None or not getattr(cls, "compiles", False):
             continue
         try:
-            if not cls(**dict(case.params)).not_supported_reasons(case):
+            if not cls(**dict(case.params)).not_supported_reasons(case) and memory_shortfall(case) is None:
                 out.append(case)
         except Exception:  # noqa: BLE001 - a variant that cannot even say: the sweep reports it
             continue
     return out
 
 
-def _spawn_pool(workers: int):
-    """A spawn pool whose workers ignore Ctrl-C from their very start (an ignored signal stays ignored
-    in a child, and Python then installs no handler of its own): a stop is the sweep's to handle."""
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return multiprocessing.get_context("spawn").Pool(workers)
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
 def _compile(case: Case) -> tuple[str, float, str | None]:
-    """In a worker: prepare the case (its warm call compiles it); (case id, seconds, error or None)."""
-    from harness.bench.prepare import prepare
+    """In a worker: prepare the case as the sweep will (its threads, its compile call on the warm
+    inputs); (case id, seconds, error or None)."""
+    from harness.bench.inputs import make_inputs
+    from harness.bench.prepare import WARM_SEED, prepare
     from harness.core.registry import get_variant
+    from harness.run.executors import torch_threads
 
     t0 = time.perf_counter()
     try:
         variant = get_variant(case.variant, **dict(case.params))
-        with variant.timing_context(case):
-            prepare(variant, case)
+        with torch_threads(case.threads), variant.timing_context(case):  # threads: part of inductor's cache key
+            prepare(variant, case, inputs=make_inputs(case, seed=WARM_SEED))
     except Exception as exc:  # noqa: BLE001 - the sweep compiles it again and records what happens
         return case.id, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
     return case.id, time.perf_counter() - t0, None
 
 
-def _as_they_finish(pool, todo: list[Case]):
-    """The workers' results as they come, waiting in short timed waits: a signal the pool's threads
-    receive then still reaches the main thread's handlers (Ctrl-C, SIGTERM) within a second."""
-    results = pool.imap_unordered(_compile, todo)
-    for _ in todo:
-        while True:
-            try:
-                yield results.next(timeout=0.5)
-                break
-            except multiprocessing.TimeoutError:
-                continue
+def _end_worker(signum, frame) -> None:
+    """A worker's SIGTERM (``_end``): release what multiprocessing holds for it, then exit at once."""
+    from multiprocessing import util
+
+    util._run_finalizers(0)  # its semaphores, which the resource tracker would otherwise warn about
+    os._exit(128 + signum)
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGTERM, _end_worker)
+
+
+def _start(workers: int, todo: list[Case]):
+    """A spawn pool with every case submitted. Its workers start (at submit) with Ctrl-C ignored, so
+    they never print a traceback for it (an ignored signal stays ignored in a child, and Python then
+    installs no handler of its own); a stop is the sweep's to handle."""
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_init_worker)
+    main = threading.current_thread() is threading.main_thread()  # signal.signal works there only
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return pool, [pool.submit(_compile, case) for case in todo]
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
+
+
+def _end(pool) -> None:
+    """Shut the pool down without waiting for a compile in progress: its workers are ended."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own, as of 3.8-3.13
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+    pool.shutdown(wait=True)  # its workers gone, the executor's own thread ends and frees its queues
 
 
 def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int | None = None) -> dict:
     """Compile ``cases``' compiling-variant shapes in parallel worker processes (see the module
-    docstring). Returns what run.json keeps (``compile_ahead``): cases, workers, seconds, failures;
-    an empty dict when nothing was compiled ahead."""
+    docstring). Returns what run.json keeps (``compile_ahead``): cases, workers, seconds, the cases
+    that failed and, when the pool broke, why; an empty dict when nothing was compiled ahead."""
     import torch._inductor.config as inductor_config
 
     todo = ahead_cases(cases, registry)
@@ -100,23 +127,31 @@ def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int |
                "(their kernels then load from torch's cache)")
     saved = {k: os.environ.get(k) for k in WORKER_ENV}
     os.environ.update(WORKER_ENV)  # spawned workers inherit the environment as it is at their start
-    t0, failed, by_id = time.perf_counter(), [], {c.id: c for c in todo}
+    t0, failed, broken, by_id = time.perf_counter(), [], None, {c.id: c for c in todo}
     progress = Progress(len(todo), 0, quiet)
-    pool = _spawn_pool(workers)
+    pool = None
     try:
-        for case_id, _, error in _as_they_finish(pool, todo):
-            progress.show(by_id[case_id])
-            progress.advance()
-            if error:
-                failed.append({"case_id": case_id, "error": error})
-        pool.close()
+        pool, pending = _start(workers, todo)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=POLL_S,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                case_id, _, error = future.result()  # a dead worker: BrokenProcessPool, below
+                progress.show(by_id[case_id])
+                progress.advance()
+                if error:
+                    failed.append({"case_id": case_id, "error": error})
+    except (BrokenProcessPool, OSError) as exc:  # a worker died, or none could start
+        broken = f"{type(exc).__name__}: {exc}"
+        say(quiet, f"compiling ahead stopped ({broken}): the sweep compiles the rest itself")
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            _end(pool)
         progress.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return {"cases": len(todo), "workers": workers, "seconds": round(time.perf_counter() - t0, 1), "failed": failed}
+    out = {"cases": len(todo), "workers": workers, "seconds": round(time.perf_counter() - t0, 1), "failed": failed}
+    return {**out, "broken": broken} if broken else out

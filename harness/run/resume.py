@@ -14,7 +14,8 @@ from harness.store.load import read_meta
 from harness.store.provenance import environment_fingerprint, provenance
 from harness.store.schema import RUN_JSON, SCHEMA_VERSION
 
-BEFORE_KEYS = {"allocator": "system"}  # what a run written before such a sweep key existed was measured with
+# What a run written before such a sweep key existed was measured with.
+BEFORE_KEYS = {"allocator": "system", "compile_ahead": False}
 SPLIT_FROM_RETRIES = ("ceiling_retries", "recheck_retries")  # before they had names, ``retries`` bounded them too
 
 

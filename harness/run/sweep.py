@@ -142,21 +142,33 @@ def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet:
                 meta["calibration"].append(calibrate(config.grid.device, when))
         meta["status"] = "running"
         write_json(run_dir / RUN_JSON, meta)
-        if todo and not ray_exec and ex.compile_ahead:  # after run.json: a stop here leaves a run to resume
-            try:
-                with phase("compile ahead"):
-                    ahead = compile_ahead(todo, discover(), quiet)
-            except KeyboardInterrupt as stop:
-                what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
-                say(False, f"{what} while compiling ahead, before the first case; finish with: "
-                           f"attnbench sweep --resume {run_dir}")
-                raise
-            if ahead:
-                meta.setdefault("compile_ahead", []).append(ahead)
+        if todo and not ray_exec and ex.compile_ahead:
+            _compile_ahead(run_dir, meta, todo, quiet, phase)
         return _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_exec, quiet, phase)
     finally:
         if ray_exec:
             ray_exec.close()
+
+
+def _compile_ahead(run_dir: Path, meta: dict, todo: list[Case], quiet: bool, phase: Phases) -> None:
+    """Compile the compiling variants' cases ahead (harness.run.ahead), after run.json exists. It only
+    ever saves time: an error in it is a warning. A stop there leaves an interrupted run to resume."""
+    try:
+        with phase("compile ahead"):
+            ahead = compile_ahead(todo, discover(), quiet)
+    except KeyboardInterrupt as stop:
+        meta["status"] = "interrupted"
+        write_json(run_dir / RUN_JSON, meta)
+        what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
+        say(False, f"{what} while compiling ahead, before the first case; finish with: "
+                   f"attnbench sweep --resume {run_dir}")
+        raise
+    except Exception as exc:  # noqa: BLE001 - the sweep compiles each case itself, as without it
+        say(False, f"warning: compiling ahead failed ({type(exc).__name__}: {exc}); the sweep compiles each case "
+                   "itself (--no-compile-ahead skips it)")
+        return
+    if ahead:
+        meta.setdefault("compile_ahead", []).append(ahead)
 
 
 def _pin_allocator(meta: dict, allocator: str, quiet: bool) -> None:

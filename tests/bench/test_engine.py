@@ -131,6 +131,10 @@ def test_first_makes_the_first_warm_up_call_and_only_that_one():
     t = time_callable(lambda: calls.append("fn"), "cpu", budget_s=10.0, warmup=2, timer=iter(range(10**6)).__next__,
                       first=lambda: calls.append("first"))
     assert calls[:2] == ["first", "fn"] and calls.count("first") == 1 and t.warmup_calls == 2
+    calls.clear()
+    time_callable(lambda: calls.append("fn"), "cpu", budget_s=10.0, warmup=0, timer=iter(range(10**6)).__next__,
+                  first=lambda: calls.append("first"))
+    assert calls[0] == "first" and calls.count("first") == 1  # even with no warm-up asked for
 
 
 def test_small_budgets_take_small_blocks():

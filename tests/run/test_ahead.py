@@ -52,3 +52,84 @@ def test_compile_ahead_is_on_by_default_and_a_bad_value_is_named():
     assert build_config({"compile_ahead": False}).execution.compile_ahead is False
     with pytest.raises(InputError, match="compile_ahead"):
         build_config({"compile_ahead": "no"})
+
+
+TINY = dict(variants=["naive"], patterns=["global"], causal=[False, True], seq_lens=[16], heads=[1], batch=[1],
+            head_dims=[8], dtypes=["float32"], passes=["fwd"], budget_s=0.01, timeout_s=60, device="cpu",
+            retries=0, ceiling_retries=0, recheck_retries=0)
+
+
+def _run_json(run_dir) -> dict:
+    import json
+
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_a_sweep_compiles_ahead_before_its_first_case_and_records_it(monkeypatch, tmp_path):
+    """The sweep hands its cases to compile_ahead once, before any is measured, and keeps its account."""
+    from harness.run import sweep
+
+    seen = []
+
+    def fake(todo, registry, quiet):
+        seen.append((len(todo), (tmp_path / "r" / "journal.jsonl").exists()))
+        return {"cases": 2, "workers": 2, "seconds": 1.0, "failed": []}
+
+    monkeypatch.setattr(sweep, "compile_ahead", fake)
+    meta = _run_json(sweep.run_sweep(build_config(TINY), out=tmp_path / "r", quiet=True))
+    assert seen == [(2, False)] and meta["compile_ahead"] == [{"cases": 2, "workers": 2, "seconds": 1.0, "failed": []}]
+    assert "compile ahead" in meta["phases_s"] and meta["status"] == "complete"
+    seen.clear()
+    sweep.run_sweep(build_config({**TINY, "compile_ahead": False}), out=tmp_path / "off", quiet=True)
+    assert seen == []
+
+
+def test_a_stop_while_compiling_ahead_leaves_a_run_to_resume(monkeypatch, tmp_path, capsys):
+    import pytest
+
+    from harness.run import sweep
+
+    def stopped(todo, registry, quiet):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "compile_ahead", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(build_config(TINY), out=tmp_path / "r", quiet=True)
+    assert _run_json(tmp_path / "r")["status"] == "interrupted"
+    assert f"finish with: attnbench sweep --resume {tmp_path / 'r'}" in capsys.readouterr().err
+    monkeypatch.setattr(sweep, "compile_ahead", lambda todo, registry, quiet: {})
+    assert _run_json(sweep.run_sweep(resume=tmp_path / "r", quiet=True))["status"] == "complete"
+
+
+def test_an_error_while_compiling_ahead_is_a_warning_not_a_failed_run(monkeypatch, tmp_path, capsys):
+    from harness.run import sweep
+
+    def broken(todo, registry, quiet):
+        raise OSError("no /dev/shm")
+
+    monkeypatch.setattr(sweep, "compile_ahead", broken)
+    meta = _run_json(sweep.run_sweep(build_config(TINY), out=tmp_path / "r", quiet=True))
+    assert meta["status"] == "complete" and "compile_ahead" not in meta
+    assert "warning: compiling ahead failed (OSError: no /dev/shm)" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_gives_the_pool_up_and_the_sweep_compiles_the_rest(monkeypatch):
+    """A dead worker breaks the pool (BrokenProcessPool): compile_ahead says so and returns, never hangs."""
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Pool:
+        down = False
+
+        def shutdown(self, wait, cancel_futures):
+            Pool.down = True
+
+    def start(workers, todo):
+        dead = concurrent.futures.Future()
+        dead.set_exception(BrokenProcessPool("a worker died"))
+        return Pool(), [dead]
+
+    monkeypatch.setattr(ahead, "_start", start)
+    cases = [Case(_Compiling.name, seq_len=n) for n in (16, 32)]
+    got = ahead.compile_ahead(cases, {_Compiling.name: _Compiling}, quiet=True, workers=2)
+    assert got["broken"] == "BrokenProcessPool: a worker died" and Pool.down
