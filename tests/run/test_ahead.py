@@ -121,7 +121,7 @@ def test_a_worker_that_dies_gives_the_pool_up_and_the_sweep_compiles_the_rest(mo
     class Pool:
         down = False
 
-        def shutdown(self, wait, cancel_futures):
+        def shutdown(self, wait=True, cancel_futures=False):
             Pool.down = True
 
     def start(workers, todo):
