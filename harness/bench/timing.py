@@ -216,8 +216,9 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist.
 
     One sample is a block's time divided by its calls. Of the sizing blocks only the last, of
-    ``number`` calls, is kept, as the first sample (the others warm up further). On CUDA the clock synchronizes the device before every reading, so a block's time
-    covers its kernels, not their launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
+    ``number`` calls, is kept, as the first sample (the others warm up further). On CUDA the clock
+    synchronizes the device before every reading, so a block's time covers its kernels, not their
+    launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
     be injected, so the CI gate can time CPU time and tests can use a fake clock.
 
     ``waits`` (a reading of the threads' run-queue wait in seconds, ``runqueue_wait_s`` by default with

@@ -56,22 +56,21 @@ def ahead_cases(cases: list[Case], registry: dict) -> list[Case]:
     return out
 
 
-def _compile(case: Case) -> tuple[str, float, str | None]:
+def _compile(case: Case) -> tuple[str, str | None]:
     """In a worker: prepare the case as the sweep will (its threads, its compile call on the warm
-    inputs); (case id, seconds, error or None)."""
+    inputs); (case id, error or None)."""
     from harness.bench.inputs import make_inputs
     from harness.bench.prepare import WARM_SEED, prepare
     from harness.core.registry import get_variant
     from harness.run.executors import torch_threads
 
-    t0 = time.perf_counter()
     try:
         variant = get_variant(case.variant, **dict(case.params))
         with torch_threads(case.threads), variant.timing_context(case):  # threads: part of inductor's cache key
             prepare(variant, case, inputs=make_inputs(case, seed=WARM_SEED))
     except Exception as exc:  # noqa: BLE001 - the sweep compiles it again and records what happens
-        return case.id, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
-    return case.id, time.perf_counter() - t0, None
+        return case.id, f"{type(exc).__name__}: {exc}"
+    return case.id, None
 
 
 def _end_worker(signum, frame) -> None:
@@ -113,10 +112,21 @@ def _end(pool) -> None:
     pool.shutdown(wait=True)  # its workers gone, the executor's own thread ends and frees its queues
 
 
+def _results(pending):
+    """(case id, error or None) of each compile as it finishes, awaited in waits of ``POLL_S``; a dead
+    worker raises BrokenProcessPool here."""
+    while pending:
+        done, pending = concurrent.futures.wait(pending, timeout=POLL_S, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+
+
 def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int | None = None) -> dict:
     """Compile ``cases``' compiling-variant shapes in parallel worker processes (see the module
     docstring). Returns what run.json keeps (``compile_ahead``): cases, workers, seconds, the cases
     that failed and, when the pool broke, why; an empty dict when nothing was compiled ahead."""
+    from unittest import mock  # patch.dict: the workers' environment, restored after them
+
     import torch._inductor.config as inductor_config
 
     todo = ahead_cases(cases, registry)
@@ -125,33 +135,23 @@ def compile_ahead(cases: list[Case], registry: dict, quiet: bool, workers: int |
         return {}
     say(quiet, f"compiling {len(todo)} case(s) of compiling variants ahead, in {workers} processes "
                "(their kernels then load from torch's cache)")
-    saved = {k: os.environ.get(k) for k in WORKER_ENV}
-    os.environ.update(WORKER_ENV)  # spawned workers inherit the environment as it is at their start
     t0, failed, broken, by_id = time.perf_counter(), [], None, {c.id: c for c in todo}
     progress = Progress(len(todo), 0, quiet)
     pool = None
-    try:
-        pool, pending = _start(workers, todo)
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=POLL_S,
-                                                    return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                case_id, _, error = future.result()  # a dead worker: BrokenProcessPool, below
+    with mock.patch.dict(os.environ, WORKER_ENV):  # spawned workers inherit it as it is at their start
+        try:
+            pool, pending = _start(workers, todo)
+            for case_id, error in _results(pending):
                 progress.show(by_id[case_id])
                 progress.advance()
                 if error:
                     failed.append({"case_id": case_id, "error": error})
-    except (BrokenProcessPool, OSError) as exc:  # a worker died, or none could start
-        broken = f"{type(exc).__name__}: {exc}"
-        say(quiet, f"compiling ahead stopped ({broken}): the sweep compiles the rest itself")
-    finally:
-        if pool is not None:
-            _end(pool)
-        progress.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        except (BrokenProcessPool, OSError) as exc:  # a worker died, or none could start
+            broken = f"{type(exc).__name__}: {exc}"
+            say(quiet, f"compiling ahead stopped ({broken}): the sweep compiles the rest itself")
+        finally:
+            if pool is not None:
+                _end(pool)
+            progress.close()
     out = {"cases": len(todo), "workers": workers, "seconds": round(time.perf_counter() - t0, 1), "failed": failed}
     return {**out, "broken": broken} if broken else out

@@ -128,8 +128,9 @@ def pattern_params(grid: Grid, kind: str, n: int) -> list[dict]:
 def expand(config: SweepConfig | Grid) -> list[Case]:
     """Axes to cases. Variants vary fastest, then passes, fwd_bwd first whatever the order given, so
     the references of one shape serve every variant and pass of it (the check's reference with
-    gradients holds fwd's output too; its second call's is the same for both passes). Each pattern is crossed with the parameter axes it takes only (local x window, sink x window x
-    sinks, ...; global with none), so no case appears twice."""
+    gradients holds fwd's output too; its second call's is the same for both passes). Each pattern
+    is crossed with the parameter axes it takes only (local x window, sink x window x sinks, ...;
+    global with none), so no case appears twice."""
     grid = config.grid if isinstance(config, SweepConfig) else config
     registry = discover()
     cases = []

@@ -159,8 +159,7 @@ def _compile_ahead(run_dir: Path, meta: dict, todo: list[Case], quiet: bool, pha
     except KeyboardInterrupt as stop:
         meta["status"] = "interrupted"
         write_json(run_dir / RUN_JSON, meta)
-        what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
-        say(False, f"{what} while compiling ahead, before the first case; finish with: "
+        say(False, f"{_stop_text(stop)} while compiling ahead, before the first case; finish with: "
                    f"attnbench sweep --resume {run_dir}")
         raise
     except Exception as exc:  # noqa: BLE001 - the sweep compiles each case itself, as without it
@@ -234,8 +233,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
         meta["trust_budget"] = budget.summary()
         _add_cost(meta, runner)
         _finish(run_dir, meta, rows, "interrupted", quiet)
-        what = "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
-        say(False, f"{what}: {len(rows)} of {len(cases)} cases saved in {run_dir}; "
+        say(False, f"{_stop_text(stop)}: {len(rows)} of {len(cases)} cases saved in {run_dir}; "
                    f"finish with: attnbench sweep --resume {run_dir}")
         raise
     except OSError as exc:  # the journal, the marker or a table cannot be written (a full disk)
@@ -260,6 +258,11 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     except OSError as exc:  # the tables or run.json cannot be written (a full disk): every row is journaled
         raise _cannot_write(exc, journal, run_dir) from None
     return run_dir
+
+
+def _stop_text(stop: KeyboardInterrupt) -> str:
+    """"interrupted" (Ctrl-C), or "stopped by SIGTERM" and the like (harness.run.stops)."""
+    return "interrupted" if type(stop) is KeyboardInterrupt else f"stopped by {stop}"
 
 
 def _add_cost(meta: dict, runner) -> None:

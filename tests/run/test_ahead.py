@@ -3,9 +3,15 @@ worker's failure is reported, never raised (the sweep compiles the case again an
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
 
 from harness.core.case import Case
+from harness.core.errors import InputError
 from harness.core.registry import Variant, discover
 from harness.run import ahead
 from harness.run.validate import build_config
@@ -44,10 +50,6 @@ def test_a_case_a_worker_cannot_compile_is_reported_and_the_environment_restored
 
 
 def test_compile_ahead_is_on_by_default_and_a_bad_value_is_named():
-    import pytest
-
-    from harness.core.errors import InputError
-
     assert build_config({}).execution.compile_ahead is True
     assert build_config({"compile_ahead": False}).execution.compile_ahead is False
     with pytest.raises(InputError, match="compile_ahead"):
@@ -60,8 +62,6 @@ TINY = dict(variants=["naive"], patterns=["global"], causal=[False, True], seq_l
 
 
 def _run_json(run_dir) -> dict:
-    import json
-
     return json.loads((run_dir / "run.json").read_text())
 
 
@@ -85,8 +85,6 @@ def test_a_sweep_compiles_ahead_before_its_first_case_and_records_it(monkeypatch
 
 
 def test_a_stop_while_compiling_ahead_leaves_a_run_to_resume(monkeypatch, tmp_path, capsys):
-    import pytest
-
     from harness.run import sweep
 
     def stopped(todo, registry, quiet):
@@ -115,9 +113,6 @@ def test_an_error_while_compiling_ahead_is_a_warning_not_a_failed_run(monkeypatc
 
 def test_a_worker_that_dies_gives_the_pool_up_and_the_sweep_compiles_the_rest(monkeypatch):
     """A dead worker breaks the pool (BrokenProcessPool): compile_ahead says so and returns, never hangs."""
-    import concurrent.futures
-    from concurrent.futures.process import BrokenProcessPool
-
     class Pool:
         down = False
 
