@@ -103,14 +103,17 @@ def _seq(value) -> list | None:
 
 
 def used_samples(row: dict, column: str = "time_samples_s") -> list[float]:
-    """The raw samples a row's statistics are of: those its threads did not wait for a CPU during
-    (``time_contended``, harness.bench.timing), or all of them when every one did or none is marked.
-    ``column``: another per-sample list of the row (``time_fault_samples``), the same samples picked."""
-    samples, contended = _seq(row.get(column)), _seq(row.get("time_contended"))
+    """The raw samples a row's statistics are of: those ``time_used`` marks (harness.bench.timing picked
+    them: clean and, where enough were, timed while the machine was fast); in rows without it, those its
+    threads did not wait for a CPU during (``time_contended``), or all of them when every one did or none
+    is marked. ``column``: another per-sample list of the row (``time_fault_samples``), the same samples picked."""
+    samples = _seq(row.get(column))
     if samples is None:
         return []
-    if contended is not None and len(contended) == len(samples) and not all(contended):
-        return [float(s) for s, c in zip(samples, contended) if s is not None and not c]
+    for mark, keep in (("time_used", True), ("time_contended", False)):
+        marks = _seq(row.get(mark))
+        if marks is not None and len(marks) == len(samples) and any(bool(m) == keep for m in marks):
+            return [float(s) for s, m in zip(samples, marks) if s is not None and bool(m) == keep]
     return [float(s) for s in samples if s is not None]
 
 
@@ -273,6 +276,11 @@ def summary(rows: list[dict]) -> dict:
     if any(marked):  # samples that waited for a CPU, left out of their cell's statistics
         out["contention"] = {"samples": sum(len(m) for m in marked), "contended": sum(sum(map(bool, m)) for m in marked),
                              "cells": sum(any(m) for m in marked), "all_contended": sum(bool(m) and all(m) for m in marked)}
+    slow = [(_seq(r.get("time_slow")) or [], _seq(r.get("time_used")) or []) for r in ok]
+    if any(m for m, _ in slow):  # samples timed while the machine was slow, and those of them left out
+        out["slow"] = {"samples": sum(len(m) for m, _ in slow), "slow": sum(sum(map(bool, m)) for m, _ in slow),
+                       "left_out": sum(sum(bool(s) and not u for s, u in zip(m, used)) for m, used in slow),
+                       "cells": sum(any(m) for m, _ in slow)}
     rounds = [r for r in ok if reproduction(r.get("time_rounds_s")) is not None]
     if rounds:  # measured in rounds (--rounds): how well the run agrees with itself over time
         agree = sum(reproduction(r["time_rounds_s"], r.get("time_s_median")) <= ROUNDS_AGREE for r in rounds)

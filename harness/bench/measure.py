@@ -62,10 +62,13 @@ UNTIMED_FIELDS = ("peak_mem_bytes", "peak_mem_method", "rel_error", "grad_rel_er
 def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
-            bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None) -> dict:
+            bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None,
+            slow_above: float | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
     evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call right
-    after each of its timing blocks; ``calibration_s`` is their median beside the clean samples), how
+    after each of its timing blocks; ``calibration_s`` is their median beside the samples the statistics
+    are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at most that
+    long, where enough exist; harness.bench.timing), how
     busy the rest of the host was while it was timed, torch's threads, and on CUDA the GPU's clock,
     temperature and throttle reasons.
 
@@ -94,7 +97,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         before = snapshot()
         t0 = time.perf_counter()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside,
-                               first=first if earlier is None else None)
+                               first=first if earlier is None else None, slow_above=slow_above)
         cost["timing"] += time.perf_counter() - t0 - peak.get("s", 0.0)
         cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median

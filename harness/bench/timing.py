@@ -7,20 +7,20 @@ worker loads this very file by path, so that both trees it compares are timed by
 ``timeit`` (synchronizing the accelerator at every clock reading) for ``budget_s``, taking more
 blocks until ``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
 
-Contention is measured per sample, not guessed: beside every block the clock reads how long this
-process's threads waited on a run queue for a CPU (Linux ``/proc/self/task/*/schedstat``, in ns). A
-block whose threads together waited more than ``CONTENDED`` of its wall time shared a CPU with another
-process: its sample is kept raw but left out of the statistics (while clean samples exist), and more
-blocks are timed, within a bound, until enough clean ones exist.
+Beside every block the clock reads how long this process's threads waited for a CPU (Linux schedstat).
+A block that waited more than ``CONTENDED`` of its time shared a CPU with another process: its sample
+is kept raw but left out of the statistics, and more blocks are timed, within a bound, until enough
+clean ones exist. It also reads the process's minor page faults (``getrusage``): a call that faults
+maps fresh memory, so its time depends on the allocator's state (``harness.bench.heap``).
 
-Beside every block the clock also reads the process's minor page faults (``getrusage``): a call that
-faults maps fresh memory from the kernel, and its time then depends on the allocator's state, not only
-on the kernel (``harness.bench.heap``).
-
-A ``beside`` callable (the sweep passes the calibration kernel) is timed right after every block,
-outside it: the machine's speed read in the same moments as the samples. On this project's 2-core VM
-the machine's speed moves by 1.3-1.5x within seconds; a calibration timed in one block before a cell
-tracked the cell's 0.2 s windows with a correlation of 0.53-0.69, one interleaved with its blocks 0.73-0.94.
+A ``beside`` callable (the calibration kernel) is timed right after every block: the machine's speed
+in the same moments as the samples (on a 2-core VM it tracked a cell's 0.2 s windows with a correlation
+of 0.73-0.94, a calibration timed before the cell 0.53-0.69).
+A sample whose calibration beside it took longer than ``slow_above`` (the sweep passes 1.15x the run's
+best so far) was timed while the machine was slow: kept raw, left out of the statistics while
+``MIN_FAST`` fast ones exist, more blocks timed, within a bound, until ``min_samples`` do (as nvbench
+drops samples a throttled GPU took). A VM's neighbours slow it in bursts of 0.1-1 s: fast samples are
+the cell's speed on the quiet machine.
 """
 
 from __future__ import annotations
@@ -41,11 +41,23 @@ CLOCKS: dict[str, Callable[[], float]] = {
 }
 CONTENDED = 0.05  # a block whose threads waited for a CPU more than this share of its wall time is contended
 CONTENTION_EXTRA = 2.0  # under contention, up to this many times the normal timing again for clean blocks
+SLOW_EXTRA = 1.0  # on a slow machine, up to this many times the normal timing again for fast blocks
+MIN_FAST = 3  # the statistics are of the fast samples when at least this many exist (else of the clean ones)
 
 
 def _contended(sample: float, wait: float | None) -> bool:
     """A sample whose threads waited for a CPU more than ``CONTENDED`` of it (no reading: not contended)."""
     return wait is not None and wait > CONTENDED * sample
+
+
+def used_mask(contended: list[bool], slow: list[bool]) -> list[bool]:
+    """Per sample, whether the statistics are of it: the clean (not contended) and fast (not slow)
+    samples when at least ``MIN_FAST`` exist, else the clean ones, else all of them."""
+    fast = [not c and not s for c, s in zip(contended, slow)]
+    if sum(fast) >= MIN_FAST:
+        return fast
+    clean = [not c for c in contended]
+    return clean if any(clean) else [True] * len(contended)
 
 
 def runqueue_wait_s() -> float | None:
@@ -82,11 +94,11 @@ class Timing:
     ``cpu_samples_s``: for each sample, the CPU time this process spent per call over the same block
     (all its threads): next to the wall time, the evidence of time spent preempted by other processes.
     ``wait_samples_s``: for each sample, the time per call this process's threads waited for a CPU over
-    the same block (``runqueue_wait_s``). A sample whose wait exceeds ``CONTENDED`` of it is contended;
-    the statistics (median, IQR, extremes, count) are those of the clean samples, or of all of them
-    when every sample is contended. ``samples_s`` keeps every raw sample. ``fault_samples``: for each
-    sample, the minor page faults per call over the same block (``minor_faults``).
-    ``beside_samples_s``: for each sample, a warm call of the ``beside`` kernel timed right after its block.
+    the same block (``runqueue_wait_s``): above ``CONTENDED`` of the sample, it is contended.
+    ``fault_samples``: per sample, the minor page faults per call over its block (``minor_faults``).
+    ``beside_samples_s``: per sample, a warm call of the ``beside`` kernel timed right after its block;
+    above ``slow_above`` (None: never), the sample is slow. The statistics (median, IQR, extremes,
+    count) are of the samples ``used_mask`` picks; ``samples_s`` keeps every raw one.
     """
 
     samples_s: list[float]
@@ -96,6 +108,7 @@ class Timing:
     wait_samples_s: list[float] | None = None
     fault_samples: list[float] | None = None
     beside_samples_s: list[float] | None = None
+    slow_above: float | None = None
 
     @property
     def contended(self) -> list[bool]:
@@ -104,15 +117,21 @@ class Timing:
             return [False] * len(self.samples_s)
         return [_contended(s, w) for s, w in zip(self.samples_s, self.wait_samples_s)]
 
-    def _beside_clean(self, values: list) -> list:
-        """Of a per-sample list, the values beside the clean samples, or all when none is clean."""
-        clean = [v for v, c in zip(values, self.contended) if not c]
-        return clean or list(values)
+    @property
+    def slow(self) -> list[bool]:
+        """Per sample: whether the ``beside`` kernel timed right after it took longer than ``slow_above``."""
+        if self.slow_above is None or self.beside_samples_s is None:
+            return [False] * len(self.samples_s)
+        return [b > self.slow_above for b in self.beside_samples_s]
+
+    def _picked(self, values: list) -> list:
+        """Of a per-sample list, the values beside the samples the statistics are of (``used_mask``)."""
+        return [v for v, u in zip(values, used_mask(self.contended, self.slow)) if u]
 
     @property
     def used(self) -> list[float]:
-        """The samples the statistics are of: the clean ones, or all when none is clean."""
-        return self._beside_clean(self.samples_s)
+        """The samples the statistics are of (``used_mask``)."""
+        return self._picked(self.samples_s)
 
     @property
     def median(self) -> float:
@@ -120,9 +139,9 @@ class Timing:
 
     @property
     def beside_median(self) -> float | None:
-        """The median of the ``beside`` kernel's times next to the samples the statistics are of (the
-        clean ones, or all when none is clean); None when nothing was timed beside."""
-        return statistics.median(self._beside_clean(self.beside_samples_s)) if self.beside_samples_s else None
+        """The median of the ``beside`` kernel's times next to the samples the statistics are of; None
+        when nothing was timed beside."""
+        return statistics.median(self._picked(self.beside_samples_s)) if self.beside_samples_s else None
 
     @property
     def iqr(self) -> float:
@@ -147,7 +166,9 @@ class Timing:
                 "time_contended": self.contended if waits is not None else None,
                 "time_fault_samples": list(self.fault_samples) if self.fault_samples is not None else None,
                 "time_calibration_samples_s": (list(self.beside_samples_s) if self.beside_samples_s is not None
-                                               else None)}
+                                               else None),
+                "time_slow": self.slow if self.slow_above is not None and self.beside_samples_s is not None else None,
+                "time_used": used_mask(self.contended, self.slow)}
 
 
 class _DualClock:
@@ -208,7 +229,8 @@ _DEFAULT = object()
 def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, warmup: int = 2,
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
-                  beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None) -> Timing:
+                  beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None,
+                  slow_above: float | None = None) -> Timing:
     """Warm up (``warmup`` calls, or fewer: warming up stops once it has taken one sample's share of
     the budget, ``budget_s / min_samples``, so a call that long warms up alone), size a block (``number``
     calls) so that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s`` (at least
@@ -228,17 +250,15 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     clock (no ``timer``), every block's minor page faults are read too (``Timing.fault_samples``).
 
     ``beside`` (a zero-argument kernel) is warmed up with ``fn``, then called twice right after every
-    kept block, outside it, the second call timed on the wall clock (``perf_counter``, the device
-    synchronized): ``Timing.beside_samples_s``. The first call refills the caches the block evicted (a
-    cold call of the 512x512 matmul after naive attention at N=2048 read 1.13-1.33 ms against 0.87-0.95
-    ms for the same kernel timed alone, the second call 0.89-1.01 ms). Its time is not part of ``budget_s``.
+    kept block, outside it and the budget, the second call timed (``Timing.beside_samples_s``): the
+    first refills the caches the block evicted (cold, the 512x512 matmul read up to 1.3x its time).
+    A sample whose ``beside`` call took longer than ``slow_above`` is slow (``Timing.slow``): blocks
+    go on, for at most ``SLOW_EXTRA`` times the normal timing's time, until ``min_samples`` (at least
+    ``MIN_FAST``) clean and fast samples exist.
 
     ``first`` (a zero-argument callable that calls ``fn`` once) makes the first warm-up call, untimed,
     even when ``warmup`` is 0: the sweep measures a call's peak memory there rather than in a call of
     its own (the profiler's overhead then counts towards the warm-up's share).
-
-    torch.utils.benchmark's ``blocked_autorange`` was used before: it sizes blocks for 1e-4 relative
-    overhead (50 ms blocks for a 50 us kernel), so five samples took ten times a small budget.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -282,22 +302,30 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         spent += took
         if beside is not None:  # after the block's last reading, so outside it
             beside()  # warms the caches the block evicted: a cold call reads the cell's footprint
-            sync(device)
-            start = time.perf_counter()
+            start = wall()
             beside()
-            sync(device)
-            beside_s.append(time.perf_counter() - start)
+            beside_s.append(wall() - start)
 
     keep(took)
     while spent < budget_s or len(samples) < min_samples:
         keep(block.timeit(number))
-    if waits is not None:
-        want, bound = max(min_samples, (len(samples) + 1) // 2), spent * (1 + CONTENTION_EXTRA)
-        while spent < bound and sum(not _contended(s, w) for s, w in zip(samples, wait)) < want:
-            keep(block.timeit(number))
+    slow_above = slow_above if beside is not None else None
+    want, normal = max(min_samples, (len(samples) + 1) // 2), spent
+
+    def more() -> bool:  # extra blocks: for clean samples under contention, for fast ones on a slow machine
+        clean = [not _contended(s, w) for s, w in zip(samples, wait)]  # no wait read: clean
+        if sum(clean) < want and spent < normal * (1 + CONTENTION_EXTRA):
+            return True
+        if slow_above is None:
+            return False
+        fast = sum(c and b <= slow_above for c, b in zip(clean, beside_s))
+        return fast < max(min_samples, MIN_FAST) and spent < normal * (1 + SLOW_EXTRA)
+
+    while more():
+        keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmed, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None,
-                  beside_samples_s=beside_s)
+                  beside_samples_s=beside_s, slow_above=slow_above)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

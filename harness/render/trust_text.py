@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from harness.analysis.trust import ROUNDS_AGREE
+from harness.analysis.trust import ROUNDS_AGREE, SLOW_CALIBRATION
 
 
 def _seconds(value) -> float | None:
@@ -37,6 +37,17 @@ def contention_text(trust: dict) -> str:
             + (f" ({c['all_contended']} cells had no other sample)" if c.get("all_contended") else ""))
 
 
+def slow_text(trust: dict) -> str:
+    """One clause on the samples timed while the machine was slow ('' when none was)."""
+    s = trust.get("slow")
+    if not s or not s.get("slow"):
+        return ""
+    kept = s["slow"] - s["left_out"]
+    return (f"{s['slow']} of {s['samples']} timing samples (in {s['cells']} cells) were timed while the machine "
+            f"was slow (the calibration beside them above {SLOW_CALIBRATION:g}x the run's best so far) and left out "
+            "of their cell's statistics" + (f", but for {kept} kept in cells with too few fast ones" if kept else ""))
+
+
 def wait_text(trust: dict) -> str:
     """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
     it waited less than a second or did not run)."""
@@ -50,4 +61,4 @@ def wait_text(trust: dict) -> str:
 
 def evidence_clauses(trust: dict) -> list[str]:
     """The run-level clauses beside the trusted count: rounds that agree, samples left out, the wait."""
-    return [text for text in (rounds_text(trust), contention_text(trust), wait_text(trust)) if text]
+    return [text for text in (rounds_text(trust), contention_text(trust), slow_text(trust), wait_text(trust)) if text]

@@ -15,7 +15,7 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.trust import MIN_CALLS, row_flags, worth_remeasuring
+from harness.analysis.trust import MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, worth_remeasuring
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.verify import ReferenceCache
@@ -100,7 +100,8 @@ class InProcess:
                         rec = measure(variant, case, self.config.execution.budget_s, self.ceilings.get(case.dtype),
                                       max_error_elements=self.config.grid.max_error_elements,
                                       ref_cache=self.ref_cache, bandwidth=self.ceilings.get(BANDWIDTH_KEY),
-                                      min_samples=MIN_CALLS, earlier=again, cost=steps)
+                                      min_samples=MIN_CALLS, earlier=again, cost=steps,
+                                      slow_above=self._slow_above())
             except CaseTimeout:
                 if not attempts:
                     raise
@@ -124,6 +125,22 @@ class InProcess:
             best = {**best, **fidelity_fields(case, self.fidelity_cache)}
             self.cost["fidelity"] += time.perf_counter() - t0
         return {**best, "attempts": len(attempts)}
+
+    def _slow_above(self) -> float | None:
+        """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``
+        times the best seen on torch's current threads (None before any)."""
+        best = self.best_calibration.get(torch.get_num_threads())
+        return SLOW_CALIBRATION * best if best else None
+
+    def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
+        """Start the best calibrations (by torch threads) from the run's so far: run.json's entries (the
+        one timed at the start) and its rows (a resume's)."""
+        counts = [c.get("threads") for c in meta.get("calibration") or [] if isinstance(c, dict)]
+        counts += [r.get("torch_threads") for r in rows]
+        for threads in {int(t) for t in counts if isinstance(t, (int, float)) and t == t}:
+            best = best_calibration(meta, rows, threads)
+            if best:
+                self.best_calibration[threads] = min(self.best_calibration.get(threads, best), best)
 
     def _wait_for_quiet(self, device: str) -> None:
         self.waiter(device, self.best_calibration.get(torch.get_num_threads()), limit_s=self.budget.left_s())

@@ -60,6 +60,23 @@ def test_the_summary_counts_the_samples_left_out_as_contended():
     assert "contention" not in summary(assess([ok_row()], {})) and contention_text({}) == ""
 
 
+def test_the_samples_the_timing_used_are_those_judged_and_the_slow_ones_are_counted():
+    """``time_used`` (the timing's pick: clean and fast samples) decides which samples are judged; the
+    summary counts the samples timed while the machine was slow and those of them left out."""
+    from harness.render.trust_text import evidence_clauses, slow_text
+
+    samples, slow = [1e-3] * 6 + [2e-3] * 4, [False] * 6 + [True] * 4
+    row = ok_row(time_samples_s=samples, time_slow=slow, time_used=[not s for s in slow],
+                 time_contended=[False] * 10)
+    assert used_samples(row) == [1e-3] * 6 and row_flags(row, 1e-3) == []
+    kept = ok_row(time_samples_s=samples, time_slow=slow, time_used=[True] * 10)  # too few fast: all judged
+    assert used_samples(kept) == samples and [f.split(":")[0] for f in row_flags(kept, 1e-3)] == ["bimodal"]
+    t = summary(assess([row, kept, ok_row()], {}))
+    assert t["slow"] == {"samples": 20, "slow": 8, "left_out": 4, "cells": 2}
+    assert slow_text(t).startswith("8 of 20 timing samples (in 2 cells) were timed while the machine was slow")
+    assert slow_text(t) in evidence_clauses(t) and "slow" not in summary(assess([ok_row()], {})) and slow_text({}) == ""
+
+
 def test_calibration_is_judged_against_the_best_with_the_same_threads():
     # The kernel runs on all of torch's threads: 1-thread cells are not "slow" against a 2-thread best.
     meta = {"calibration": [{"time_s_median": 1e-3, "threads": 2}]}
@@ -134,6 +151,29 @@ def test_re_measurements_re_time_only_and_a_wrong_row_is_not_timed_again(monkeyp
     assert seen[0] is old
     monkeypatch.setattr(executors, "measure", lambda *a, **k: {**ok_row(host_busy=0.9), "status": "wrong"})
     assert runner.metrics(case)["attempts"] == 1
+
+
+def test_each_measurement_judges_its_samples_against_the_run_best_calibration_so_far(monkeypatch):
+    """The run's start calibration seeds the best (by torch threads); every attempt is handed
+    ``SLOW_CALIBRATION`` times the best so far, which each row's own calibration lowers."""
+    seen = []
+
+    def measure(*a, slow_above=None, **k):
+        seen.append(slow_above)
+        return ok_row(calibration_s=8e-4)
+
+    monkeypatch.setattr(executors, "measure", measure)
+    monkeypatch.setattr(executors.torch, "get_num_threads", lambda: 2)
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
+    case = Case("naive", seq_len=16, heads=1, head_dim=8)
+    runner.metrics(case)
+    assert seen == [None]  # nothing seen yet: no sample is judged slow
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
+    runner.seed_calibration({"calibration": [{"time_s_median": 1e-3, "threads": 2},
+                                             {"time_s_median": 5e-4, "threads": 1}]}, [])
+    runner.metrics(case)
+    runner.metrics(case)
+    assert seen[1:] == [pytest.approx(1.15e-3), pytest.approx(8e-4 * 1.15)]
 
 
 def test_measure_with_an_earlier_row_keeps_its_memory_and_check(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 from harness.bench.measure import measure
 from harness.bench.memory import track_allocations
 from harness.bench.prepare import prepare
-from harness.bench.timing import CONTENDED, runqueue_wait_s, time_callable
+from harness.bench.timing import CONTENDED, MIN_FAST, SLOW_EXTRA, runqueue_wait_s, time_callable, used_mask
 from harness.core.case import Case
 from harness.core.errors import UnsupportedCaseError
 from harness.core.patterns import Pattern
@@ -234,6 +234,67 @@ def test_the_calibration_is_timed_warm_after_every_block_and_read_beside_the_cle
     assert any(t.contended) and t.beside_median == 2.0
     assert t.fields()["time_calibration_samples_s"] == times
     assert time_callable(lambda: None, "cpu", budget_s=0.01).beside_median is None  # nothing beside
+
+
+class SlowMachine:
+    """A fake clock whose machine is slow (every call ``slow`` times longer, the calibration beside too)
+    while ``slow_at`` says so of the calls made so far; the calibration takes ``cal`` when fast."""
+
+    def __init__(self, slow_at, dt=1e-3, cal=1e-3, slow=2.0):
+        self.now, self.calls, self.slow_at, self.dt, self.cal, self.slow = 0.0, 0, slow_at, dt, cal, slow
+
+    def factor(self):
+        return self.slow if self.slow_at(self.calls) else 1.0
+
+    def call(self):
+        self.calls += 1
+        self.now += self.dt * self.factor()
+
+    def beside(self):
+        self.now += self.cal * self.factor()
+
+
+def test_samples_timed_while_the_machine_was_slow_are_kept_raw_but_left_out_of_the_statistics():
+    """Calls 10-40 run at half speed, the calibration beside them too: their samples are slow, more
+    blocks are timed until enough fast ones exist, and the statistics and the calibration's median are
+    those of the fast ones, every raw sample kept."""
+    m = SlowMachine(lambda n: 10 <= n < 40)
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
+                      beside=m.beside, slow_above=1.15e-3)
+    assert any(t.slow) and not all(t.slow)
+    assert t.median == pytest.approx(1e-3) and t.beside_median == pytest.approx(1e-3)
+    assert len(t.used) == t.slow.count(False) >= 5
+    f = t.fields()
+    assert f["time_slow"] == t.slow and f["time_used"] == [not s for s in t.slow]
+    assert max(f["time_samples_s"]) == pytest.approx(2e-3) and f["time_s_max"] < 2e-3
+
+
+def test_a_machine_slow_throughout_bounds_the_extra_blocks_and_keeps_every_sample():
+    """No fast sample: the extra blocks stop at their bound (``SLOW_EXTRA`` times the normal timing
+    again), the statistics are of every sample, and the calibration's median says the machine was slow."""
+    m = SlowMachine(lambda n: True)
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
+                      beside=m.beside, slow_above=1.15e-3)
+    assert all(t.slow) and t.used == t.samples_s and t.beside_median == pytest.approx(2e-3)
+    spent = sum(t.samples_s) * t.number_per_sample
+    assert 0.05 * (1 + SLOW_EXTRA) <= spent < 0.05 * (1 + SLOW_EXTRA) + 0.05
+
+
+def test_without_a_slow_threshold_or_a_slow_sample_nothing_is_left_out_and_no_block_is_added():
+    for slow_above in (None, 1.15e-3):
+        m = SlowMachine(lambda n: False)
+        t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
+                          beside=m.beside, slow_above=slow_above)
+        assert not any(t.slow) and t.used == t.samples_s and sum(t.samples_s) * t.number_per_sample < 0.05 + 0.01
+        assert t.fields()["time_slow"] == (None if slow_above is None else t.slow)
+
+
+def test_the_used_samples_are_the_clean_fast_ones_while_enough_exist_else_the_clean_ones():
+    fast_enough = [False] * MIN_FAST
+    assert used_mask([False, True, *fast_enough], [True, False, *fast_enough]) == [False, False, *[True] * MIN_FAST]
+    few = [False] * (MIN_FAST - 1)
+    assert used_mask([True, False, *few], [False, True, *[False] * len(few)]) == [False, True, *[True] * len(few)]
+    assert used_mask([True, True], [False, True]) == [True, True]  # nothing clean: every sample
 
 
 def test_a_row_calibration_is_the_median_of_the_kernel_timed_beside_its_samples():
