@@ -56,6 +56,25 @@ def node_fields(device: str) -> dict:
     return {"node": platform.node(), "device_name": name}
 
 
+def note_calibration(best: dict[int, float], row: dict, threads: int | None = None) -> None:
+    """Lower ``best`` (calibration seconds by torch threads) to a measured row's own calibration, timed
+    on the row's ``torch_threads`` (``threads`` when it does not say)."""
+    cal, threads = row.get("calibration_s"), row.get("torch_threads", threads)
+    if isinstance(cal, (int, float)) and cal > 0 and isinstance(threads, int):
+        best[threads] = min(best.get(threads, cal), cal)
+
+
+def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict]) -> None:
+    """Lower ``best`` (calibration seconds by torch threads) to the run's best so far: run.json's
+    entries (the one timed at the start) and its rows (a resume's)."""
+    counts = [c.get("threads") for c in meta.get("calibration") or [] if isinstance(c, dict)]
+    counts += [r.get("torch_threads") for r in rows]
+    for threads in {int(t) for t in counts if isinstance(t, (int, float)) and t == t}:
+        found = best_calibration(meta, rows, threads)
+        if found:
+            best[threads] = min(best.get(threads, found), found)
+
+
 class InProcess:
     """Measures cases in this process, reusing variant instances (and their compiled functions).
 
@@ -111,9 +130,8 @@ class InProcess:
                     self.cost.update(steps)
                 else:  # timing it again: its own step
                     self.cost["re-measuring"] += sum(steps.values())
-            cal, threads = rec.get("calibration_s"), torch.get_num_threads()
-            if cal:
-                self.best_calibration[threads] = min(self.best_calibration.get(threads, cal), cal)
+            threads = torch.get_num_threads()
+            note_calibration(self.best_calibration, rec, threads)
             flags = row_flags(rec, self.best_calibration.get(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
@@ -133,14 +151,7 @@ class InProcess:
         return SLOW_CALIBRATION * best if best else None
 
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
-        """Start the best calibrations (by torch threads) from the run's so far: run.json's entries (the
-        one timed at the start) and its rows (a resume's)."""
-        counts = [c.get("threads") for c in meta.get("calibration") or [] if isinstance(c, dict)]
-        counts += [r.get("torch_threads") for r in rows]
-        for threads in {int(t) for t in counts if isinstance(t, (int, float)) and t == t}:
-            best = best_calibration(meta, rows, threads)
-            if best:
-                self.best_calibration[threads] = min(self.best_calibration.get(threads, best), best)
+        seed_calibration(self.best_calibration, meta, rows)
 
     def _wait_for_quiet(self, device: str) -> None:
         self.waiter(device, self.best_calibration.get(torch.get_num_threads()), limit_s=self.budget.left_s())
@@ -183,16 +194,23 @@ class Isolated:
     def __init__(self, config: SweepConfig, ceilings: dict[str, float], budget: TrustBudget | None = None) -> None:
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
+        self.best_calibration: dict[int, float] = {}  # by torch threads, handed to each worker
+
+    def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
+        seed_calibration(self.best_calibration, meta, rows)
 
     def metrics(self, case: Case, earlier: dict | None = None) -> dict:
-        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time).
-        ``earlier`` is not used: a fresh process checks its kernel again."""
-        job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings}
+        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time),
+        judging its samples against the run's best calibration so far. ``earlier`` is not used: a fresh
+        process checks its kernel again."""
+        job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings,
+               "best_calibration": self.best_calibration}
         worker = None
         try:
             with self.budget.first_measurement():
                 worker = WorkerProcess(HARNESS_ROOT, job)
                 metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
+            note_calibration(self.best_calibration, metrics)
             return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}

@@ -198,8 +198,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     budget = TrustBudget(ex.trust_budget)
     budget.merge((meta.get("trust") or {}).get("budget"))  # a resume goes on with the run's budget
     runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
-    if isinstance(runner, InProcess):  # samples timed while the machine is slow are judged from the first case
-        runner.seed_calibration(meta, rows)
+    runner.seed_calibration(meta, rows)  # samples timed while the machine is slow are judged from the first case
     recheck = RecheckEstimate(len(todo), budget, ex.recheck_retries)
     progress = Progress(len(cases), done, quiet or ray_exec is not None,  # Ray: plain lines of its own
                         after_s=recheck.seconds)
@@ -226,8 +225,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
                 remeasure_suspects(cells)
             with phase("machine figures"):
                 measure_end(meta, rows, config.grid.device, config.grid.dtypes, ex.ceiling_retries, quiet)
-            if isinstance(runner, InProcess):
-                runner.seed_calibration(meta, rows)  # the end's calibration may be the run's best
+            runner.seed_calibration(meta, rows)  # the end's calibration may be the run's best
             with phase("re-check"):
                 recheck_flagged(cells, ex.recheck_retries, recheck_wait_budget_s(ex, took))
     except KeyboardInterrupt as stop:

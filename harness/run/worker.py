@@ -48,6 +48,7 @@ def sweep_mode(job: dict) -> None:
     from harness.run.validate import build_config
 
     executor = InProcess(build_config(job["config"]), job.get("ceilings") or {})
+    executor.best_calibration.update({int(k): v for k, v in (job.get("best_calibration") or {}).items()})
     _reply({"ready": True, **_files(discover(), [])})
     for line in sys.stdin:
         cmd = json.loads(line)

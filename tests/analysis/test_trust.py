@@ -160,7 +160,7 @@ def test_each_measurement_judges_its_samples_against_the_run_best_calibration_so
 
     def measure(*a, slow_above=None, **k):
         seen.append(slow_above)
-        return ok_row(calibration_s=8e-4)
+        return ok_row(calibration_s=8e-4, torch_threads=2)
 
     monkeypatch.setattr(executors, "measure", measure)
     monkeypatch.setattr(executors.torch, "get_num_threads", lambda: 2)
@@ -256,6 +256,30 @@ def test_threads_is_an_axis_recorded_in_every_row(tmp_path):
     assert df["threads"].tolist() == df["torch_threads"].tolist() == [1, 2]
     assert meta["trust"]["measured"] == 2 and "ceilings_measured" in meta
     assert [c["when"] for c in meta["ceilings_measured"]] == ["start", "end"]
+
+
+def test_isolated_workers_judge_slow_samples_against_the_run_best_calibration(tmp_path, monkeypatch):
+    """Each worker process is handed the run's best calibration so far (the start's, then its rows'):
+    every row of an isolated sweep says which of its samples were slow."""
+    from harness.run.sweep import run_sweep
+    from harness.store.load import load_run
+
+    jobs = []
+    real = executors.WorkerProcess
+
+    def worker(root, job):
+        jobs.append(dict(job["best_calibration"]))
+        return real(root, job)
+
+    monkeypatch.setattr(executors, "WorkerProcess", worker)
+    config = build_config({"variants": ["naive"], "seq_lens": [32, 64], "heads": [1], "head_dims": [8],
+                           "budget_s": 0.01, "retries": 0, "ceiling_retries": 0, "recheck_retries": 0,
+                           "isolate": True})
+    df, meta = load_run(run_sweep(config, out=tmp_path / "run", quiet=True))
+    assert df["isolated"].all() and all(len(list(v)) for v in df["time_slow"])
+    start = meta["calibration"][0]
+    assert jobs[0] == {start["threads"]: start["time_s_median"]} and len(jobs) == 2
+    assert jobs[1][start["threads"]] == min(start["time_s_median"], df["calibration_s"].iloc[0])
 
 
 def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement():
