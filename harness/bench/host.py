@@ -23,6 +23,15 @@ def snapshot() -> Snapshot:
     return Snapshot(time.perf_counter(), busy, time.process_time())
 
 
+def others_core_s() -> float:
+    """CPU seconds other processes have used so far, per core (read beside every timed block: its
+    difference over a block, divided by the block's time, is the fraction of the cores they used). The
+    host's count comes in the kernel's ticks (10 ms), so a short block's value is coarse, and may read
+    slightly below 0."""
+    now = snapshot()
+    return (now.busy_s - now.own_s) / (os.cpu_count() or 1)
+
+
 def host_busy(before: Snapshot, after: Snapshot) -> float | None:
     """CPU used by other processes between two snapshots, as a fraction of all cores (0: a quiet host)."""
     wall = after.wall - before.wall

@@ -14,7 +14,7 @@ from collections import Counter
 import torch
 
 from harness.bench.verify import ReferenceCache, check_case
-from harness.bench.host import gpu_state, host_busy, snapshot
+from harness.bench.host import gpu_state, host_busy, others_core_s, snapshot
 from harness.bench.memory import peak_memory
 from harness.bench.inputs import make_inputs, pattern_perplexity, source_of
 from harness.bench.prepare import prepare
@@ -69,8 +69,8 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     after each of its timing blocks; ``calibration_s`` is their median beside the samples the statistics
     are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at most that
     long, where enough exist; harness.bench.timing), how
-    busy the rest of the host was while it was timed, torch's threads, and on CUDA the GPU's clock,
-    temperature and throttle reasons.
+    busy the rest of the host was while those samples were timed (with an injected ``timer``, over the
+    whole timing), torch's threads, and on CUDA the GPU's clock, temperature and throttle reasons.
 
     ``earlier``: the row of an earlier measurement of the same case (an ok one): this one re-times it
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
@@ -97,11 +97,12 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         before = snapshot()
         t0 = time.perf_counter()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside,
-                               first=first if earlier is None else None, slow_above=slow_above)
+                               first=first if earlier is None else None, slow_above=slow_above,
+                               host=others_core_s if timer is None else None)
         cost["timing"] += time.perf_counter() - t0 - peak.get("s", 0.0)
         cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median
-        evidence["host_busy"] = host_busy(before, snapshot())
+        evidence["host_busy"] = timing.host_busy if timing.host_busy is not None else host_busy(before, snapshot())
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))
     rec = {"status": "ok", "reason": "", **evidence, "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),

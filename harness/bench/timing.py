@@ -3,24 +3,23 @@
 This module imports nothing from attnbench (only the standard library and torch): the CI gate's
 worker loads this very file by path, so that both trees it compares are timed by the same code.
 
-``time_callable`` warms up, sizes a block of calls, then times blocks with the standard library's
-``timeit`` (synchronizing the accelerator at every clock reading) for ``budget_s``, taking more
-blocks until ``min_samples`` exist. Raw per-call samples are kept; statistics are derived on read.
+``time_callable`` warms up, sizes a block of calls, then times blocks with ``timeit`` for ``budget_s``.
+Raw per-call samples are kept; statistics are derived on read, of the samples used. Beside every block:
 
-Beside every block the clock reads how long this process's threads waited for a CPU (Linux schedstat).
-A block that waited more than ``CONTENDED`` of its time shared a CPU with another process: its sample
-is kept raw but left out of the statistics, and more blocks are timed, within a bound, until enough
-clean ones exist. It also reads the process's minor page faults (``getrusage``): a call that faults
-maps fresh memory, so its time depends on the allocator's state (``harness.bench.heap``).
+* how long this process's threads waited for a CPU (Linux schedstat): above ``CONTENDED`` of its time,
+  the sample shared a CPU with another process (contended);
+* the process's minor page faults (``getrusage``): a call that faults maps fresh memory, so its time
+  depends on the allocator's state (``harness.bench.heap``);
+* with a ``host`` reading, other processes' CPU use over the block (the row's ``host_busy``);
+* a ``beside`` callable (the calibration kernel), timed right after the block: the machine's speed in
+  the same moments (on a 2-core VM it tracked a cell's 0.2 s windows with a correlation of 0.73-0.94,
+  a calibration timed before the cell 0.53-0.69). Above ``slow_above`` (the sweep passes 1.15x the
+  run's best so far) the sample was timed while the machine was slow (a VM's neighbours slow it in
+  bursts of 0.1-1 s).
 
-A ``beside`` callable (the calibration kernel) is timed right after every block: the machine's speed
-in the same moments as the samples (on a 2-core VM it tracked a cell's 0.2 s windows with a correlation
-of 0.73-0.94, a calibration timed before the cell 0.53-0.69).
-A sample whose calibration beside it took longer than ``slow_above`` (the sweep passes 1.15x the run's
-best so far) was timed while the machine was slow: kept raw, left out of the statistics while
-``MIN_FAST`` fast ones exist, more blocks timed, within a bound, until ``min_samples`` do (as nvbench
-drops samples a throttled GPU took). A VM's neighbours slow it in bursts of 0.1-1 s: fast samples are
-the cell's speed on the quiet machine.
+Contended and slow samples are kept raw but left out of the statistics while enough others exist,
+and more blocks are timed, within a bound, until they do (as nvbench drops samples a throttled GPU
+took): the used samples are the cell's speed on the quiet machine.
 """
 
 from __future__ import annotations
@@ -89,16 +88,12 @@ def minor_faults() -> int | None:
 
 @dataclass
 class Timing:
-    """Raw per-call samples in seconds; statistics are derived on read, never stored rounded.
-
-    ``cpu_samples_s``: for each sample, the CPU time this process spent per call over the same block
-    (all its threads): next to the wall time, the evidence of time spent preempted by other processes.
-    ``wait_samples_s``: for each sample, the time per call this process's threads waited for a CPU over
-    the same block (``runqueue_wait_s``): above ``CONTENDED`` of the sample, it is contended.
-    ``fault_samples``: per sample, the minor page faults per call over its block (``minor_faults``).
-    ``beside_samples_s``: per sample, a warm call of the ``beside`` kernel timed right after its block;
-    above ``slow_above`` (None: never), the sample is slow. The statistics (median, IQR, extremes,
-    count) are of the samples ``used_mask`` picks; ``samples_s`` keeps every raw one.
+    """Raw per-call samples in seconds; statistics are derived on read, of the samples ``used_mask``
+    picks (``samples_s`` keeps every raw one). Per sample, over its block: ``cpu_samples_s``, this
+    process's CPU time per call (all threads); ``wait_samples_s``, its threads' run-queue wait per call
+    (above ``CONTENDED`` of the sample: contended); ``fault_samples``, minor page faults per call;
+    ``host_samples``, other processes' CPU use as a fraction of the cores; ``beside_samples_s``, a warm
+    call of the ``beside`` kernel timed right after it (above ``slow_above``, None: never, it is slow).
     """
 
     samples_s: list[float]
@@ -109,6 +104,7 @@ class Timing:
     fault_samples: list[float] | None = None
     beside_samples_s: list[float] | None = None
     slow_above: float | None = None
+    host_samples: list[float] | None = None
 
     @property
     def contended(self) -> list[bool]:
@@ -144,6 +140,15 @@ class Timing:
         return statistics.median(self._picked(self.beside_samples_s)) if self.beside_samples_s else None
 
     @property
+    def host_busy(self) -> float | None:
+        """Other processes' CPU use over the blocks of the samples used, as a fraction of the cores
+        (weighted by the blocks' times: one block's reading is coarse, the kernel counts in ticks)."""
+        if not self.host_samples:
+            return None
+        used = self._picked(list(zip(self.samples_s, self.host_samples)))
+        return max(0.0, sum(s * h for s, h in used) / sum(s for s, _ in used))
+
+    @property
     def iqr(self) -> float:
         used = self.used
         if len(used) < 2:
@@ -168,23 +173,24 @@ class Timing:
                 "time_calibration_samples_s": (list(self.beside_samples_s) if self.beside_samples_s is not None
                                                else None),
                 "time_slow": self.slow if self.slow_above is not None and self.beside_samples_s is not None else None,
-                "time_used": used_mask(self.contended, self.slow)}
+                "time_used": used_mask(self.contended, self.slow),
+                "time_host_busy_samples": list(self.host_samples) if self.host_samples is not None else None}
 
 
 class _DualClock:
     """A timer for timeit that returns wall time and notes the process's CPU time and, when given, its
-    threads' run-queue wait (``waits``) and its minor page faults (``faults``) at every reading (on CUDA,
-    ``wall`` synchronizes the device first).
+    threads' run-queue wait (``waits``), its minor page faults (``faults``) and other processes' CPU
+    seconds per core (``host``) at every reading (on CUDA, ``wall`` synchronizes the device first).
 
     timeit reads its timer exactly twice per block (before and after the loop), so consecutive
-    readings pair up per block. The wait and the faults are read before the wall clock at a block's
-    start and after it at its end, so that reading them (tens of microseconds) stays outside the
-    timed block."""
+    readings pair up per block. The others are read before the wall clock at a block's start and after
+    it at its end, so that reading them (tens of microseconds) stays outside the timed block."""
 
     def __init__(self, wall: Callable[[], float], waits: Callable[[], float | None] | None = None,
-                 faults: Callable[[], int | None] | None = None) -> None:
+                 faults: Callable[[], int | None] | None = None, host: Callable[[], float] | None = None) -> None:
         self.wall, self.readings = wall, []
-        self.outside = {name: (read, []) for name, read in (("wait", waits), ("faults", faults)) if read is not None}
+        self.outside = {name: (read, []) for name, read in (("wait", waits), ("faults", faults), ("host", host))
+                        if read is not None}
 
     def _read_outside(self) -> None:
         for read, readings in self.outside.values():
@@ -206,10 +212,11 @@ class _DualClock:
         start, end = readings[-2:]
         return None if start is None or end is None else (end - start) / number
 
-    def last_block(self, number: int) -> tuple[float, float | None, float | None]:
-        """Per-call CPU time, run-queue wait and minor page faults (None: not read) of the last block of
-        ``number`` calls."""
-        extra = [self._per_call(self.outside[k][1], number) if k in self.outside else None for k in ("wait", "faults")]
+    def last_block(self, number: int) -> tuple[float, float | None, float | None, float | None]:
+        """Per-call CPU time, run-queue wait, minor page faults and other processes' CPU seconds per
+        core (None: not read) of the last block of ``number`` calls."""
+        extra = [self._per_call(self.outside[k][1], number) if k in self.outside else None
+                 for k in ("wait", "faults", "host")]
         return self._per_call(self.readings, number), *extra
 
 
@@ -221,8 +228,6 @@ def sync(device: str) -> None:
 MIN_BLOCK_S = 1e-3  # shortest timed block: the clock's reading (~1 us) stays below 0.1% of it
 MAX_NUMBER = 10**6  # calls per block at most (a call that takes no measurable time)
 TARGET_SAMPLES = 10  # blocks are sized so that at least this many fit the budget: a median, not a mean of 2
-
-
 _DEFAULT = object()
 
 
@@ -230,35 +235,29 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None,
-                  slow_above: float | None = None) -> Timing:
-    """Warm up (``warmup`` calls, or fewer: warming up stops once it has taken one sample's share of
-    the budget, ``budget_s / min_samples``, so a call that long warms up alone), size a block (``number``
-    calls) so that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s`` (at least
-    ``MIN_BLOCK_S`` of calls, at least one call), then time blocks with the standard library's
-    ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist.
+                  slow_above: float | None = None, host: Callable[[], float] | None = None) -> Timing:
+    """Warm up (``warmup`` calls, or fewer: warming up stops after one sample's share of the budget,
+    ``budget_s / min_samples``), size a block (``number`` calls, at least ``MIN_BLOCK_S`` of them) so
+    that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s``, then time blocks with
+    ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist. One sample is a block's
+    time per call; of the sizing blocks only the last is kept. On CUDA the clock synchronizes the device
+    at every reading, so a block covers its kernels, not their launches. ``timer`` (a clock in seconds;
+    ``CLOCKS``) can be injected: the CI gate times CPU time, tests a fake clock.
 
-    One sample is a block's time divided by its calls. Of the sizing blocks only the last, of
-    ``number`` calls, is kept, as the first sample (the others warm up further). On CUDA the clock
-    synchronizes the device before every reading, so a block's time covers its kernels, not their
-    launches. ``timer`` (a clock returning seconds; see ``CLOCKS``) can
-    be injected, so the CI gate can time CPU time and tests can use a fake clock.
+    ``waits`` (the threads' run-queue wait in seconds; ``runqueue_wait_s`` by default with the wall
+    clock, none with an injected ``timer`` unless given) marks contended samples; while too few are
+    clean, blocks go on, for at most ``CONTENTION_EXTRA`` times the normal timing's time, until
+    ``min_samples`` and half the samples are clean. With the wall clock, every block's minor page faults
+    are read too, and ``host`` (other processes' CPU seconds per core so far), when given.
 
-    ``waits`` (a reading of the threads' run-queue wait in seconds, ``runqueue_wait_s`` by default with
-    the wall clock, none with an injected ``timer`` unless given) marks contended samples. When some
-    are contended, blocks go on, for at most ``CONTENTION_EXTRA`` times the time the normal timing
-    took, until at least ``min_samples`` and half the samples taken by then are clean. With the wall
-    clock (no ``timer``), every block's minor page faults are read too (``Timing.fault_samples``).
+    ``beside`` (a zero-argument kernel) is called twice right after every kept block, outside it and
+    the budget, the second call timed: the first refills the caches the block evicted (cold, the
+    512x512 matmul read up to 1.3x its time). A sample whose ``beside`` call took longer than
+    ``slow_above`` is slow: blocks go on, for at most ``SLOW_EXTRA`` times the normal timing's time,
+    until ``min_samples`` (at least ``MIN_FAST``) clean and fast samples exist.
 
-    ``beside`` (a zero-argument kernel) is warmed up with ``fn``, then called twice right after every
-    kept block, outside it and the budget, the second call timed (``Timing.beside_samples_s``): the
-    first refills the caches the block evicted (cold, the 512x512 matmul read up to 1.3x its time).
-    A sample whose ``beside`` call took longer than ``slow_above`` is slow (``Timing.slow``): blocks
-    go on, for at most ``SLOW_EXTRA`` times the normal timing's time, until ``min_samples`` (at least
-    ``MIN_FAST``) clean and fast samples exist.
-
-    ``first`` (a zero-argument callable that calls ``fn`` once) makes the first warm-up call, untimed,
-    even when ``warmup`` is 0: the sweep measures a call's peak memory there rather than in a call of
-    its own (the profiler's overhead then counts towards the warm-up's share).
+    ``first`` (a callable that calls ``fn`` once) makes the first warm-up call, even when ``warmup`` is
+    0: the sweep measures a call's peak memory there rather than in a call of its own.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -281,7 +280,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     if waits is not None and waits() is None:
         waits = None  # the kernel does not say: no evidence, rather than a column of Nones
     faults = minor_faults if timer is None and minor_faults() is not None else None
-    clock = _DualClock(wall, waits, faults)
+    clock = _DualClock(wall, waits, faults, host)
     block = timeit.Timer(stmt=fn, timer=clock)
     target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     number, took = 1, block.timeit(1)
@@ -289,16 +288,17 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         grow = target / took if took > 0 else 10.0
         number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
         took = block.timeit(number)
-    samples, cpu, wait, fault, spent = [], [], [], [], 0.0
+    samples, cpu, wait, fault, busy, spent = [], [], [], [], [], 0.0
     beside_s: list[float] | None = [] if beside is not None else None
 
     def keep(took: float) -> None:
         nonlocal spent
-        c, w, f = clock.last_block(number)
+        c, w, f, h = clock.last_block(number)
         samples.append(took / number)
         cpu.append(c)
         wait.append(w)
         fault.append(f)
+        busy.append(h / samples[-1] if h is not None and samples[-1] > 0 else 0.0)
         spent += took
         if beside is not None:  # after the block's last reading, so outside it
             beside()  # warms the caches the block evicted: a cold call reads the cell's footprint
@@ -325,7 +325,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmed, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None,
-                  beside_samples_s=beside_s, slow_above=slow_above)
+                  beside_samples_s=beside_s, slow_above=slow_above, host_samples=busy if host is not None else None)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

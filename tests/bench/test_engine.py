@@ -269,6 +269,26 @@ def test_samples_timed_while_the_machine_was_slow_are_kept_raw_but_left_out_of_t
     assert max(f["time_samples_s"]) == pytest.approx(2e-3) and f["time_s_max"] < 2e-3
 
 
+def test_host_busy_is_of_the_samples_used_not_of_the_moments_left_out():
+    """Another process takes every core while the machine is slow (calls 10-40): those samples read a
+    busy host and are left out, so the row's host busy is of the fast ones, which read a quiet one."""
+    m = SlowMachine(lambda n: 10 <= n < 40)
+    others = {"s": 0.0, "at": 0.0}
+
+    def host():  # other processes' CPU seconds per core: all of it while slow, none otherwise
+        others["s"] += (m.now - others["at"]) * (m.factor() > 1)
+        others["at"] = m.now
+        return others["s"]
+
+    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
+                      beside=m.beside, slow_above=1.15e-3, host=host)
+    assert t.host_busy == pytest.approx(0.0)
+    assert [h > 0.5 for h in t.host_samples] == t.slow and any(t.slow)
+    assert t.fields()["time_host_busy_samples"] == t.host_samples
+    whole = sum(s * h for s, h in zip(t.samples_s, t.host_samples)) / sum(t.samples_s)
+    assert whole > 0.2  # over every sample the host was busy: that is not the row's value
+
+
 def test_a_machine_slow_throughout_bounds_the_extra_blocks_and_keeps_every_sample():
     """No fast sample: the extra blocks stop at their bound (``SLOW_EXTRA`` times the normal timing
     again), the statistics are of every sample, and the calibration's median says the machine was slow."""
