@@ -1,7 +1,7 @@
 """One budget for what a run spends to earn trust beyond measuring each cell once.
 
 Re-measuring a cell its own evidence flags, the cross-cell re-measurements, the end-of-run re-check
-and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``; 1 by default,
+and every wait for a quiet machine draw on one budget: ``fraction`` (``--trust-budget``; 0.5 by default,
 None for unbounded) times the seconds the run spent measuring its cells the first time, so it grows
 with the run. During the first pass, re-measurements may spend ``FIRST_PASS_SHARE`` of what it has
 grown to; the rest is the end-of-run re-check's, which measures after the load has had time to pass.
@@ -18,7 +18,7 @@ import contextlib
 import math
 import time
 
-TRUST_BUDGET_FRACTION = 1.0  # the default --trust-budget: as long as the first pass (None: unbounded)
+TRUST_BUDGET_FRACTION = 0.5  # the default --trust-budget: half as long as the first pass (None: unbounded)
 FIRST_PASS_SHARE = 0.5  # of the budget grown so far, what re-measurements during the first pass may spend: the
 # rest is kept for the end-of-run re-check, which measures when the load has had time to pass
 

@@ -70,7 +70,7 @@ class Execution:
     recheck_retries: int = 2  # end-of-run re-checks of a cell still flagged, each one more round
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
-    trust_budget: float | None = 1.0  # re-measuring and waiting, in all: this x the first pass; None: unbounded
+    trust_budget: float | None = 0.5  # re-measuring and waiting, in all: this x the first pass; None: unbounded
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     compile_ahead: bool = True  # compiling variants' CPU cases compiled in parallel first (harness.run.ahead)
     executor: str = "local"  # local or ray (harness.run.ray_executor)

@@ -76,7 +76,7 @@ def test_a_spent_budget_stops_the_attempts_of_a_flagged_cell(monkeypatch):
 def test_zero_is_a_budget_and_a_bad_value_is_refused():
     config = build_config({"trust_budget": 0})
     assert config.execution.trust_budget == 0.0
-    assert build_config({}).execution.trust_budget == 1.0  # bounded unless asked otherwise
+    assert build_config({}).execution.trust_budget == 0.5  # bounded unless asked otherwise
     assert build_config({"trust_budget": float("inf")}).execution.trust_budget is None  # unbounded
     for bad in (-1, float("nan"), "1"):
         with pytest.raises(Exception, match="trust_budget"):
