@@ -6,9 +6,8 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * IQR / median above ``NOISE`` (the samples disagree);
 * bimodal samples (two clusters: e.g. thread wake-ups), which a median would silently average;
 * the rest of the host busy above ``HOST_BUSY`` of its cores while the row was timed;
-* its calibration kernel (timed beside it: a warm call right after each of its timing blocks), or its
-  probe kernel (bound by thread synchronization, timed the same way), more than ``SLOW_CALIBRATION``
-  slower than the run's best: the machine was slow then;
+* its calibration kernel (timed beside it: a warm call right after each of its timing blocks) more than
+  ``SLOW_CALIBRATION`` slower than the run's best: the machine was slow then;
 * a fraction of the matmul ceiling above ``CEILING``;
 * most timed calls mapping fresh memory: more than ``FAULT_PAGES`` minor page faults per call (median
   of its samples; harness.bench.heap): the time then depends on the allocator's state, which earlier
@@ -85,17 +84,15 @@ def number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def best_calibration(meta: dict, rows: list[dict], threads: int | None = None,
-                     column: str = "calibration_s") -> float | None:
+def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -> float | None:
     """The run's best (fastest) calibration: run-level entries and every row's own. With ``threads``,
     only those timed with that many torch threads (a run-level entry that does not say counts): the
-    kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration.
-    ``column="probe_s"``: the probe kernel's best, of the rows alone."""
-    entries = [c for c in meta.get("calibration") or [] if isinstance(c, dict) and column == "calibration_s"]
+    kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration."""
+    entries = [c for c in meta.get("calibration") or [] if isinstance(c, dict)]
     if threads is not None:
         entries = [c for c in entries if number(c.get("threads")) in (None, threads)]
         rows = [r for r in rows if number(r.get("torch_threads")) in (None, threads)]
-    values = [number(c.get("time_s_median")) for c in entries] + [number(r.get(column)) for r in rows]
+    values = [number(c.get("time_s_median")) for c in entries] + [number(r.get("calibration_s")) for r in rows]
     values = [v for v in values if v and v > 0]
     return min(values) if values else None
 
@@ -133,9 +130,8 @@ def bimodal(samples: list[float]) -> bool:
     return med > 0 and gap > BIMODAL_GAP * med and share >= BIMODAL_SHARE
 
 
-def row_flags(row: dict, best_cal: float | None, best_probe: float | None = None) -> list[str] | None:
-    """Flags from a row's own evidence; None when the row carries none (a run from before the evidence).
-    ``best_cal``/``best_probe``: the run's best calibration and probe times on the row's threads."""
+def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
+    """Flags from a row's own evidence; None when the row carries none (a run from before the evidence)."""
     if row.get("status") != "ok":
         return []
     if number(row.get("calibration_s")) is None and number(row.get("host_busy")) is None:
@@ -159,9 +155,6 @@ def row_flags(row: dict, best_cal: float | None, best_probe: float | None = None
     cal = number(row.get("calibration_s"))
     if cal and best_cal and cal > SLOW_CALIBRATION * best_cal:
         flags.append(f"{SLOW_MACHINE}: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
-    probe = number(row.get("probe_s"))
-    if probe and best_probe and probe > SLOW_CALIBRATION * best_probe:
-        flags.append(f"{SLOW_MACHINE}: thread-sync probe {probe / best_probe:.2f}x the run's best > {SLOW_CALIBRATION:g}")
     frac = number(row.get("ceiling_fraction"))
     if frac is not None and frac > CEILING:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
@@ -257,12 +250,11 @@ def cross_suspects(rows: list[dict]) -> dict[int, str]:
 
 def assess(rows: list[dict], meta: dict) -> list[dict]:
     """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
-    threads = {number(r.get("torch_threads")) for r in rows}
-    best = {t: (best_calibration(meta, rows, t), best_calibration(meta, rows, t, "probe_s")) for t in threads}
+    best = {t: best_calibration(meta, rows, t) for t in {number(r.get("torch_threads")) for r in rows}}
     cross = cross_flags(rows)
     out = []
     for i, row in enumerate(rows):
-        own = row_flags(row, *best[number(row.get("torch_threads"))])
+        own = row_flags(row, best[number(row.get("torch_threads"))])
         flags = None if own is None else own + cross.get(i, [])
         trusted = None if flags is None or row.get("status") != "ok" else not flags
         out.append({**row, "time_trusted": trusted, "time_flags": json.dumps(flags) if flags else ""})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
 
 import torch
 
@@ -60,29 +59,16 @@ UNTIMED_FIELDS = ("peak_mem_bytes", "peak_mem_method", "rel_error", "grad_rel_er
                   "error_heads", "error_on_twin")  # what a re-measurement keeps from the first (``earlier``)
 
 
-PROBE_ELEMENTS, PROBE_CALLS = 1 << 17, 20  # 512 KiB of float32 split across the threads, 20 in-place adds
-
-
-def probe_kernel(device: str) -> Callable[[], object] | None:
-    """A zero-argument kernel whose time is its threads' synchronization more than arithmetic: 20
-    in-place adds on a 512 KiB float32 vector (about 0.13 ms on two cores). None on an accelerator."""
-    if device != "cpu":
-        return None
-    x = torch.zeros(PROBE_ELEMENTS)
-    return lambda: [x.add_(1.0) for _ in range(PROBE_CALLS)]
-
-
 def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float | None = None,
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
             bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None,
-            slow_above: float | None = None, probe_above: float | None = None) -> dict:
+            slow_above: float | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
     evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call right
     after each of its timing blocks; ``calibration_s`` is their median beside the samples the statistics
     are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at most that
-    long, where enough exist; harness.bench.timing; ``probe_s`` the same of ``probe_kernel``, its samples
-    judged against ``probe_above``), how
+    long, where enough exist; harness.bench.timing), how
     busy the rest of the host was while those samples were timed (with an injected ``timer``, over the
     whole timing), torch's threads, and on CUDA the GPU's clock, temperature and throttle reasons.
 
@@ -99,7 +85,6 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     prepared = prepare(variant, case)
     cost["prepare"] += time.perf_counter() - t0
     _, beside = calibration_kernel(case.device)
-    probe = probe_kernel(case.device)
     evidence = {"torch_threads": torch.get_num_threads()}
     peak: dict = {}
 
@@ -113,11 +98,10 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         t0 = time.perf_counter()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside,
                                first=first if earlier is None else None, slow_above=slow_above,
-                               host=others_core_s if timer is None else None, probe=probe, probe_above=probe_above)
+                               host=others_core_s if timer is None else None)
         cost["timing"] += time.perf_counter() - t0 - peak.get("s", 0.0)
         cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median
-        evidence["probe_s"] = timing.probe_median
         evidence["host_busy"] = timing.host_busy if timing.host_busy is not None else host_busy(before, snapshot())
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))

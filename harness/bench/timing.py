@@ -4,16 +4,18 @@ This module imports nothing from attnbench (only the standard library and torch)
 worker loads this very file by path, so that both trees it compares are timed by the same code.
 
 ``time_callable`` warms up, sizes a block of calls, then times blocks with ``timeit`` for ``budget_s``.
-Raw per-call samples are kept; statistics are derived on read, of the samples used. Beside every block
-it reads how long this process's threads waited for a CPU (Linux schedstat: above ``CONTENDED`` of the
-block, the sample shared a CPU with another process, contended), the minor page faults (a call that
-faults maps fresh memory: its time depends on the allocator's state, ``harness.bench.heap``), other
-processes' CPU use (``host``), and times two kernels right after it: ``beside`` (the calibration
-matmul: the machine's speed in the same moments; on a 2-core VM it tracked a cell's 0.2 s windows with
-a correlation of 0.73-0.94, a calibration timed before the cell 0.53-0.69) and ``probe`` (bound by
-its threads' synchronization: a VM's cores sometimes pass data 1.33x slower for seconds to minutes,
-which slows short multi-threaded calls 1.3-1.5x while the matmul does not notice). A sample whose
-kernel took longer than its bound (the sweep passes 1.15x the run's best so far) is slow.
+Raw per-call samples are kept; statistics are derived on read, of the samples used. Beside every block:
+
+* how long this process's threads waited for a CPU (Linux schedstat): above ``CONTENDED`` of its time,
+  the sample shared a CPU with another process (contended);
+* the process's minor page faults (``getrusage``): a call that faults maps fresh memory, so its time
+  depends on the allocator's state (``harness.bench.heap``);
+* with a ``host`` reading, other processes' CPU use over the block (the row's ``host_busy``);
+* a ``beside`` callable (the calibration kernel), timed right after the block: the machine's speed in
+  the same moments (on a 2-core VM it tracked a cell's 0.2 s windows with a correlation of 0.73-0.94,
+  a calibration timed before the cell 0.53-0.69). Above ``slow_above`` (the sweep passes 1.15x the
+  run's best so far) the sample was timed while the machine was slow (a VM's neighbours slow it in
+  bursts of 0.1-1 s).
 
 Contended and slow samples are kept raw but left out of the statistics while enough others exist,
 and more blocks are timed, within a bound, until they do (as nvbench drops samples a throttled GPU
@@ -47,12 +49,6 @@ def _contended(sample: float, wait: float | None) -> bool:
     return wait is not None and wait > CONTENDED * sample
 
 
-def _slow(n: int, beside: list | None, above: float | None, probe: list | None, probe_above: float | None) -> list[bool]:
-    """Per sample, whether a kernel timed beside it (``beside``, ``probe``) took longer than its bound."""
-    pairs = [(t, b) for t, b in ((beside, above), (probe, probe_above)) if t is not None and b is not None]
-    return [any(times[i] > bound for times, bound in pairs) for i in range(n)]
-
-
 def used_mask(contended: list[bool], slow: list[bool]) -> list[bool]:
     """Per sample, whether the statistics are of it: the clean (not contended) and fast (not slow)
     samples when at least ``MIN_FAST`` exist, else the clean ones, else all of them."""
@@ -64,8 +60,8 @@ def used_mask(contended: list[bool], slow: list[bool]) -> list[bool]:
 
 
 def runqueue_wait_s() -> float | None:
-    """Seconds this process's threads have waited on a run queue for a CPU, all threads summed; None
-    where the kernel does not say (not Linux, no schedstat)."""
+    """Seconds this process's threads have waited on a run queue for a CPU (runnable, not running), all
+    threads summed; None where the kernel does not say (not Linux, no schedstat)."""
     total, found = 0, False
     try:
         tasks = os.listdir("/proc/self/task")
@@ -93,9 +89,12 @@ def minor_faults() -> int | None:
 @dataclass
 class Timing:
     """Raw per-call samples in seconds; statistics are derived on read, of the samples ``used_mask``
-    picks. Per sample, over its block: this process's CPU time and its threads' run-queue wait per call,
-    minor page faults per call, other processes' CPU use (a fraction of the cores), and the ``beside``
-    and ``probe`` kernels' warm times right after it (above ``slow_above``/``probe_above``: slow)."""
+    picks (``samples_s`` keeps every raw one). Per sample, over its block: ``cpu_samples_s``, this
+    process's CPU time per call (all threads); ``wait_samples_s``, its threads' run-queue wait per call
+    (above ``CONTENDED`` of the sample: contended); ``fault_samples``, minor page faults per call;
+    ``host_samples``, other processes' CPU use as a fraction of the cores; ``beside_samples_s``, a warm
+    call of the ``beside`` kernel timed right after it (above ``slow_above``, None: never, it is slow).
+    """
 
     samples_s: list[float]
     number_per_sample: int = 1
@@ -106,18 +105,20 @@ class Timing:
     beside_samples_s: list[float] | None = None
     slow_above: float | None = None
     host_samples: list[float] | None = None
-    probe_samples_s: list[float] | None = None
-    probe_above: float | None = None
 
     @property
     def contended(self) -> list[bool]:
         """Per sample: whether its threads waited for a CPU more than ``CONTENDED`` of its time."""
-        return [_contended(s, w) for s, w in zip(self.samples_s, self.wait_samples_s or [None] * len(self.samples_s))]
+        if self.wait_samples_s is None:
+            return [False] * len(self.samples_s)
+        return [_contended(s, w) for s, w in zip(self.samples_s, self.wait_samples_s)]
 
     @property
     def slow(self) -> list[bool]:
-        """Per sample: whether ``beside`` took longer than ``slow_above``, or ``probe`` than ``probe_above``."""
-        return _slow(len(self.samples_s), self.beside_samples_s, self.slow_above, self.probe_samples_s, self.probe_above)
+        """Per sample: whether the ``beside`` kernel timed right after it took longer than ``slow_above``."""
+        if self.slow_above is None or self.beside_samples_s is None:
+            return [False] * len(self.samples_s)
+        return [b > self.slow_above for b in self.beside_samples_s]
 
     def _picked(self, values: list) -> list:
         """Of a per-sample list, the values beside the samples the statistics are of (``used_mask``)."""
@@ -137,11 +138,6 @@ class Timing:
         """The median of the ``beside`` kernel's times next to the samples the statistics are of; None
         when nothing was timed beside."""
         return statistics.median(self._picked(self.beside_samples_s)) if self.beside_samples_s else None
-
-    @property
-    def probe_median(self) -> float | None:
-        """The same of the ``probe`` kernel's times (None when it was not timed)."""
-        return statistics.median(self._picked(self.probe_samples_s)) if self.probe_samples_s else None
 
     @property
     def host_busy(self) -> float | None:
@@ -169,25 +165,26 @@ class Timing:
         return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(used),
                 "time_s_max": max(used), "time_n_samples": len(used),
                 "time_number_per_sample": self.number_per_sample, "time_noisy": self.noisy,
-                **{col: None if getattr(self, raw) is None else list(getattr(self, raw)) for col, raw in RAW.items()},
+                "time_samples_s": list(self.samples_s),
+                "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None,
+                "time_wait_samples_s": list(waits) if waits is not None else None,
                 "time_contended": self.contended if waits is not None else None,
-                "time_slow": self.slow if self.beside_samples_s is not None and (self.slow_above, self.probe_above)
-                != (None, None) else None,
-                "time_used": used_mask(self.contended, self.slow)}
-
-
-# Row columns of the raw per-sample lists, and the ``Timing`` fields they copy.
-RAW = {"time_samples_s": "samples_s", "time_cpu_samples_s": "cpu_samples_s", "time_wait_samples_s": "wait_samples_s",
-       "time_fault_samples": "fault_samples", "time_calibration_samples_s": "beside_samples_s",
-       "time_probe_samples_s": "probe_samples_s", "time_host_busy_samples": "host_samples"}
+                "time_fault_samples": list(self.fault_samples) if self.fault_samples is not None else None,
+                "time_calibration_samples_s": (list(self.beside_samples_s) if self.beside_samples_s is not None
+                                               else None),
+                "time_slow": self.slow if self.slow_above is not None and self.beside_samples_s is not None else None,
+                "time_used": used_mask(self.contended, self.slow),
+                "time_host_busy_samples": list(self.host_samples) if self.host_samples is not None else None}
 
 
 class _DualClock:
     """A timer for timeit that returns wall time and notes the process's CPU time and, when given, its
     threads' run-queue wait (``waits``), its minor page faults (``faults``) and other processes' CPU
     seconds per core (``host``) at every reading (on CUDA, ``wall`` synchronizes the device first).
-    timeit reads its timer twice per block, so readings pair up per block; the others are read before
-    the wall clock at a block's start and after it at its end, outside the timed block."""
+
+    timeit reads its timer exactly twice per block (before and after the loop), so consecutive
+    readings pair up per block. The others are read before the wall clock at a block's start and after
+    it at its end, so that reading them (tens of microseconds) stays outside the timed block."""
 
     def __init__(self, wall: Callable[[], float], waits: Callable[[], float | None] | None = None,
                  faults: Callable[[], int | None] | None = None, host: Callable[[], float] | None = None) -> None:
@@ -238,22 +235,29 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None,
-                  slow_above: float | None = None, host: Callable[[], float] | None = None,
-                  probe: Callable[[], object] | None = None, probe_above: float | None = None) -> Timing:
-    """Warm up (``warmup`` calls, or fewer: at most one sample's share of the budget), size a block
-    (``number`` calls, at least ``MIN_BLOCK_S``) so that ``TARGET_SAMPLES`` blocks, or twice
-    ``min_samples``, fit in ``budget_s``, then time blocks with ``timeit`` until ``budget_s`` is spent
-    and ``min_samples`` samples exist (a sample: a block's time per call). On CUDA the clock syncs the
-    device at every reading. ``timer`` (seconds; ``CLOCKS``) can be injected: the gate times CPU time.
+                  slow_above: float | None = None, host: Callable[[], float] | None = None) -> Timing:
+    """Warm up (``warmup`` calls, or fewer: warming up stops after one sample's share of the budget,
+    ``budget_s / min_samples``), size a block (``number`` calls, at least ``MIN_BLOCK_S`` of them) so
+    that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s``, then time blocks with
+    ``timeit`` until ``budget_s`` is spent and ``min_samples`` samples exist. One sample is a block's
+    time per call; of the sizing blocks only the last is kept. On CUDA the clock synchronizes the device
+    at every reading, so a block covers its kernels, not their launches. ``timer`` (a clock in seconds;
+    ``CLOCKS``) can be injected: the CI gate times CPU time, tests a fake clock.
 
-    ``waits`` (the threads' run-queue wait; ``runqueue_wait_s`` by default with the wall clock) marks
-    contended samples: blocks go on, for at most ``CONTENTION_EXTRA`` times the normal timing's time,
-    until ``min_samples`` and half the samples are clean. ``beside`` and ``probe`` (zero-argument
-    kernels) are each called twice right after every kept block, outside it and the budget, the second
-    call timed (the first refills the caches the block evicted). A sample whose kernel took longer than
-    ``slow_above`` (``probe_above``) is slow: blocks go on, for at most ``SLOW_EXTRA`` times the normal
-    timing's time, until ``min_samples`` (at least ``MIN_FAST``) clean and fast samples exist.
-    ``first`` (a callable calling ``fn`` once) makes the first warm-up call (the sweep's peak memory).
+    ``waits`` (the threads' run-queue wait in seconds; ``runqueue_wait_s`` by default with the wall
+    clock, none with an injected ``timer`` unless given) marks contended samples; while too few are
+    clean, blocks go on, for at most ``CONTENTION_EXTRA`` times the normal timing's time, until
+    ``min_samples`` and half the samples are clean. With the wall clock, every block's minor page faults
+    are read too, and ``host`` (other processes' CPU seconds per core so far), when given.
+
+    ``beside`` (a zero-argument kernel) is called twice right after every kept block, outside it and
+    the budget, the second call timed: the first refills the caches the block evicted (cold, the
+    512x512 matmul read up to 1.3x its time). A sample whose ``beside`` call took longer than
+    ``slow_above`` is slow: blocks go on, for at most ``SLOW_EXTRA`` times the normal timing's time,
+    until ``min_samples`` (at least ``MIN_FAST``) clean and fast samples exist.
+
+    ``first`` (a callable that calls ``fn`` once) makes the first warm-up call, even when ``warmup`` is
+    0: the sweep measures a call's peak memory there rather than in a call of its own.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -286,8 +290,6 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         took = block.timeit(number)
     samples, cpu, wait, fault, busy, spent = [], [], [], [], [], 0.0
     beside_s: list[float] | None = [] if beside is not None else None
-    probe = probe if beside is not None else None
-    probe_s: list[float] | None = [] if probe is not None else None
 
     def keep(took: float) -> None:
         nonlocal spent
@@ -299,35 +301,31 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         busy.append(h / samples[-1] if h is not None and samples[-1] > 0 else 0.0)
         spent += took
         if beside is not None:  # after the block's last reading, so outside it
-            for kernel, times in ((beside, beside_s), (probe, probe_s)):
-                if kernel is not None:
-                    kernel()  # warms the caches the block evicted: a cold call reads the cell's footprint
-                    start = wall()
-                    kernel()
-                    times.append(wall() - start)
+            beside()  # warms the caches the block evicted: a cold call reads the cell's footprint
+            start = wall()
+            beside()
+            beside_s.append(wall() - start)
 
     keep(took)
     while spent < budget_s or len(samples) < min_samples:
         keep(block.timeit(number))
     slow_above = slow_above if beside is not None else None
-    probe_above = probe_above if probe is not None else None
     want, normal = max(min_samples, (len(samples) + 1) // 2), spent
 
     def more() -> bool:  # extra blocks: for clean samples under contention, for fast ones on a slow machine
         clean = [not _contended(s, w) for s, w in zip(samples, wait)]  # no wait read: clean
         if sum(clean) < want and spent < normal * (1 + CONTENTION_EXTRA):
             return True
-        if slow_above is None and probe_above is None:
+        if slow_above is None:
             return False
-        fast = sum(c and not s for c, s in zip(clean, _slow(len(samples), beside_s, slow_above, probe_s, probe_above)))
+        fast = sum(c and b <= slow_above for c, b in zip(clean, beside_s))
         return fast < max(min_samples, MIN_FAST) and spent < normal * (1 + SLOW_EXTRA)
 
     while more():
         keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmed, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None,
-                  beside_samples_s=beside_s, slow_above=slow_above, host_samples=busy if host is not None else None,
-                  probe_samples_s=probe_s, probe_above=probe_above)
+                  beside_samples_s=beside_s, slow_above=slow_above, host_samples=busy if host is not None else None)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------
@@ -343,7 +341,8 @@ def calibration_kernel(device: str) -> tuple[str, Callable[[], object]]:
 
 def calibrate(device: str, budget_s: float = 0.3, timer: Callable[[], float] | None = None,
               warmup: int = 3, min_samples: int = 1) -> dict:
-    """The calibration kernel timed like a case: name, torch's threads, median, IQR, samples, when."""
+    """The calibration kernel timed like a case: its name, torch's threads (its time depends on them),
+    median, IQR, raw samples and when."""
     name, fn = calibration_kernel(device)
     timing = time_callable(fn, device, budget_s, warmup=warmup, timer=timer, min_samples=min_samples)
     return {"kernel": name, "device": device, "threads": torch.get_num_threads(), "time_s_median": timing.median,

@@ -56,22 +56,21 @@ def node_fields(device: str) -> dict:
     return {"node": platform.node(), "device_name": name}
 
 
-def note_calibration(best: dict[int, float], row: dict, threads: int | None = None,
-                     column: str = "calibration_s") -> None:
-    """Lower ``best`` (calibration seconds by torch threads; ``column="probe_s"``: the probe's) to a
-    measured row's own, timed on the row's ``torch_threads`` (``threads`` when it does not say)."""
-    cal, threads = row.get(column), row.get("torch_threads", threads)
+def note_calibration(best: dict[int, float], row: dict, threads: int | None = None) -> None:
+    """Lower ``best`` (calibration seconds by torch threads) to a measured row's own calibration, timed
+    on the row's ``torch_threads`` (``threads`` when it does not say)."""
+    cal, threads = row.get("calibration_s"), row.get("torch_threads", threads)
     if isinstance(cal, (int, float)) and cal > 0 and isinstance(threads, int):
         best[threads] = min(best.get(threads, cal), cal)
 
 
-def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict], column: str = "calibration_s") -> None:
-    """Lower ``best`` (calibration seconds by torch threads; ``column="probe_s"``: the probe's) to the
-    run's best so far: run.json's entries (the one timed at the start) and its rows (a resume's)."""
+def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict]) -> None:
+    """Lower ``best`` (calibration seconds by torch threads) to the run's best so far: run.json's
+    entries (the one timed at the start) and its rows (a resume's)."""
     counts = [c.get("threads") for c in meta.get("calibration") or [] if isinstance(c, dict)]
     counts += [r.get("torch_threads") for r in rows]
     for threads in {int(t) for t in counts if isinstance(t, (int, float)) and t == t}:
-        found = best_calibration(meta, rows, threads, column)
+        found = best_calibration(meta, rows, threads)
         if found:
             best[threads] = min(best.get(threads, found), found)
 
@@ -96,7 +95,6 @@ class InProcess:
         self.ref_cache = ReferenceCache()
         self.fidelity_cache = FidelityCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
-        self.best_probe: dict[int, float] = {}  # the same of the probe kernel (harness.bench.measure.probe_kernel)
         self.waiter = QuietWaiter()
         self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")
 
@@ -122,7 +120,7 @@ class InProcess:
                                       max_error_elements=self.config.grid.max_error_elements,
                                       ref_cache=self.ref_cache, bandwidth=self.ceilings.get(BANDWIDTH_KEY),
                                       min_samples=MIN_CALLS, earlier=again, cost=steps,
-                                      slow_above=self._slow_above(), probe_above=self._slow_above("probe_s"))
+                                      slow_above=self._slow_above())
             except CaseTimeout:
                 if not attempts:
                     raise
@@ -134,8 +132,7 @@ class InProcess:
                     self.cost["re-measuring"] += sum(steps.values())
             threads = torch.get_num_threads()
             note_calibration(self.best_calibration, rec, threads)
-            note_calibration(self.best_probe, rec, threads, "probe_s")
-            flags = row_flags(rec, self.best_calibration.get(threads), self.best_probe.get(threads)) or []
+            flags = row_flags(rec, self.best_calibration.get(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
             if rec["status"] != "ok" or not worth_remeasuring(flags):  # a wrong output is not timed again
@@ -147,15 +144,14 @@ class InProcess:
             self.cost["fidelity"] += time.perf_counter() - t0
         return {**best, "attempts": len(attempts)}
 
-    def _slow_above(self, column: str = "calibration_s") -> float | None:
-        """The calibration (``column="probe_s"``: probe) time above which a sample counts as timed on a
-        slow machine: ``SLOW_CALIBRATION`` times the best seen on torch's current threads (None before any)."""
-        best = (self.best_probe if column == "probe_s" else self.best_calibration).get(torch.get_num_threads())
+    def _slow_above(self) -> float | None:
+        """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``
+        times the best seen on torch's current threads (None before any)."""
+        best = self.best_calibration.get(torch.get_num_threads())
         return SLOW_CALIBRATION * best if best else None
 
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
         seed_calibration(self.best_calibration, meta, rows)
-        seed_calibration(self.best_probe, meta, rows, "probe_s")
 
     def _wait_for_quiet(self, device: str) -> None:
         self.waiter(device, self.best_calibration.get(torch.get_num_threads()), limit_s=self.budget.left_s())
@@ -199,25 +195,22 @@ class Isolated:
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
         self.best_calibration: dict[int, float] = {}  # by torch threads, handed to each worker
-        self.best_probe: dict[int, float] = {}  # the same of the probe kernel
 
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
         seed_calibration(self.best_calibration, meta, rows)
-        seed_calibration(self.best_probe, meta, rows, "probe_s")
 
     def metrics(self, case: Case, earlier: dict | None = None) -> dict:
         """The worker re-measures a flagged cell within a budget of its own (its first attempt's time),
         judging its samples against the run's best calibration so far. ``earlier`` is not used: a fresh
         process checks its kernel again."""
         job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings,
-               "best_calibration": self.best_calibration, "best_probe": self.best_probe}
+               "best_calibration": self.best_calibration}
         worker = None
         try:
             with self.budget.first_measurement():
                 worker = WorkerProcess(HARNESS_ROOT, job)
                 metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
             note_calibration(self.best_calibration, metrics)
-            note_calibration(self.best_probe, metrics, column="probe_s")
             return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}

@@ -34,12 +34,10 @@ class Cells:
     quiet: bool
     budget: TrustBudget = field(default_factory=TrustBudget.unlimited)  # the run's (harness.run.budget)
 
-    def best_cal(self, row: dict, column: str = "calibration_s") -> float | None:
-        """The run's best calibration (``column="probe_s"``: probe) so far, among those timed on ``row``'s
-        torch threads."""
+    def best_cal(self, row: dict) -> float | None:
+        """The run's best calibration so far, among those timed on ``row``'s torch threads."""
         threads = row.get("torch_threads")
-        return best_calibration(self.meta, self.rows, int(threads) if isinstance(threads, (int, float)) else None,
-                                column)
+        return best_calibration(self.meta, self.rows, int(threads) if isinstance(threads, (int, float)) else None)
 
     def case(self, i: int) -> Case:
         return self.by_id[self.rows[i]["case_id"]]
@@ -112,7 +110,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
     rows, ceilings = cells.rows, cells.meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
-        flags = row_flags(against(rows[i], ceilings), cells.best_cal(rows[i]), cells.best_cal(rows[i], "probe_s")) or []
+        flags = row_flags(against(rows[i], ceilings), cells.best_cal(rows[i])) or []
         return sorted({flag_name(f) for f in flags})
 
     candidates = [i for i, r in enumerate(rows)

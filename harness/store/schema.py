@@ -28,10 +28,10 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "grad_rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
                   "finished_at",
-                  "calibration_s", "probe_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
+                  "calibration_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
                   "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples",
-                  "time_calibration_samples_s", "time_slow", "time_used", "time_host_busy_samples", "time_probe_samples_s",
+                  "time_calibration_samples_s", "time_slow", "time_used", "time_host_busy_samples",
                   "fidelity_out_rel_error", "fidelity_out_rel_error_p50",
                   "fidelity_out_rel_error_p90", "fidelity_mass_dropped", "fidelity_mass_dropped_p90", "fidelity_kl",
                   "fidelity_topk_out_rel_error", "fidelity_ppl", "fidelity_rows", "fidelity_s"]
@@ -46,7 +46,7 @@ NULLABLE_DTYPES = {
                      "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
                      "bandwidth_fraction", "rel_error", "grad_rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
-    **dict.fromkeys(("calibration_s", "probe_s", "host_busy", "gpu_temp_c"), "Float64"),
+    **dict.fromkeys(("calibration_s", "host_busy", "gpu_temp_c"), "Float64"),
     **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz", "inputs_layer", "fidelity_rows"),
                     "Int64"),
     **dict.fromkeys(("fidelity_out_rel_error", "fidelity_out_rel_error_p50", "fidelity_out_rel_error_p90",
@@ -81,4 +81,4 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 
 LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended",
                 "time_fault_samples", "time_calibration_samples_s", "time_slow", "time_used",
-                "time_host_busy_samples", "time_probe_samples_s")  # raw samples: a list per row (JSON text in the CSV)
+                "time_host_busy_samples")  # raw samples: a list per row (JSON text in the CSV)

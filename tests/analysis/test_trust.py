@@ -88,17 +88,6 @@ def test_calibration_is_judged_against_the_best_with_the_same_threads():
     assert best_calibration({"calibration": [{"time_s_median": 5e-4}]}, rows, 1) == 5e-4  # an entry that does not say counts
 
 
-def test_a_slow_probe_flags_the_row_against_the_runs_best_probe_though_its_calibration_is_fast():
-    """The probe's best comes from the rows alone (run.json's calibration entries time the matmul)."""
-    meta = {"calibration": [{"time_s_median": 1e-3, "threads": 2, "probe_s": 1e-9}]}
-    rows = [ok_row(torch_threads=2, probe_s=1.3e-4), ok_row(torch_threads=2, probe_s=1e-4), ok_row(torch_threads=2)]
-    assessed = assess(rows, meta)
-    assert [r["time_trusted"] for r in assessed] == [False, True, True]
-    assert "slow machine: thread-sync probe 1.30x" in assessed[0]["time_flags"]
-    assert best_calibration(meta, rows, 2, "probe_s") == 1e-4
-    assert row_flags(ok_row(probe_s=1.3e-4), 1e-3) == []  # no best probe: nothing to judge against
-
-
 def test_a_row_without_evidence_is_not_assessed():
     old = ok_row()
     del old["calibration_s"], old["host_busy"]

@@ -289,22 +289,6 @@ def test_host_busy_is_of_the_samples_used_not_of_the_moments_left_out():
     assert whole > 0.2  # over every sample the host was busy: that is not the row's value
 
 
-def test_a_slow_probe_marks_its_samples_slow_though_the_calibration_beside_them_is_fast():
-    """Calls 10-40 run at half speed while only the probe (thread synchronization) notices: the matmul
-    beside them stays fast, yet their samples are left out, and the statistics are the fast ones'."""
-    m = SlowMachine(lambda n: 10 <= n < 40)
-
-    def probe():
-        m.now += 1e-4 * m.factor()
-
-    t = time_callable(m.call, "cpu", budget_s=0.05, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
-                      beside=lambda: setattr(m, "now", m.now + 1e-3), slow_above=1.15e-3, probe=probe,
-                      probe_above=1.15e-4)
-    assert any(t.slow) and not all(t.slow) and t.median == pytest.approx(1e-3)
-    assert t.probe_median == pytest.approx(1e-4) and max(t.probe_samples_s) == pytest.approx(2e-4)
-    assert t.fields()["time_probe_samples_s"] == t.probe_samples_s and t.fields()["time_slow"] == t.slow
-
-
 def test_a_machine_slow_throughout_bounds_the_extra_blocks_and_keeps_every_sample():
     """No fast sample: the extra blocks stop at their bound (``SLOW_EXTRA`` times the normal timing
     again), the statistics are of every sample, and the calibration's median says the machine was slow."""
