@@ -65,12 +65,12 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
             bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None,
             slow_above: float | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
-    evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call right
-    after each of its timing blocks; ``calibration_s`` is their median beside the samples the statistics
-    are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at most that
-    long, where enough exist; harness.bench.timing), how
-    busy the rest of the host was while those samples were timed (with an injected ``timer``, over the
-    whole timing), torch's threads, and on CUDA the GPU's clock, temperature and throttle reasons.
+    evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call
+    right after each of its timing blocks; ``calibration_s`` is their median beside the samples the
+    statistics are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at
+    most that long, where enough exist; harness.bench.timing), how busy the rest of the host was while
+    those samples were timed (with an injected ``timer``, over the whole timing), torch's threads, and
+    on CUDA the GPU's clock, temperature and throttle reasons.
 
     ``earlier``: the row of an earlier measurement of the same case (an ok one): this one re-times it
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the

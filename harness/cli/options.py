@@ -8,6 +8,7 @@ import math
 
 from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
+from harness.run.budget import TRUST_BUDGET_FRACTION
 from harness.run.presets import preset_names
 
 
@@ -233,7 +234,7 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                    help="re-measuring flagged cells and waiting for quiet (--retries, the cross-cell checks and "
                         "the re-check, with their waits) may take, in all, F times the time the run spent measuring "
                         "its cells once (half of it during that first pass, the rest for the end-of-run re-check); then the "
-                        "cells still flagged keep their flags (default 0.5; 0: none; inf: unbounded)")
+                        f"cells still flagged keep their flags (default {TRUST_BUDGET_FRACTION:g}; 0: none; inf: unbounded)")
     p.add_argument("--rounds", type=int, help="measure every cell this many times over the run, one round after "
                                               "another, and keep each cell's fastest round (or a clean round within "
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "

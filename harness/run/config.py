@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from harness.core.case import Case
 from harness.core.patterns import PATTERN_PARAMS, make_doc_lens
 from harness.core.registry import discover
+from harness.run.budget import TRUST_BUDGET_FRACTION
 from harness.run.inputs import input_layers
 
 
@@ -70,7 +71,7 @@ class Execution:
     recheck_retries: int = 2  # end-of-run re-checks of a cell still flagged, each one more round
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
-    trust_budget: float | None = 0.5  # re-measuring and waiting, in all: this x the first pass; None: unbounded
+    trust_budget: float | None = TRUST_BUDGET_FRACTION  # re-measuring and waiting: this x the first pass; None: unbounded
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)
     compile_ahead: bool = True  # compiling variants' CPU cases compiled in parallel first (harness.run.ahead)
     executor: str = "local"  # local or ray (harness.run.ray_executor)

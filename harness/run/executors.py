@@ -59,9 +59,7 @@ def node_fields(device: str) -> dict:
 def note_calibration(best: dict[int, float], row: dict, threads: int | None = None) -> None:
     """Lower ``best`` (calibration seconds by torch threads) to a measured row's own calibration, timed
     on the row's ``torch_threads`` (``threads`` when it does not say)."""
-    cal, threads = row.get("calibration_s"), row.get("torch_threads", threads)
-    if isinstance(cal, (int, float)) and cal > 0 and isinstance(threads, int):
-        best[threads] = min(best.get(threads, cal), cal)
+    seed_calibration(best, {}, [{"torch_threads": threads, **row}])
 
 
 def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict]) -> None:

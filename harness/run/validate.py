@@ -285,8 +285,9 @@ def _execution_values(values: dict) -> None:
     if values.get("trust_budget") in ("inf", math.inf):  # TOML's inf, or --trust-budget inf: unbounded
         values["trust_budget"] = None
     _optional_number(values, "trust_budget", "a finite number >= 0, or inf",
-                     "trust_budget = 0.5 (--trust-budget 0.5, the default: re-measuring and waiting for quiet "
-                     "may take half as long as the first pass; 0: none; inf: unbounded)")
+                     f"trust_budget = {Execution.trust_budget:g} (--trust-budget {Execution.trust_budget:g}, the "
+                     f"default: re-measuring and waiting for quiet may take {Execution.trust_budget:g}x the first "
+                     "pass's time; 0: none; inf: unbounded)")
     allocator = values.get("allocator", Execution.allocator)
     if allocator not in ALLOCATORS:
         raise _bad("allocator", allocator, f"one of {', '.join(ALLOCATORS)}",
