@@ -1,10 +1,11 @@
-"""How long a run's end will take: the end-of-run re-check, estimated while the cases are measured, so
-that the progress line's ETA covers the whole run and not only its first pass."""
+"""How long a run's end will take: its planned rounds and the end-of-run re-check, estimated while the
+cases are measured, so that the progress line's ETA covers the whole run and not only its first pass."""
 
 from __future__ import annotations
 
 import math
 
+from harness.analysis.rounds import rounds_wanted
 from harness.analysis.trust import number, row_flags, worth_remeasuring
 from harness.run.budget import TrustBudget
 
@@ -19,14 +20,17 @@ def retime_s(row: dict) -> float:
 
 
 class RecheckEstimate:
-    """The re-check's likely seconds, from the rows measured so far: the share of them still flagged
-    (by their own evidence, against the best calibration seen), times the cells of the whole run, times
-    the mean time to re-measure one of them, once; at most what the trust budget will have left."""
+    """The run's end's likely seconds, from the rows measured so far, scaled to the cells of the whole
+    run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted) take
+    each row's re-measuring time once per round to come; the re-check, the share of rows still flagged
+    (by their own evidence, against the best calibration seen) times the mean time to re-measure one of
+    them, once, at most what the trust budget will have left."""
 
-    def __init__(self, total: int, budget: TrustBudget, retries: int) -> None:
+    def __init__(self, total: int, budget: TrustBudget, retries: int, rounds: int = 1, short_rounds: int = 1) -> None:
         self.total, self.budget, self.retries = total, budget, retries
+        self.rounds, self.short_rounds = rounds, short_rounds
         self.seen = self.flagged = 0
-        self.flagged_s = 0.0
+        self.flagged_s = self.rounds_s = 0.0
         self.best_cal: float | None = None
 
     def add(self, row: dict) -> None:
@@ -35,11 +39,18 @@ class RecheckEstimate:
         cal = number(row.get("calibration_s"))
         if cal:
             self.best_cal = min(self.best_cal or cal, cal)
-        if row.get("status") == "ok" and worth_remeasuring(row_flags(row, self.best_cal)):
+        if row.get("status") != "ok":
+            return
+        self.rounds_s += (rounds_wanted(row, self.rounds, self.short_rounds) - 1) * retime_s(row)
+        if worth_remeasuring(row_flags(row, self.best_cal)):
             self.flagged += 1
             self.flagged_s += retime_s(row)
 
     def seconds(self) -> float:
+        planned = self.rounds_s / self.seen * self.total if self.seen else 0.0
+        return planned + self._recheck_s()
+
+    def _recheck_s(self) -> float:
         if not self.seen or not self.flagged or self.retries <= 0:
             return 0.0
         estimate = self.flagged / self.seen * self.total * (self.flagged_s / self.flagged)

@@ -22,8 +22,8 @@ def _clock_text(seconds: float) -> str:
 class Progress:
     """A rich progress bar (current case, done/total, ETA) on a terminal; plain lines otherwise; silent when quiet.
 
-    ``after_s`` (a callable, or None) estimates the seconds the run will spend after these cases (the
-    end-of-run re-check: ``harness.run.eta``); the ETA includes them. ``stream`` and ``clock`` are
+    ``after_s`` (a callable, or None) estimates the seconds the run will spend after these cases (its
+    planned rounds and end-of-run re-check: ``harness.run.eta``); the ETA includes them. ``stream`` and ``clock`` are
     injectable (tests use a fake clock).
     """
 
@@ -84,14 +84,14 @@ class Progress:
         return self.after_s() if self.after_s is not None else 0.0
 
     def line(self, now: float) -> str:
-        """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38 (0:01:10 of it re-checking), last: <case id>``;
+        """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38 (0:01:10 of it re-measuring), last: <case id>``;
         the cases' ETA from this session's pace, plus ``after_s``."""
         elapsed = now - self.t0
         ran = self.done - self.start_done
         after = self._after()
         eta = _clock_text(elapsed / ran * (self.total - self.done) + after) if ran > 0 else "unknown"
         if ran > 0 and after >= 1:
-            eta += f" ({_clock_text(after)} of it re-checking)"
+            eta += f" ({_clock_text(after)} of it re-measuring)"
         pct = 100 * self.done // max(self.total, 1)
         last = f", last: {self.case.id}" if self.case is not None else ""
         return f"case {self.done}/{self.total} ({pct}%), elapsed {_clock_text(elapsed)}, ETA {eta}{last}"

@@ -2,7 +2,7 @@
 suspects, and the end-of-run re-check of cells their own evidence still flags. Each new measurement
 is journaled as a row that supersedes the cell's old one, so Ctrl-C keeps what was re-measured.
 The cross-cell re-measurements and the re-check (its waits included) draw on the run's trust budget
-(``cells.budget``, harness.run.budget); rounds the user asked for do not."""
+(``cells.budget``, harness.run.budget); the planned rounds (``--rounds``, ``--short-rounds``) do not."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.analysis.rounds import keep_faster, merge_round, rounds_done
+from harness.analysis.rounds import SHORT_CALL_S, keep_faster, merge_round, rounds_done, rounds_wanted
 from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_calibration, cross_suspects,
                                     flag_name, row_flags, worth_remeasuring)
 from harness.core.case import Case
@@ -49,16 +49,22 @@ class Cells:
         self.rows[i] = self.rows.pop()
 
 
-def more_rounds(cells: Cells, rounds: int) -> None:
-    """Rounds 2..``rounds``: every ok cell measured again, one round after another, the fastest round
-    kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row (``remeasured_for``
-    "round k") supersedes the cell's row, so a resume measures only the cells still short."""
+def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
+    """Rounds 2..: every ok cell measured again, one round after another, until it has ``rounds`` of
+    them, or ``short_rounds`` when that is more and its calls are short on a CPU (``rounds_wanted``);
+    the fastest round kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row
+    (``remeasured_for`` "round k") supersedes the cell's row, so a resume measures only the cells still
+    short of their rounds. These rounds are the run's plan, not re-measurements: no trust budget."""
     rows = cells.rows
-    for k in range(2, rounds + 1):
-        due = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_done(r) < k]
+    for k in itertools.count(2):
+        wanted = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_wanted(r, rounds, short_rounds) >= k]
+        if not wanted:
+            return
+        due = [i for i in wanted if rounds_done(rows[i]) < k]
         if not due:
             continue
-        say(cells.quiet, f"round {k} of {rounds}: measuring {len(due)} cell(s) again")
+        what = "" if rounds >= k else f" (calls under {SHORT_CALL_S * 1e3:g} ms on a CPU: --short-rounds)"
+        say(cells.quiet, f"round {k}: measuring {len(due)} cell(s) again{what}")
         progress = Progress(len(due), 0, cells.quiet)
         for i in due:
             progress.show(cells.case(i))

@@ -199,7 +199,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     budget.merge((meta.get("trust") or {}).get("budget"))  # a resume goes on with the run's budget
     runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
     runner.seed_calibration(meta, rows)  # samples timed while the machine is slow are judged from the first case
-    recheck = RecheckEstimate(len(todo), budget, ex.recheck_retries)
+    recheck = RecheckEstimate(len(todo), budget, ex.recheck_retries, ex.rounds, ex.short_rounds)
     progress = Progress(len(cases), done, quiet or ray_exec is not None,  # Ray: plain lines of its own
                         after_s=recheck.seconds)
     started = time.perf_counter()
@@ -220,7 +220,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
             cells = Cells(rows, {c.id: c for c in cases}, runner, record, meta, quiet, budget)
             took = time.perf_counter() - started
             with phase("rounds"):
-                more_rounds(cells, ex.rounds)
+                more_rounds(cells, ex.rounds, ex.short_rounds)
             with phase("cross-cell re-measurements"):
                 remeasure_suspects(cells)
             with phase("machine figures"):

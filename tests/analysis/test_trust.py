@@ -273,7 +273,7 @@ def test_isolated_workers_judge_slow_samples_against_the_run_best_calibration(tm
 
     monkeypatch.setattr(executors, "WorkerProcess", worker)
     config = build_config({"variants": ["naive"], "seq_lens": [32, 64], "heads": [1], "head_dims": [8],
-                           "budget_s": 0.01, "retries": 0, "ceiling_retries": 0, "recheck_retries": 0,
+                           "budget_s": 0.01, "retries": 0, "ceiling_retries": 0, "recheck_retries": 0, "short_rounds": 1,
                            "isolate": True})
     df, meta = load_run(run_sweep(config, out=tmp_path / "run", quiet=True))
     assert df["isolated"].all() and all(len(list(v)) for v in df["time_slow"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from harness.core.case import Case
 from harness.run.progress import Progress
 
@@ -62,7 +64,7 @@ def test_the_eta_includes_the_recheck_it_expects():
     clock.t = 10.0
     for _ in range(10):
         progress.advance()
-    assert f"ETA 0:{int(90 + 50 * per) // 60:02d}:{int(90 + 50 * per) % 60:02d} (0:01:15 of it re-checking)" in stream.getvalue()
+    assert f"ETA 0:{int(90 + 50 * per) // 60:02d}:{int(90 + 50 * per) % 60:02d} (0:01:15 of it re-measuring)" in stream.getvalue()
     bounded = TrustBudget(0.1)
     bounded.add_base(10.0)  # a tenth of the run: 100 s of first pass in all, so 10 s of budget
     capped = RecheckEstimate(100, bounded, retries=2)
@@ -70,3 +72,27 @@ def test_the_eta_includes_the_recheck_it_expects():
         capped.add(row)
     assert capped.seconds() == 10.0
     assert RecheckEstimate(100, TrustBudget(None), retries=0).seconds() == 0.0
+
+
+def test_the_eta_includes_the_planned_rounds():
+    """Short CPU calls are measured in two rounds (--short-rounds 2): of 10 rows so far, 5 are short
+    (1 ms) and 5 long (10 ms), none flagged; a 100-cell run adds one more measurement of 50 short cells."""
+    from harness.run.budget import TrustBudget
+    from harness.run.eta import PROBE_S, RecheckEstimate, retime_s
+
+    clean = {"status": "ok", "device": "cpu", "time_s_iqr": 0.0, "time_n_samples": 8,
+             "time_number_per_sample": 1, "calibration_s": 1e-3, "host_busy": 0.0}
+    short, long = {**clean, "time_s_median": 1e-3}, {**clean, "time_s_median": 1e-2}
+    estimate = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=2)
+    for row in (short, long) * 5:
+        estimate.add(row)
+    assert retime_s(short) == 1e-3 * 10 + PROBE_S
+    assert estimate.seconds() == pytest.approx(50 * retime_s(short))
+    in_rounds = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=3, short_rounds=2)
+    for row in (short, long) * 5:
+        in_rounds.add(row)
+    assert in_rounds.seconds() == pytest.approx(100 * (retime_s(short) + retime_s(long)))  # two more rounds of every cell
+    once = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=1)
+    for row in (short, long) * 5:
+        once.add(row)
+    assert once.seconds() == 0.0

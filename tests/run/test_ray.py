@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs 
 
 SMALL = dict(variants=["naive", "chunked", "local"], patterns=["global", "local"], causal=[False, True],
              seq_lens=[64], heads=[2], batch=[1], head_dims=[16], dtypes=["float32"], passes=["fwd"], window=8,
-             budget_s=0.01, timeout_s=60, device="cpu", retries=0, ceiling_retries=0, recheck_retries=0)
+             budget_s=0.01, timeout_s=60, device="cpu", retries=0, ceiling_retries=0, recheck_retries=0, short_rounds=1)
 
 
 def _ray_processes_of(session: int) -> None:
@@ -76,7 +76,8 @@ def test_ray_driver_killed_then_resume_loses_only_cases_in_flight(tmp_path, misb
     # length: no cross-cell check can re-measure a row on a busy machine, so the journal's count is exact.
     sweep = ["--variants", f"naive,{misbehave_plugin}", "--patterns", "global", "--causal", "both", "--seq-lens",
              "32", "--heads", "1,2", "--batch", "1", "--head-dims", "16", "--dtypes", "float32", "--passes", "fwd",
-             "--device", "cpu", "--budget-s", "0.01", "--retries", "0", "--ceiling-retries", "0", "--recheck-retries", "0"]
+             "--device", "cpu", "--budget-s", "0.01", "--retries", "0", "--ceiling-retries", "0", "--recheck-retries", "0",
+             "--short-rounds", "1"]
     cfg = tmp_path / "sleep.toml"
     cfg.write_text(f'[params.{misbehave_plugin}]\nmode = "sleep"\nsleep_s = 0.1\n')
     args = [sys.executable, "-m", "harness", "sweep", "--config", str(cfg), *sweep, "--out", str(run_dir),

@@ -18,7 +18,7 @@ from harness.store.load import load_run
 
 TINY = dict(variants=["naive"], patterns=["global"], causal=[False, True], seq_lens=[16], heads=[1], batch=[1],
             head_dims=[8], dtypes=["float32"], passes=["fwd"], budget_s=0.01, timeout_s=60, device="cpu",
-            retries=0, ceiling_retries=0, recheck_retries=0)  # no re-measurements: which rows a resume runs is what these tests check
+            retries=0, ceiling_retries=0, recheck_retries=0, short_rounds=1)  # no re-measurements: which rows a resume runs is what these tests check
 TINY_FLAGS = ["--variants", "naive", "--patterns", "global", "--seq-lens", "16", "--heads", "1", "--head-dims", "8",
               "--passes", "fwd", "--budget-s", "0.01", "--quiet"]
 
@@ -62,7 +62,7 @@ def test_in_process_segfault_is_named_on_resume_and_isolate_finishes_it(misbehav
     (tmp_path / "cfg.toml").write_text('device = "cpu"\n[params.test_misbehave]\nmode = "segfault"\n')
     flags = ["--config", str(tmp_path / "cfg.toml"), "--variants", "naive,test_misbehave", "--patterns", "global",
              "--causal", "no", "--seq-lens", "16", "--heads", "1", "--head-dims", "8", "--passes", "fwd",
-             "--budget-s", "0.01", "--retries", "0", "--recheck-retries", "0", "--quiet"]  # no re-check: the naive row stays as measured
+             "--budget-s", "0.01", "--retries", "0", "--recheck-retries", "0", "--short-rounds", "1", "--quiet"]  # no re-check: the naive row stays as measured
     first = _attnbench("sweep", *flags, "--out", str(out))
     assert first.returncode < 0  # killed by SIGSEGV, in-process
     crashed = [c.id for c in expand(build_config({**TINY, "variants": ["naive", "test_misbehave"], "causal": [False],

@@ -29,7 +29,7 @@ from harness.store.load import load_run
 SMALL = dict(variants=["naive", "local", "chunked"], patterns=["global", "local"], causal=[False, True],
              seq_lens=[64, 100], heads=[2], batch=[1], head_dims=[16], dtypes=["float32"],
              passes=["fwd", "fwd_bwd"], window=8, budget_s=0.01, timeout_s=60, device="cpu", retries=0,
-             ceiling_retries=0, recheck_retries=0)  # retries: tests/analysis/test_trust.py
+             ceiling_retries=0, recheck_retries=0, short_rounds=1)  # retries: tests/analysis/test_trust.py
 
 
 def test_presets_ship_and_load():
@@ -181,7 +181,7 @@ def test_isolate_turns_crashes_into_rows(misbehave_plugin, tmp_path, mode, timeo
 def _sweep_cmd(out, *extra):
     return [sys.executable, "-m", "harness", "sweep", "--variants", "test_misbehave,naive", "--patterns", "global",
             "--seq-lens", "16,32,48,64,80,96", "--heads", "1", "--head-dims", "8", "--passes", "fwd",
-            "--budget-s", "0.01", "--retries", "0", "--recheck-retries", "0", "--config", str(out.parent / "cfg.toml"), "--out", str(out),
+            "--budget-s", "0.01", "--retries", "0", "--recheck-retries", "0", "--short-rounds", "1", "--config", str(out.parent / "cfg.toml"), "--out", str(out),
             *extra]
 
 
