@@ -240,7 +240,8 @@ class RayExecutor:
                     while node.figures is not None and pending and node.busy < node.slots:
                         case = pending.popleft()
                         ceilings = node.figures.get("ceilings_flops_per_s") or {}
-                        ref = self._submit(run_case, node, config, ceilings, case.to_record(), self._cpus(node))
+                        ref = self._submit(run_case, node, config, ceilings, case.to_record(), self._cpus(node),
+                                           node.figures.get("calibration") or [])
                         flights[ref] = _Flight("case", node, case)
                 if not flights:
                     idle_since = idle_since or now

@@ -33,14 +33,18 @@ def _use_cpus(device: str, cpus: int) -> int:
     return torch.get_num_threads()
 
 
-def run_case(config: dict, ceilings: dict, record: dict, cpus: int) -> dict:
-    """A Ray task: one case's row fields, measured on this worker, plus where and how long."""
+def run_case(config: dict, ceilings: dict, record: dict, cpus: int, calibration: list[dict] | None = None) -> dict:
+    """A Ray task: one case's row fields, measured on this worker, plus where and how long. ``calibration``:
+    the node's calibration entries (run.json's, timed on this node), so that the worker judges its
+    first case's samples against the node's best speed too (``slow``), not only those after it."""
     import ray
 
     case = Case.from_record(record)
     _use_cpus(case.device, cpus)
+    runner = _runner(config, ceilings)
+    runner.seed_calibration({"calibration": calibration or []}, [])
     t0 = time.perf_counter()
-    metrics = _runner(config, ceilings).metrics(case)
+    metrics = runner.metrics(case)
     metrics["node_id"] = ray.get_runtime_context().get_node_id()
     return {"metrics": metrics, "wall_s": time.perf_counter() - t0}
 

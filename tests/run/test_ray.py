@@ -53,6 +53,9 @@ def test_ray_rows_match_local(tmp_path):
     node = meta_b["nodes"][platform.node()]
     assert node["ceilings_flops_per_s"]["float32"] > 0 and node["torch_num_threads"] == 1
     assert [c["when"] for c in node["calibration"]] == ["start", "end"]
+    # Every worker judges its samples against its node's start calibration, its first case's too.
+    timed = b[b["status"] == "ok"]["time_slow"]
+    assert len(timed) >= 8 and timed.map(lambda v: v is not None and len(list(v)) > 0).all()
     assert meta_b["ceilings_flops_per_s"] == node["ceilings_flops_per_s"]  # one node: today's keys as they were
     assert not ray.is_initialized()  # the local instance it started is stopped
 
