@@ -14,22 +14,24 @@ round's median, so the trust flags can ask whether the kept round was reproduced
 (harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted. A round whose output
 was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckier round.
 
-Short CPU calls (a median under ``SHORT_CALL_S``) are measured in ``short_rounds`` rounds even when
-the run asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to each other
-about 1.3x slower for seconds to minutes at a time; a multi-threaded call of a few milliseconds, most
-of whose time is its threads' synchronization, then reads 1.3-1.5x slower while the calibration
-matmul timed beside it stays within 10% (docs/measurements.md). A second round a pass later is timed
-at another moment, so a cell timed once in that state either reads its usual speed in the other round
-(kept) or is flagged unreproduced, never trusted on one slow reading.
+Short multi-threaded CPU calls (``short``) are measured in ``short_rounds`` rounds even when the run
+asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to each other about
+1.3x slower for seconds to minutes at a time; a multi-threaded call of a few milliseconds, most of
+whose time is its threads' synchronization, then reads 1.3-1.5x slower while the calibration matmul
+timed beside it stays within 10% (docs/measurements.md). The second round comes after the whole first
+pass (on the main job, minutes later), so a cell timed once in that state most likely reads its usual
+speed in the other round (kept) or is flagged unreproduced; only a state that lasts across both
+rounds goes unseen.
 
 Pure functions of rows.
 """
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, row_flags
+from harness.analysis.trust import ROUNDS_AGREE, number, row_flags
 
-SHORT_CALL_S = 5e-3  # a CPU cell whose median call is shorter is measured in ``short_rounds`` rounds at least
+SHORT_CALL_S = 5e-3  # calls this short are measured in ``short_rounds`` rounds at least ...
+SLOW_STATE = 1.5  # ... even when read this much slower (the most the VM state was seen to slow them)
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -41,12 +43,23 @@ def rounds_done(row: dict) -> int:
     return len(medians) if isinstance(medians, list) and medians else 1
 
 
+def short(row: dict) -> bool:
+    """Whether a row's calls are short and multi-threaded on a CPU: its fastest round so far under
+    ``SHORT_CALL_S`` x ``SLOW_STATE``, on more than one torch thread, measured on this machine (a row
+    a Ray task measured on another node is not measured again here)."""
+    if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
+        return False
+    medians = row.get("time_rounds_s")
+    medians = list(medians) if hasattr(medians, "__len__") and not isinstance(medians, str) and len(medians) else []
+    readings = [number(m) for m in medians or [row.get("time_s_median")]]
+    readings = [m for m in readings if m and m > 0]
+    return bool(readings) and min(readings) < SHORT_CALL_S * SLOW_STATE
+
+
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:
-    """Rounds a cell is to be measured in: ``rounds``, or ``short_rounds`` when more and the row is an
-    ok CPU cell whose call takes under ``SHORT_CALL_S`` (the median kept so far)."""
-    median = row.get("time_s_median")
-    short = row.get("device") == "cpu" and isinstance(median, (int, float)) and 0 < median < SHORT_CALL_S
-    return max(rounds, short_rounds) if short else rounds
+    """Rounds an ok row's cell is to be measured in: ``rounds``, or ``short_rounds`` when more and its
+    calls are ``short``."""
+    return max(rounds, short_rounds) if short(row) else rounds
 
 
 def _wrong_again(new: dict) -> dict:

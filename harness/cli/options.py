@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from harness.analysis.rounds import SHORT_CALL_S
+from harness.analysis.rounds import SHORT_CALL_S, SLOW_STATE
 from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
 from harness.run.budget import TRUST_BUDGET_FRACTION
@@ -241,10 +241,10 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "
                                               "'unreproduced' (default 1)")
     p.add_argument("--short-rounds", dest="short_rounds", type=int, metavar="N",
-                   help=f"measure a CPU cell whose calls take under {SHORT_CALL_S * 1e3:g} ms in at least N rounds "
-                        "(default 2; 1: as --rounds says): a VM can slow short multi-threaded calls for a minute "
-                        "while the calibration kernel does not notice, and another round at another moment shows "
-                        "it (local executor only)")
+                   help=f"measure a multi-threaded CPU cell whose calls are short (its fastest reading under "
+                        f"{SHORT_CALL_S * SLOW_STATE * 1e3:g} ms) in at least N rounds (default 2; 1: as --rounds "
+                        "says): a VM can slow such calls 1.3-1.5x for a minute while the calibration kernel does "
+                        "not notice, and a round after the first pass shows it (local executor only)")
     p.add_argument("--allocator", choices=list(ALLOCATORS),
                    help="the host allocator while measuring: steady (default: glibc keeps freed memory, so a timed "
                         "call faults no fresh pages whatever ran before it) or system (the C library's defaults: a "

@@ -48,7 +48,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", help="run folder (default: results/<run-id>)")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR (in DIR itself) without redoing "
                    "finished cases; every execution option (--isolate, --budget-s, --timeout-s, --retries, "
-                   "--ceiling-retries, --recheck-retries, --rounds, --recheck-wait-s, --trust-budget, --allocator, "
-                   "--compile-ahead, --executor, --ray-address, --ray-cpus-per-case) may change how the rest run; "
+                   "--ceiling-retries, --recheck-retries, --rounds, --short-rounds, --recheck-wait-s, --trust-budget, "
+                   "--allocator, --compile-ahead, --executor, --ray-address, --ray-cpus-per-case) may change how the "
+                   "rest run; "
                    "the executor is local unless given")
     p.set_defaults(func=cmd_sweep)

@@ -12,19 +12,20 @@ from harness.run.budget import TrustBudget
 PROBE_S = 0.5  # a re-check's wait for quiet: one probe of the calibration kernel, at least
 
 
-def retime_s(row: dict) -> float:
-    """What measuring an ok row's case again takes: its timed calls, two warm-up calls and a probe."""
+def retime_s(row: dict, probe: bool = True) -> float:
+    """What measuring an ok row's case again takes: its timed calls, two warm-up calls and, for a
+    re-check (``probe``), a probe of the machine's speed first."""
     median = number(row.get("time_s_median")) or 0.0
     calls = (number(row.get("time_n_samples")) or 0.0) * (number(row.get("time_number_per_sample")) or 1.0)
-    return median * (calls + 2) + PROBE_S
+    return median * (calls + 2) + (PROBE_S if probe else 0.0)
 
 
-class RecheckEstimate:
+class EndEstimate:
     """The run's end's likely seconds, from the rows measured so far, scaled to the cells of the whole
-    run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted) take
-    each row's re-measuring time once per round to come; the re-check, the share of rows still flagged
-    (by their own evidence, against the best calibration seen) times the mean time to re-measure one of
-    them, once, at most what the trust budget will have left."""
+    run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted), each
+    row's time to measure it again (no probe) once per round to come; and its re-check, the share of
+    rows still flagged (by their own evidence, against the best calibration seen) times the mean time
+    to re-measure one of them, once, at most what the trust budget will have left."""
 
     def __init__(self, total: int, budget: TrustBudget, retries: int, rounds: int = 1, short_rounds: int = 1) -> None:
         self.total, self.budget, self.retries = total, budget, retries
@@ -41,7 +42,7 @@ class RecheckEstimate:
             self.best_cal = min(self.best_cal or cal, cal)
         if row.get("status") != "ok":
             return
-        self.rounds_s += (rounds_wanted(row, self.rounds, self.short_rounds) - 1) * retime_s(row)
+        self.rounds_s += (rounds_wanted(row, self.rounds, self.short_rounds) - 1) * retime_s(row, probe=False)
         if worth_remeasuring(row_flags(row, self.best_cal)):
             self.flagged += 1
             self.flagged_s += retime_s(row)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.analysis.rounds import SHORT_CALL_S, keep_faster, merge_round, rounds_done, rounds_wanted
+from harness.analysis.rounds import keep_faster, merge_round, rounds_done, rounds_wanted
 from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_calibration, cross_suspects,
                                     flag_name, row_flags, worth_remeasuring)
 from harness.core.case import Case
@@ -51,7 +51,7 @@ class Cells:
 
 def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
     """Rounds 2..: every ok cell measured again, one round after another, until it has ``rounds`` of
-    them, or ``short_rounds`` when that is more and its calls are short on a CPU (``rounds_wanted``);
+    them, or ``short_rounds`` when that is more and its calls are short (``rounds_wanted``);
     the fastest round kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row
     (``remeasured_for`` "round k") supersedes the cell's row, so a resume measures only the cells still
     short of their rounds. These rounds are the run's plan, not re-measurements: no trust budget."""
@@ -63,7 +63,7 @@ def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
         due = [i for i in wanted if rounds_done(rows[i]) < k]
         if not due:
             continue
-        what = "" if rounds >= k else f" (calls under {SHORT_CALL_S * 1e3:g} ms on a CPU: --short-rounds)"
+        what = "" if rounds >= k else " (short multi-threaded CPU calls: --short-rounds)"
         say(cells.quiet, f"round {k}: measuring {len(due)} cell(s) again{what}")
         progress = Progress(len(due), 0, cells.quiet)
         for i in due:

@@ -15,7 +15,7 @@ from harness.store.provenance import environment_fingerprint, provenance
 from harness.store.schema import RUN_JSON, SCHEMA_VERSION
 
 # What a run written before such a sweep key existed was measured with.
-BEFORE_KEYS = {"allocator": "system", "compile_ahead": False}
+BEFORE_KEYS = {"allocator": "system", "compile_ahead": False, "short_rounds": 1}
 SPLIT_FROM_RETRIES = ("ceiling_retries", "recheck_retries")  # before they had names, ``retries`` bounded them too
 
 

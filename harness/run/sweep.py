@@ -25,7 +25,7 @@ from harness.core.registry import discover
 from harness.run.ahead import compile_ahead
 from harness.run.budget import TrustBudget
 from harness.run.config import EXECUTION_KEYS, SweepConfig, planned
-from harness.run.eta import RecheckEstimate
+from harness.run.eta import EndEstimate
 from harness.run.executors import InProcess, Isolated
 from harness.run.inputs import inputs_meta
 from harness.run.figures import against, calibrate, keep_best_ceilings, measure_ceilings, measure_end
@@ -199,9 +199,9 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     budget.merge((meta.get("trust") or {}).get("budget"))  # a resume goes on with the run's budget
     runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
     runner.seed_calibration(meta, rows)  # samples timed while the machine is slow are judged from the first case
-    recheck = RecheckEstimate(len(todo), budget, ex.recheck_retries, ex.rounds, ex.short_rounds)
+    end = EndEstimate(len(todo), budget, ex.recheck_retries, ex.rounds, ex.short_rounds)
     progress = Progress(len(cases), done, quiet or ray_exec is not None,  # Ray: plain lines of its own
-                        after_s=recheck.seconds)
+                        after_s=end.seconds)
     started = time.perf_counter()
     try:
         with phase("cases"):
@@ -212,7 +212,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
                 marker.set(case.id)
                 t0 = time.perf_counter()
                 record(case, runner.metrics(case), time.perf_counter() - t0)
-                recheck.add(rows[-1])
+                end.add(rows[-1])
                 progress.advance()
             progress.close()  # one live bar at a time: the rounds show their own
         budget.first_pass = False

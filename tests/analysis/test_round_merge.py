@@ -3,6 +3,7 @@ the flags a cell measured in rounds can carry."""
 
 import json
 
+import numpy as np
 import pytest
 
 from harness.analysis.rounds import merge_round, rounds_done
@@ -91,3 +92,19 @@ def test_reproduction_is_judged_from_the_kept_round():
     assert reproduction([1e-3, 1.1e-3, 2e-3], kept=1.1e-3) == pytest.approx(1.1)
     assert reproduction([1e-3, 1.5e-3, 2e-3], kept=2e-3) == pytest.approx(2 / 1.5)
     assert reproduction([1e-3, 1.5e-3]) == pytest.approx(1.5)  # the fastest when no kept round is named
+
+
+def test_which_cells_are_short_enough_for_a_second_round():
+    """Short: a multi-threaded CPU cell whose fastest round so far reads under 7.5 ms (a 5 ms call read
+    1.5x slow). Not: a long one, one on a GPU, on one thread, or one a Ray task measured elsewhere."""
+    from harness.analysis.rounds import SHORT_CALL_S, SLOW_STATE, rounds_wanted, short
+
+    bound = SHORT_CALL_S * SLOW_STATE
+    row = {"status": "ok", "device": "cpu", "torch_threads": 2, "time_s_median": 0.9 * bound}
+    assert short(row) and rounds_wanted(row, 1, 2) == 2 and rounds_wanted(row, 3, 2) == 3
+    long = {**row, "time_s_median": 1.1 * bound}
+    assert not short(long) and rounds_wanted(long, 1, 2) == 1
+    assert short({**row, "time_s_median": 1.1 * bound, "time_rounds_s": [0.9 * bound, 1.1 * bound]})  # once short, short
+    assert short({**row, "time_rounds_s": np.array([0.9 * bound, 1.0 * bound])})  # a list column read back from parquet
+    assert not short({**row, "device": "cuda"}) and not short({**row, "torch_threads": 1})
+    assert not short({**row, "node_id": "abc123"}) and not short({**row, "time_s_median": None})

@@ -49,12 +49,12 @@ def test_the_eta_includes_the_recheck_it_expects():
     """Half the cells measured so far are flagged (noisy), each 1 s to re-measure: the ETA of a 100-cell
     run adds about 50 s of re-checking; a bounded trust budget caps that, and no re-checks means none."""
     from harness.run.budget import TrustBudget
-    from harness.run.eta import PROBE_S, RecheckEstimate
+    from harness.run.eta import PROBE_S, EndEstimate
 
     clean = {"status": "ok", "time_s_median": 0.1, "time_s_iqr": 0.0, "time_n_samples": 8,
              "time_number_per_sample": 1, "calibration_s": 1e-3, "host_busy": 0.0}
     noisy = {**clean, "time_s_iqr": 0.05}
-    estimate = RecheckEstimate(100, TrustBudget(None), retries=2)
+    estimate = EndEstimate(100, TrustBudget(None), retries=2)
     for row in (clean, noisy) * 5:
         estimate.add(row)
     per = 0.1 * (8 + 2) + PROBE_S
@@ -67,32 +67,32 @@ def test_the_eta_includes_the_recheck_it_expects():
     assert f"ETA 0:{int(90 + 50 * per) // 60:02d}:{int(90 + 50 * per) % 60:02d} (0:01:15 of it re-measuring)" in stream.getvalue()
     bounded = TrustBudget(0.1)
     bounded.add_base(10.0)  # a tenth of the run: 100 s of first pass in all, so 10 s of budget
-    capped = RecheckEstimate(100, bounded, retries=2)
+    capped = EndEstimate(100, bounded, retries=2)
     for row in (clean, noisy) * 5:
         capped.add(row)
     assert capped.seconds() == 10.0
-    assert RecheckEstimate(100, TrustBudget(None), retries=0).seconds() == 0.0
+    assert EndEstimate(100, TrustBudget(None), retries=0).seconds() == 0.0
 
 
 def test_the_eta_includes_the_planned_rounds():
     """Short CPU calls are measured in two rounds (--short-rounds 2): of 10 rows so far, 5 are short
     (1 ms) and 5 long (10 ms), none flagged; a 100-cell run adds one more measurement of 50 short cells."""
     from harness.run.budget import TrustBudget
-    from harness.run.eta import PROBE_S, RecheckEstimate, retime_s
+    from harness.run.eta import PROBE_S, EndEstimate, retime_s
 
     clean = {"status": "ok", "device": "cpu", "time_s_iqr": 0.0, "time_n_samples": 8,
              "time_number_per_sample": 1, "calibration_s": 1e-3, "host_busy": 0.0}
     short, long = {**clean, "time_s_median": 1e-3}, {**clean, "time_s_median": 1e-2}
-    estimate = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=2)
+    estimate = EndEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=2)
     for row in (short, long) * 5:
         estimate.add(row)
-    assert retime_s(short) == 1e-3 * 10 + PROBE_S
-    assert estimate.seconds() == pytest.approx(50 * retime_s(short))
-    in_rounds = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=3, short_rounds=2)
+    assert retime_s(short) == 1e-3 * 10 + PROBE_S and retime_s(short, probe=False) == 1e-3 * 10
+    assert estimate.seconds() == pytest.approx(50 * retime_s(short, probe=False))
+    in_rounds = EndEstimate(100, TrustBudget(None), retries=2, rounds=3, short_rounds=2)
     for row in (short, long) * 5:
         in_rounds.add(row)
-    assert in_rounds.seconds() == pytest.approx(100 * (retime_s(short) + retime_s(long)))  # two more rounds of every cell
-    once = RecheckEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=1)
+    assert in_rounds.seconds() == pytest.approx(100 * (retime_s(short, False) + retime_s(long, False)))  # two more rounds of every cell
+    once = EndEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=1)
     for row in (short, long) * 5:
         once.add(row)
     assert once.seconds() == 0.0

@@ -120,11 +120,12 @@ def test_a_run_from_before_the_allocator_key_resumes_as_it_was_measured(killed):
     records what this process's allocator is."""
     run, _ = killed
     meta = json.loads((run / "run.json").read_text())
-    del meta["sweep"]["allocator"], meta["allocator"]
+    del meta["sweep"]["allocator"], meta["allocator"], meta["sweep"]["short_rounds"]
     (run / "run.json").write_text(json.dumps(meta))
     run_sweep(build_config(TINY), resume=run, quiet=True)
     _, meta = load_run(run)
     assert meta["status"] == "complete" and meta["sweep"]["allocator"] == "system"
+    assert meta["sweep"]["short_rounds"] == 1  # from before short cells had two rounds: measured once, as it was
     assert meta["allocator"]["allocator"] in ("steady", "system")  # steady when this test process pinned it before
 
 
