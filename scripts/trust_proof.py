@@ -2,15 +2,18 @@
 then while another process loads every core in on/off bursts of about a second, then quiet again.
 
 Target (exit 1 with a one-line reason when missed, 0 when met): the loaded run takes at most 2.5x the
-quiet run's wall time (with two quiet runs, the faster one's); in it, no trusted cell's median is off
-by more than 25% from the quiet runs' mean, and at least 80% of the cells are trusted and within 15%
-of it. It prints the distribution of loaded/quiet ratios for trusted and untrusted cells, how much
-longer the loaded run took, how long each run's re-check waited for quiet, and the raw and
-calibration-normalized drift between the runs (where normalizing pulls the median back to 1,
-the machine as a whole drifted; what is left is drift specific to the cells).
+quiet run's wall time (with two quiet runs, the faster one's); no cell it trusts is off by more than
+25% from its reference; and at least 80% of the cells the quiet run measured are trusted in the
+loaded run and within 15% of their reference. A cell's reference is the mean of its quiet medians that
+their own run trusted: a value the quiet run itself flagged (a slow machine, noise, unreproduced
+rounds) is not the quiet machine's answer, so a cell with none has no reference and counts against the
+80%. The same figures against the mean of every quiet median, trusted or not, and over the cells whose
+two quiet runs agree within 15% are printed beside them, not judged. It prints the distribution of
+loaded/quiet ratios for trusted and untrusted cells, how much longer the loaded run took, how long
+each run's re-check waited for quiet, and the raw and calibration-normalized drift between the runs
+(where normalizing pulls the median back to 1, the machine as a whole drifted; what is left is drift
+specific to the cells).
 
-With ``--quiet-runs 2`` (the default) cells whose two quiet runs disagree by more than 15% are also
-judged apart (no flag in the loaded run can be judged against a reference that moved by itself).
 With ``--rounds N`` each sweep measures every cell N times over its run (see docs/trust.md).
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
@@ -119,20 +122,24 @@ def main() -> int:
 
 def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s: float, loaded: dict,
                quiet2: dict | None) -> int:
-    """The target's figures for the runs under ``out``; 0 when the target is met. The loaded run's wall
-    time is judged against the faster quiet run's (``quiet_walls``: a quiet run the host slowed would
-    make the ratio look better than it is); its cells against the quiet medians their run trusted."""
+    """The target's figures for the runs under ``out`` (each run: its ok cells by id); 0 when the
+    target is met. The loaded run's wall time is judged against the faster quiet run's (a quiet run the
+    host slowed would make the ratio look better than it is); its cells against the quiet medians their
+    own run trusted, over every cell the first quiet run measured (a cell missing from the loaded run
+    is not trusted there)."""
     quiet_s = min(quiet_walls)
     quiets = [quiet] + ([quiet2] if quiet2 is not None else [])
-    cells = sorted(set(loaded).intersection(*quiets))
-    trusted_ref = {}
+    cells = sorted(quiet)
+    trusted_ref, every_ref = {}, {}
     for c in cells:
-        values = [q[c]["time_s_median"] for q in quiets if q[c].get("time_trusted") is True]
-        if values:
-            trusted_ref[c] = sum(values) / len(values)
-    every_ref = {c: sum(q[c]["time_s_median"] for q in quiets) / len(quiets) for c in cells}
-    drift = {c: quiets[-1][c]["time_s_median"] / quiet[c]["time_s_median"] for c in cells}
-    stable = [c for c in cells if abs(drift[c] - 1) <= WITHIN]
+        values = [q[c]["time_s_median"] for q in quiets if c in q]
+        sure = [q[c]["time_s_median"] for q in quiets if c in q and q[c].get("time_trusted") is True]
+        every_ref[c] = sum(values) / len(values)
+        if sure:
+            trusted_ref[c] = sum(sure) / len(sure)
+    both = [c for c in cells if all(c in q for q in quiets)]
+    drift = {c: quiets[-1][c]["time_s_median"] / quiet[c]["time_s_median"] for c in both}
+    stable = [c for c in both if abs(drift[c] - 1) <= WITHIN]
 
     def dist(values):
         if not values:
@@ -141,52 +148,51 @@ def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s:
         return (f"n={len(r)}, median {np.median(r):.2f}, 5-95% [{np.percentile(r, 5):.2f}, {np.percentile(r, 95):.2f}], "
                 f"min {r.min():.2f}, max {r.max():.2f}")
 
-    def judge(ids, ref, label):
-        ids = [c for c in ids if c in ref]
-        ratio = {c: loaded[c]["time_s_median"] / ref[c] for c in ids}
-        trusted = [c for c in ids if loaded[c].get("time_trusted") is True]
-        untrusted = [c for c in ids if loaded[c].get("time_trusted") is not True]
+    def judge(ids, ref, label) -> list[str]:
+        """The figures over ``ids``; the target's misses (a cell without a reference counts as not within)."""
+        ratio = {c: loaded[c]["time_s_median"] / ref[c] for c in ids if c in ref and c in loaded}
+        trusted = [c for c in ratio if loaded[c].get("time_trusted") is True]
+        untrusted = [c for c in ratio if loaded[c].get("time_trusted") is not True]
         off = [c for c in trusted if abs(ratio[c] - 1) > OFF]
         good = [c for c in trusted if abs(ratio[c] - 1) <= WITHIN]
-        print(f"{label}: {len(ids)} cells")
+        print(f"{label}: {len(ids)} cells, {sum(c in ref for c in ids)} with a reference, "
+              f"{sum(c in loaded for c in ids)} measured in the loaded run")
         print(f"  loaded/quiet, trusted cells:   {dist([ratio[c] for c in trusted])}")
         print(f"  loaded/quiet, untrusted cells: {dist([ratio[c] for c in untrusted])}")
         print(f"  trusted and off by more than {OFF:.0%}: {len(off)} (goal 0) "
               + ", ".join(f"{c} {ratio[c]:.2f}" for c in off[:6]))
         print(f"  trusted and within {WITHIN:.0%}: {len(good)} of {len(ids)} = {len(good) / max(len(ids), 1):.0%} "
               f"(goal >= {SHARE:.0%})")
-        if off:
-            return f"{len(off)} trusted cells off by more than {OFF:.0%} ({label}; target: none)"
-        if len(good) < SHARE * len(ids):
-            return f"{len(good)} of {len(ids)} cells trusted and within {WITHIN:.0%} ({label}; target: at least {SHARE:.0%})"
-        return None
+        misses = [f"{len(off)} trusted cells off by more than {OFF:.0%} ({label}; target: none)"] if off else []
+        if not ids or len(good) < SHARE * len(ids):
+            misses.append(f"{len(good)} of {len(ids)} cells trusted and within {WITHIN:.0%} ({label}; "
+                          f"target: at least {SHARE:.0%})")
+        return misses
 
     print(f"threads: {args.threads or 'the default (all cores)'}; rounds: {args.rounds}; quiet runs: {args.quiet_runs}")
     print(f"quiet run: {' and '.join(f'{w:.0f} s' for w in quiet_walls)}"
           f"{' (the faster is the reference)' if len(quiet_walls) > 1 else ''}, {len(quiet)} ok cells, "
-          + " and ".join(f"{sum(q[c].get('time_trusted') is True for c in cells)}" for q in quiets) + " trusted")
+          + " and ".join(str(sum(q[c].get("time_trusted") is True for c in q)) for q in quiets) + " trusted")
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
-          f"{sum(loaded[c].get('time_trusted') is True for c in cells)} trusted")
+          f"{sum(r.get('time_trusted') is True for r in loaded.values())} trusted")
     for sub in ("quiet", "loaded", "quiet-after"):  # the end-of-run re-check's waits for the machine to come back
         meta = json.loads((out / sub / "run.json").read_text()) if (out / sub / "run.json").exists() else {}
         waited = (meta.get("trust") or {}).get("recheck_wait") or meta.get("recheck_wait")  # the latter: runs written before it moved into trust
         if waited:
             print(f"{sub} run: the re-check waited {waited['waited_s']:.0f} s for quiet (budget {waited['budget_s']:.0f} s)")
     if args.quiet_runs == 2:
-        print(f"quiet after / quiet before: {dist(list(drift.values()))}; {len(stable)} of {len(cells)} cells within 15%")
-    print(f"a trusted quiet value for {len(trusted_ref)} of {len(cells)} cells (goal >= {SHARE:.0%})")
-    miss = judge(cells, trusted_ref, "cells with a trusted quiet value (reference: the mean of those values)")
+        print(f"quiet after / quiet before: {dist(list(drift.values()))}; {len(stable)} of {len(both)} cells "
+              f"within {WITHIN:.0%}")
+    misses = judge(cells, trusted_ref, "every cell, against the quiet values their run trusted")
     judge(cells, every_ref, "every cell, against the mean of its quiet values, trusted or not (not judged)")
     if args.quiet_runs == 2:
-        judge(stable, every_ref, "cells whose two quiet runs agree within 15% (not judged)")
-    if len(trusted_ref) < SHARE * len(cells):
-        miss = (f"the quiet runs trusted a value of only {len(trusted_ref)} of {len(cells)} cells (target: at least "
-                f"{SHARE:.0%}); the machine was not quiet enough to judge by: run it again")
+        judge(stable, every_ref, f"cells whose two quiet runs agree within {WITHIN:.0%} (not judged)")
     print("\n".join(drift_lines(out)))
     if loaded_s > WALL_RATIO * quiet_s:
-        miss = miss or f"the loaded run took {loaded_s / quiet_s:.1f}x the quiet run's wall time (target: at most {WALL_RATIO:g}x)"
-    if miss:
-        print(f"trust_proof: target missed: {miss}", file=sys.stderr)
+        misses.append(f"the loaded run took {loaded_s / quiet_s:.1f}x the quiet run's wall time (target: at most "
+                      f"{WALL_RATIO:g}x)")
+    if misses:
+        print(f"trust_proof: target missed: {'; '.join(misses)}", file=sys.stderr)
         return 1
     print("trust_proof: target met")
     return 0
@@ -194,8 +200,8 @@ def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s:
 
 def _ratio_text(ratio) -> str:
     ratio = ratio.dropna().astype(float)
-    within = int(((ratio - 1).abs() <= 0.15).sum())
-    return (f"median {ratio.median():.2f}, within 15%: {within}/{len(ratio)}, "
+    within = int(((ratio - 1).abs() <= WITHIN).sum())
+    return (f"median {ratio.median():.2f}, within {WITHIN:.0%}: {within}/{len(ratio)}, "
             f"5-95% [{ratio.quantile(0.05):.2f}, {ratio.quantile(0.95):.2f}]")
 
 

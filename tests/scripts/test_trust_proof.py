@@ -59,4 +59,20 @@ def test_missed_when_too_few_cells_are_trusted_or_the_run_too_slow(proof, tmp_pa
     assert "2.6x the quiet run's wall time" in capsys.readouterr().err
     unsure = {c: (1.0, c in ("c0", "c1", "c2")) for c in QUIET}  # the quiet runs trusted 3 of 10 cells
     assert verdict(proof, tmp_path, unsure, {c: (1.0, True) for c in QUIET}, unsure) == 1
-    assert "the quiet runs trusted a value of only 3 of 10 cells" in capsys.readouterr().err
+    assert "3 of 10 cells trusted and within 15%" in capsys.readouterr().err  # no reference: not within
+
+
+def test_a_cell_missing_from_the_loaded_run_counts_against_it_and_nothing_is_not_met(proof, tmp_path, capsys):
+    loaded = {c: (1.0, True) for c in list(QUIET)[:7]}  # 3 cells failed under load
+    assert verdict(proof, tmp_path, QUIET, loaded, QUIET) == 1
+    assert "7 of 10 cells trusted and within 15%" in capsys.readouterr().err
+    assert verdict(proof, tmp_path, {}, {}, {}) == 1
+    assert "0 of 0 cells" in capsys.readouterr().err
+
+
+def test_every_miss_is_said(proof, tmp_path, capsys):
+    loaded = {**{c: (1.0, c != "c1") for c in QUIET}, "c0": (1.5, True), "c2": (1.0, False)}
+    assert verdict(proof, tmp_path, QUIET, loaded, QUIET, loaded_s=30.0) == 1
+    err = capsys.readouterr().err
+    assert "1 trusted cells off by more than 25%" in err and "7 of 10 cells trusted and within 15%" in err
+    assert "3.0x the quiet run's wall time" in err
