@@ -96,13 +96,15 @@ class InProcess:
         self.waiter = QuietWaiter()
         self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")
 
-    def _measure_until_trusted(self, variant, case: Case, earlier: dict | None = None) -> dict:
+    def _measure_until_trusted(self, variant, case: Case, earlier: dict | None = None,
+                               retries: int | None = None) -> dict:
         """Each attempt is bounded by ``--timeout-s`` on its own (waits for quiet are not counted): the
         first overrun is the case's timeout; a re-measurement that overruns keeps the earlier attempts.
         Re-measurements re-time the case (``measure``'s ``earlier``: the first attempt's memory and
-        check are kept), as do all attempts when ``earlier`` (an ok row of the case) is given."""
+        check are kept), as do all attempts when ``earlier`` (an ok row of the case) is given.
+        ``retries``: re-measurements of a flagged attempt (None: ``--retries``)."""
         attempts = []
-        for attempt in range(self.config.execution.retries + 1):
+        for attempt in range((self.config.execution.retries if retries is None else retries) + 1):
             if attempt and not self.budget.allows():
                 break
             again = attempts[0][2] if attempts else earlier
@@ -160,12 +162,13 @@ class InProcess:
             self.variants[key] = get_variant(case.variant, **dict(case.params))
         return self.variants[key]
 
-    def metrics(self, case: Case, earlier: dict | None = None) -> dict:
+    def metrics(self, case: Case, earlier: dict | None = None, retries: int | None = None) -> dict:
         """The case's row fields; ``earlier``: its ok row from before, whose memory and check a
-        re-measurement keeps (only the time is measured again)."""
-        return {**self._metrics(case, earlier), **node_fields(case.device)}
+        re-measurement keeps (only the time is measured again); ``retries``: re-measurements of a
+        flagged attempt (None: ``--retries``; a planned round passes 0)."""
+        return {**self._metrics(case, earlier, retries), **node_fields(case.device)}
 
-    def _metrics(self, case: Case, earlier: dict | None = None) -> dict:
+    def _metrics(self, case: Case, earlier: dict | None = None, retries: int | None = None) -> dict:
         try:
             variant = self.variant(case)
             reasons = variant.not_supported_reasons(case)
@@ -175,7 +178,7 @@ class InProcess:
             if too_big:  # known before allocating anything: say so at once
                 return {"status": "oom", "reason": too_big}
             with torch_threads(case.threads):
-                return self._measure_until_trusted(variant, case, earlier)
+                return self._measure_until_trusted(variant, case, earlier, retries)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # every failure becomes a row; the sweep goes on
@@ -197,11 +200,12 @@ class Isolated:
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
         seed_calibration(self.best_calibration, meta, rows)
 
-    def metrics(self, case: Case, earlier: dict | None = None) -> dict:
-        """The worker re-measures a flagged cell within a budget of its own (its first attempt's time),
-        judging its samples against the run's best calibration so far. ``earlier`` is not used: a fresh
-        process checks its kernel again."""
-        job = {"mode": "sweep", "config": self.config.to_dict(), "ceilings": self.ceilings,
+    def metrics(self, case: Case, earlier: dict | None = None, retries: int | None = None) -> dict:
+        """The worker re-measures a flagged cell (``retries`` times at most; None: ``--retries``) within
+        a budget of its own (its first attempt's time), judging its samples against the run's best
+        calibration so far. ``earlier`` is not used: a fresh process checks its kernel again."""
+        config = {**self.config.to_dict(), **({} if retries is None else {"retries": retries})}
+        job = {"mode": "sweep", "config": config, "ceilings": self.ceilings,
                "best_calibration": self.best_calibration}
         worker = None
         try:

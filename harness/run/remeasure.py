@@ -54,7 +54,9 @@ def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
     them, or ``short_rounds`` when that is more and its calls are short (``rounds_wanted``);
     the fastest round kept, or a clean one that agrees with it (harness.analysis.rounds). Each new row
     (``remeasured_for`` "round k") supersedes the cell's row, so a resume measures only the cells still
-    short of their rounds. These rounds are the run's plan, not re-measurements: no trust budget."""
+    short of their rounds. These rounds are the run's plan, not re-measurements: each is one
+    measurement (no ``--retries``), drawing nothing from the trust budget, which stays for the end-of-run
+    re-check of the cells still flagged, after a slow spell has had time to pass."""
     rows = cells.rows
     for k in itertools.count(2):
         wanted = [i for i, r in enumerate(rows) if r.get("status") == "ok" and rounds_wanted(r, rounds, short_rounds) >= k]
@@ -69,7 +71,8 @@ def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
         for i in due:
             progress.show(cells.case(i))
             t0 = time.perf_counter()
-            metrics = merge_round(rows[i], cells.runner.metrics(cells.case(i), rows[i]), cells.best_cal(rows[i]))
+            fresh = cells.runner.metrics(cells.case(i), rows[i], retries=0)  # flagged: the re-check clears it
+            metrics = merge_round(rows[i], fresh, cells.best_cal(rows[i]))
             cells.supersede(i, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, t0)
             progress.advance()
         progress.close()

@@ -127,6 +127,9 @@ def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {})
     results = iter([ok_row(time_s_iqr=5e-4)])
     assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))["attempts"] == 1
+    runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
+    results = iter([ok_row(time_s_iqr=5e-4)])  # a planned round asks for none, whatever --retries says
+    assert runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8), retries=0)["attempts"] == 1
 
 
 def test_re_measurements_re_time_only_and_a_wrong_row_is_not_timed_again(monkeypatch):
@@ -298,7 +301,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
         def __init__(self, median):
             self.median, self.calls = median, []
 
-        def metrics(self, case, earlier=None):
+        def metrics(self, case, earlier=None, retries=None):
             self.calls.append(case.id)
             return ok_row(time_s_median=self.median, attempts=1)
 

@@ -10,7 +10,7 @@ from harness.analysis.trust import assess, cross_suspects
 from harness.core.case import Case
 from harness.core.errors import InputError
 from harness.run import figures, quiet
-from harness.run.remeasure import Cells, recheck_flagged
+from harness.run.remeasure import Cells, more_rounds, recheck_flagged
 from harness.run.validate import build_config
 from harness.store.load import load_run
 
@@ -27,10 +27,11 @@ class FakeRunner:
     """Stands in for the runner the re-check measures with: every call returns a copy of `row`."""
 
     def __init__(self, row):
-        self.row, self.calls = row, []
+        self.row, self.calls, self.retries = row, [], []
 
-    def metrics(self, case, earlier=None):
+    def metrics(self, case, earlier=None, retries=None):
         self.calls.append(case.id)
+        self.retries.append(retries)
         return copy.deepcopy(self.row)
 
 
@@ -67,6 +68,27 @@ def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(mea
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
     recheck_flagged(Cells(rows, by_id, runner, record, meta, quiet=True), 0)
     assert len(runner.calls) == 2
+
+
+def test_a_planned_round_is_one_measurement_and_spends_no_trust_budget(measured):
+    """A short CPU cell's second round (--short-rounds) asks the runner for no retries, even of a flagged
+    measurement: clearing flags is the re-check's, after a slow spell has had time to pass. The trust
+    budget is untouched; the long cell gets no second round."""
+    from harness.run.budget import TrustBudget
+
+    rows, by_id = _rows_and_cases(measured(1e-3, device="cpu"), measured(0.1, device="cpu"))
+    budget = TrustBudget(0.5)
+    written = []
+
+    def record(case, metrics, wall_s):
+        written.append(case.id)
+        rows.append({"case_id": case.id, **case.to_record(), **metrics})
+
+    runner = FakeRunner(measured(1.1e-3, time_s_iqr=5e-4))  # a noisy round
+    more_rounds(Cells(rows, by_id, runner, record, {"calibration": []}, True, budget), 1, 2)
+    assert runner.calls == written == [rows[0]["case_id"]] and runner.retries == [0]
+    assert rows[0]["time_rounds_s"] == [1e-3, 1.1e-3] and rows[0]["remeasured_for"] == "round 2"
+    assert budget.spent_s == 0.0 and budget.refused == 0
 
 
 def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(measured, monkeypatch):
@@ -218,7 +240,7 @@ def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     runner = FakeRunner(measured(1.05e-3))
     replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
-    runner.metrics = lambda case, earlier=None: runner.calls.append(case.id) or next(replies)
+    runner.metrics = lambda case, earlier=None, retries=None: runner.calls.append(case.id) or next(replies)
 
     def record(case, metrics, wall_s):
         rows.append({"case_id": case.id, **case.to_record(), **metrics})
