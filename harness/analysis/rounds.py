@@ -17,7 +17,7 @@ was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckie
 Short multi-threaded CPU calls (``short``) are measured in ``short_rounds`` rounds even when the run
 asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to each other about
 1.3x slower for seconds to minutes at a time; a multi-threaded call of a few milliseconds, most of
-whose time is its threads' synchronization, then reads 1.3-1.5x slower while the calibration matmul
+whose time is its threads' synchronization, then reads 1.3-1.7x slower while the calibration matmul
 timed beside it stays within 10% (docs/measurements.md). The second round comes after the whole first
 pass (on the main job, minutes later), so a cell timed once in that state most likely reads its usual
 speed in the other round (kept) or is flagged unreproduced; only a state that lasts across both
@@ -31,7 +31,7 @@ from __future__ import annotations
 from harness.analysis.trust import ROUNDS_AGREE, number, row_flags
 
 SHORT_CALL_S = 5e-3  # calls this short are measured in ``short_rounds`` rounds at least ...
-SLOW_STATE = 1.5  # ... even when read this much slower (the most the VM state was seen to slow them)
+SLOW_STATE = 1.5  # ... even when read this much slower (most calls the state slowed read 1.3-1.5x; one 1.7x)
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")

@@ -243,7 +243,7 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--short-rounds", dest="short_rounds", type=int, metavar="N",
                    help=f"measure a multi-threaded CPU cell whose calls are short (its fastest reading under "
                         f"{SHORT_CALL_S * SLOW_STATE * 1e3:g} ms) in at least N rounds (default 2; 1: as --rounds "
-                        "says): a VM can slow such calls 1.3-1.5x for a minute while the calibration kernel does "
+                        "says): a VM can slow such calls 1.3-1.7x for minutes while the calibration kernel does "
                         "not notice, and a round after the first pass shows it (local executor only)")
     p.add_argument("--allocator", choices=list(ALLOCATORS),
                    help="the host allocator while measuring: steady (default: glibc keeps freed memory, so a timed "
