@@ -28,10 +28,10 @@ Pure functions of rows.
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, number, row_flags
+from harness.analysis.trust import ROUNDS_AGREE, as_list, number, row_flags
 
 SHORT_CALL_S = 5e-3  # calls this short are measured in ``short_rounds`` rounds at least ...
-SLOW_STATE = 1.5  # ... even when read this much slower (most calls the state slowed read 1.3-1.5x; one 1.7x)
+SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -45,13 +45,11 @@ def rounds_done(row: dict) -> int:
 
 def short(row: dict) -> bool:
     """Whether a row's calls are short and multi-threaded on a CPU: its fastest round so far under
-    ``SHORT_CALL_S`` x ``SLOW_STATE``, on more than one torch thread, measured on this machine (a row
-    a Ray task measured on another node is not measured again here)."""
+    ``SHORT_CALL_S`` x ``SLOW_STATE``, on more than one torch thread, and not measured by a Ray task
+    (``node_id``: a local resume would time it again on another machine)."""
     if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
         return False
-    medians = row.get("time_rounds_s")
-    medians = list(medians) if hasattr(medians, "__len__") and not isinstance(medians, str) and len(medians) else []
-    readings = [number(m) for m in medians or [row.get("time_s_median")]]
+    readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
     readings = [m for m in readings if m and m > 0]
     return bool(readings) and min(readings) < SHORT_CALL_S * SLOW_STATE
 

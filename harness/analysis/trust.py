@@ -97,7 +97,7 @@ def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -
     return min(values) if values else None
 
 
-def _seq(value) -> list | None:
+def as_list(value) -> list | None:
     """A list column's value as a list (lists, tuples and arrays as read back); None when missing."""
     return list(value) if hasattr(value, "__len__") and not isinstance(value, (str, dict)) else None
 
@@ -107,11 +107,11 @@ def used_samples(row: dict, column: str = "time_samples_s") -> list[float]:
     them: clean and, where enough were, timed while the machine was fast); in rows without it, those its
     threads did not wait for a CPU during (``time_contended``), or all of them when every one did or none
     is marked. ``column``: another per-sample list of the row (``time_fault_samples``), the same samples picked."""
-    samples = _seq(row.get(column))
+    samples = as_list(row.get(column))
     if samples is None:
         return []
     for mark, keep in (("time_used", True), ("time_contended", False)):
-        marks = _seq(row.get(mark))
+        marks = as_list(row.get(mark))
         if marks is not None and len(marks) == len(samples) and any(bool(m) == keep for m in marks):
             return [float(s) for s, m in zip(samples, marks) if s is not None and bool(m) == keep]
     return [float(s) for s in samples if s is not None]
@@ -146,7 +146,7 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
         flags.append(f"noisy: IQR/median {iqr / med:.2f} > {NOISE:g}")
     if bimodal(samples):
         flags.append("bimodal: the samples form two clusters")
-    contended = _seq(row.get("time_contended"))
+    contended = as_list(row.get("time_contended"))
     if contended and all(contended):
         flags.append(f"contended: all {len(contended)} samples waited for a CPU (another process ran on it)")
     busy = number(row.get("host_busy"))
@@ -272,11 +272,11 @@ def summary(rows: list[dict]) -> dict:
     out = {"measured": len(ok), "trusted": sum(r.get("time_trusted") is True for r in ok),
            "flagged": sum(r.get("time_trusted") is False for r in ok),
            "not_assessed": sum(r.get("time_trusted") is None for r in ok), "flags": reasons}
-    marked = [(_seq(r.get("time_contended")) or []) for r in ok]
+    marked = [(as_list(r.get("time_contended")) or []) for r in ok]
     if any(marked):  # samples that waited for a CPU, left out of their cell's statistics
         out["contention"] = {"samples": sum(len(m) for m in marked), "contended": sum(sum(map(bool, m)) for m in marked),
                              "cells": sum(any(m) for m in marked), "all_contended": sum(bool(m) and all(m) for m in marked)}
-    slow = [(_seq(r.get("time_slow")) or [], _seq(r.get("time_used")) or []) for r in ok]
+    slow = [(as_list(r.get("time_slow")) or [], as_list(r.get("time_used")) or []) for r in ok]
     if any(m for m, _ in slow):  # samples timed while the machine was slow, and those of them left out
         out["slow"] = {"samples": sum(len(m) for m, _ in slow), "slow": sum(sum(map(bool, m)) for m, _ in slow),
                        "left_out": sum(sum(bool(s) and not u for s, u in zip(m, used)) for m, used in slow),

@@ -204,8 +204,8 @@ class Isolated:
         """The worker re-measures a flagged cell (``retries`` times at most; None: ``--retries``) within
         a budget of its own (its first attempt's time), judging its samples against the run's best
         calibration so far. ``earlier`` is not used: a fresh process checks its kernel again."""
-        config = {**self.config.to_dict(), **({} if retries is None else {"retries": retries})}
-        job = {"mode": "sweep", "config": config, "ceilings": self.ceilings,
+        config = self.config if retries is None else self.config.with_execution(retries=retries)
+        job = {"mode": "sweep", "config": config.to_dict(), "ceilings": self.ceilings,
                "best_calibration": self.best_calibration}
         worker = None
         try:
