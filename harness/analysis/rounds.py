@@ -28,10 +28,7 @@ Pure functions of rows.
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, as_list, number, row_flags
-
-SHORT_CALL_S = 5e-3  # calls this short are measured in ``short_rounds`` rounds at least ...
-SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_STATE, as_list, number, row_flags
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -77,21 +74,22 @@ def keep_faster(old: dict, new: dict) -> dict:
     return {k: v for k, v in (new if faster else old).items() if k not in _ROW_FIELDS}
 
 
-def own_flags(measurement: dict, best_cal: float | None) -> list[str]:
+def own_flags(measurement: dict, best_cal: float | None, best_sync: float | None = None) -> list[str]:
     """Flags a single measurement's own evidence raises (harness.analysis.trust.row_flags, without
     the rounds it may belong to); a measurement without evidence (a row from before it) is not clean."""
     single = {k: v for k, v in measurement.items() if k not in ("time_rounds_s", "remeasured_for")}
-    flags = row_flags(single, best_cal)
+    flags = row_flags(single, best_cal, best_sync)
     return ["no evidence"] if flags is None else flags
 
 
-def merge_round(old: dict, new: dict, best_cal: float | None = None) -> dict:
+def merge_round(old: dict, new: dict, best_cal: float | None = None, best_sync: float | None = None) -> dict:
     """The metrics of ``old`` (an ok row) with the measurement ``new`` as one more round.
 
     The faster round's measurement is kept whole (``keep_faster``: its median, samples, rates,
     calibration and host load belong together), by its median, unless its own evidence is flagged
-    (``own_flags`` against ``best_cal``, the run's best calibration) and the other one's is clean and
-    within ``ROUNDS_AGREE`` of the fastest round seen: then the clean one is kept. A slower clean round
+    (``own_flags`` against ``best_cal`` and ``best_sync``, the run's best calibration and sync probe)
+    and the other one's is clean and within ``ROUNDS_AGREE`` of the fastest round seen: then the clean
+    one is kept. A slower clean round
     never stands in for a flagged one it does not agree with. ``time_rounds_s`` gains the new round's
     median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
     counted (a row in rounds left with one median is flagged), except a ``wrong`` one: the row becomes
@@ -104,6 +102,7 @@ def merge_round(old: dict, new: dict, best_cal: float | None = None) -> dict:
     medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
     fastest = min(m for m in medians if m is not None)
     faster = new if new["time_s_median"] < old["time_s_median"] else old
-    clean = [m for m in (old, new) if m["time_s_median"] <= ROUNDS_AGREE * fastest and not own_flags(m, best_cal)]
-    kept = min(clean, key=lambda m: m["time_s_median"]) if clean and own_flags(faster, best_cal) else faster
+    clean = [m for m in (old, new)
+             if m["time_s_median"] <= ROUNDS_AGREE * fastest and not own_flags(m, best_cal, best_sync)]
+    kept = min(clean, key=lambda m: m["time_s_median"]) if clean and own_flags(faster, best_cal, best_sync) else faster
     return {**{k: v for k, v in kept.items() if k not in _ROW_FIELDS}, "attempts": attempts, "time_rounds_s": medians}

@@ -8,6 +8,10 @@ A row's flags (short reasons) come from its own evidence and from its neighbours
 * the rest of the host busy above ``HOST_BUSY`` of its cores while the row was timed;
 * its calibration kernel (timed beside it: a warm call right after each of its timing blocks) more than
   ``SLOW_CALIBRATION`` slower than the run's best: the machine was slow then;
+* a short call on several CPU threads (``slow_sync``) whose threads synchronized (``sync_s``, probed
+  right after its timing: harness.bench.host.sync_probe) more than ``SLOW_SYNC`` slower than the run's
+  best: the machine was in the state that slows such calls 1.3-1.7x while the calibration matmul does
+  not show it (also "slow machine");
 * a fraction of the matmul ceiling above ``CEILING``;
 * most timed calls mapping fresh memory: more than ``FAULT_PAGES`` minor page faults per call (median
   of its samples; harness.bench.heap): the time then depends on the allocator's state, which earlier
@@ -48,6 +52,9 @@ SLOW_MACHINE = "slow machine"  # the flag of a row whose calibration was slow
 FAULT_PAGES = 256  # minor page faults per timed call (1 MiB of 4 KiB pages) above which a row is flagged
 LASTING = ("page faults",)  # flags measuring again cannot clear: they start no re-measurement or re-check
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
+SHORT_CALL_S = 5e-3  # a multi-threaded CPU call this short is mostly its threads' synchronization ...
+SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
+SLOW_SYNC = 1.2  # a short call's sync probe this much slower than the run's best: timed in that state
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
@@ -84,15 +91,20 @@ def number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def best_calibration(meta: dict, rows: list[dict], threads: int | None = None) -> float | None:
+_RUN_LEVEL = {"calibration_s": "time_s_median", "sync_s": "sync_s"}  # a row's column: its key in run.json's entries
+
+
+def best_calibration(meta: dict, rows: list[dict], threads: int | None = None,
+                     column: str = "calibration_s") -> float | None:
     """The run's best (fastest) calibration: run-level entries and every row's own. With ``threads``,
     only those timed with that many torch threads (a run-level entry that does not say counts): the
-    kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration."""
+    kernel runs on all of them, so a 1-thread cell is not "slow" against a 2-thread calibration.
+    ``column`` "sync_s": the best sync probe instead (harness.bench.host.sync_probe)."""
     entries = [c for c in meta.get("calibration") or [] if isinstance(c, dict)]
     if threads is not None:
         entries = [c for c in entries if number(c.get("threads")) in (None, threads)]
         rows = [r for r in rows if number(r.get("torch_threads")) in (None, threads)]
-    values = [number(c.get("time_s_median")) for c in entries] + [number(r.get("calibration_s")) for r in rows]
+    values = [number(c.get(_RUN_LEVEL[column])) for c in entries] + [number(r.get(column)) for r in rows]
     values = [v for v in values if v and v > 0]
     return min(values) if values else None
 
@@ -130,8 +142,20 @@ def bimodal(samples: list[float]) -> bool:
     return med > 0 and gap > BIMODAL_GAP * med and share >= BIMODAL_SHARE
 
 
-def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
-    """Flags from a row's own evidence; None when the row carries none (a run from before the evidence)."""
+def slow_sync(row: dict, best_sync: float | None) -> float | None:
+    """How much slower than ``best_sync`` (the run's best) a short call's threads synchronized right
+    after its timing (``sync_s``, probed on CPUs with several threads only), when more than
+    ``SLOW_SYNC``; None otherwise. Short: a median under ``SHORT_CALL_S`` x ``SLOW_STATE``, mostly the
+    threads' synchronization (a longer call is mostly arithmetic, which that state does not slow)."""
+    sync, med = number(row.get("sync_s")), number(row.get("time_s_median"))
+    if not (sync and best_sync and med and 0 < med < SHORT_CALL_S * SLOW_STATE):
+        return None
+    return sync / best_sync if sync > SLOW_SYNC * best_sync else None
+
+
+def row_flags(row: dict, best_cal: float | None, best_sync: float | None = None) -> list[str] | None:
+    """Flags from a row's own evidence; None when the row carries none (a run from before the evidence).
+    ``best_cal``, ``best_sync``: the run's best calibration and sync probe on the row's torch threads."""
     if row.get("status") != "ok":
         return []
     if number(row.get("calibration_s")) is None and number(row.get("host_busy")) is None:
@@ -155,6 +179,9 @@ def row_flags(row: dict, best_cal: float | None) -> list[str] | None:
     cal = number(row.get("calibration_s"))
     if cal and best_cal and cal > SLOW_CALIBRATION * best_cal:
         flags.append(f"{SLOW_MACHINE}: calibration {cal / best_cal:.2f}x the run's best > {SLOW_CALIBRATION:g}")
+    elif (ratio := slow_sync(row, best_sync)) is not None:
+        flags.append(f"{SLOW_MACHINE}: its threads synchronized {ratio:.2f}x slower than the run's best "
+                     f"> {SLOW_SYNC:g} (a short multi-threaded call)")
     frac = number(row.get("ceiling_fraction"))
     if frac is not None and frac > CEILING:
         flags.append(f"above ceiling: {frac:.2f} of the matmul ceiling > {CEILING:g}")
@@ -250,11 +277,12 @@ def cross_suspects(rows: list[dict]) -> dict[int, str]:
 
 def assess(rows: list[dict], meta: dict) -> list[dict]:
     """The rows with ``time_trusted`` (True, False, or None: not assessed) and ``time_flags`` (JSON text)."""
-    best = {t: best_calibration(meta, rows, t) for t in {number(r.get("torch_threads")) for r in rows}}
+    counts = {number(r.get("torch_threads")) for r in rows}
+    best = {t: (best_calibration(meta, rows, t), best_calibration(meta, rows, t, "sync_s")) for t in counts}
     cross = cross_flags(rows)
     out = []
     for i, row in enumerate(rows):
-        own = row_flags(row, best[number(row.get("torch_threads"))])
+        own = row_flags(row, *best[number(row.get("torch_threads"))])
         flags = None if own is None else own + cross.get(i, [])
         trusted = None if flags is None or row.get("status") != "ok" else not flags
         out.append({**row, "time_trusted": trusted, "time_flags": json.dumps(flags) if flags else ""})

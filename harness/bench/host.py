@@ -1,13 +1,16 @@
-"""Evidence of contention, taken beside every timed region: how busy the rest of the host was, and
-on CUDA the GPU's clock, temperature and throttle reasons (nvidia-ml-py, when installed)."""
+"""Evidence of contention, taken beside every timed region: how busy the rest of the host was, how
+fast torch's CPU threads hand work to each other, and on CUDA the GPU's clock, temperature and
+throttle reasons (nvidia-ml-py, when installed)."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
 import psutil
+import torch
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,38 @@ def gpu_state(index: int = 0) -> dict:
                 "gpu_throttle": ",".join(sorted(names))}
     except Exception:  # NVML absent or refusing: no evidence, not an error
         return {}
+
+
+# ---- how fast torch's threads hand work to each other: read beside short multi-threaded CPU calls ---
+SYNC_ELEMENTS = 1 << 17  # 512 KiB of float32: split across the threads, each part a few microseconds of work
+SYNC_ADDS = 20  # in-place adds a call, each one a fork and join of torch's threads
+SYNC_CALLS = 15  # timed calls (after two warm ones); their median is the reading
+
+
+def sync_probe(calls: int = SYNC_CALLS) -> float:
+    """How long torch's CPU threads take, now, to run ``SYNC_ADDS`` in-place adds on a 512 KiB tensor:
+    the median of ``calls`` timed calls (about 0.15 ms each on a 2-core VM), nearly all of it the
+    threads' fork and join. On a VM the cores can pass work to each other 1.3-1.8x slower for seconds
+    to minutes at a time; a multi-threaded call of a few milliseconds then reads as much slower, while
+    a matmul timed beside it (the calibration kernel, mostly arithmetic) stays within 10%. This probe
+    tracks that state (docs/trust.md)."""
+    x = torch.zeros(SYNC_ELEMENTS)
+
+    def adds() -> None:
+        for _ in range(SYNC_ADDS):
+            x.add_(1.0)
+
+    adds()
+    adds()
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        adds()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def sync_evidence(device: str) -> dict:
+    """``{"sync_s": sync_probe()}`` on a CPU with more than one torch thread (where threads hand work
+    to each other); ``{}`` elsewhere."""
+    return {"sync_s": sync_probe()} if device == "cpu" and torch.get_num_threads() > 1 else {}

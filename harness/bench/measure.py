@@ -14,7 +14,7 @@ from collections import Counter
 import torch
 
 from harness.bench.verify import ReferenceCache, check_case
-from harness.bench.host import gpu_state, host_busy, others_core_s, snapshot
+from harness.bench.host import gpu_state, host_busy, others_core_s, snapshot, sync_evidence
 from harness.bench.memory import peak_memory
 from harness.bench.inputs import make_inputs, pattern_perplexity, source_of
 from harness.bench.prepare import prepare
@@ -69,8 +69,10 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     right after each of its timing blocks; ``calibration_s`` is their median beside the samples the
     statistics are of: with ``slow_above``, a calibration time in seconds, those timed while it ran at
     most that long, where enough exist; harness.bench.timing), how busy the rest of the host was while
-    those samples were timed (with an injected ``timer``, over the whole timing), torch's threads, and
-    on CUDA the GPU's clock, temperature and throttle reasons.
+    those samples were timed (with an injected ``timer``, over the whole timing), torch's threads, on a
+    CPU with several threads how fast they synchronize right after the timing (``sync_s``:
+    harness.bench.host.sync_probe; not with an injected ``timer``), and on CUDA the GPU's clock,
+    temperature and throttle reasons.
 
     ``earlier``: the row of an earlier measurement of the same case (an ok one): this one re-times it
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
@@ -103,6 +105,8 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median
         evidence["host_busy"] = timing.host_busy if timing.host_busy is not None else host_busy(before, snapshot())
+        if timer is None:  # right after the timing, in the same state of the machine (a fake clock: none)
+            evidence.update(sync_evidence(case.device))
         if case.device == "cuda":
             evidence.update(gpu_state(torch.cuda.current_device()))
     rec = {"status": "ok", "reason": "", **evidence, "setup_s": prepared.setup_s, "mask_s": prepared.mask_s, **timing.fields(),

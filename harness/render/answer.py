@@ -138,7 +138,7 @@ def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
                      "memory (geometric means over the cases where both ran)")
     none = int((choice["winner"] == "none").sum()) if "winner" in choice.columns else int(choice["variant"].isna().sum())
     if none:
-        lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (see the last column)")
+        lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (the note column says why)")
     return lines
 
 

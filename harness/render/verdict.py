@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.analysis.trust import SLOW_CALIBRATION, SLOW_MACHINE
+from harness.analysis.trust import SLOW_CALIBRATION, SLOW_MACHINE, SLOW_SYNC
 from harness.analysis.trust_frame import trust_summary
 from harness.render.trust_text import evidence_clauses
 
@@ -33,7 +33,8 @@ def drift_clause(meta: dict, slow_cells: int | None = None) -> str:
     if drift is None or drift <= DRIFT:
         return ""
     checked = (f"every cell was timed beside its own calibration, and those more than {SLOW_CALIBRATION - 1:.0%} "
-               "slower than the run's best are flagged " + SLOW_MACHINE)
+               f"slower than the run's best (or, for a short multi-threaded CPU call, whose threads synchronized "
+               f"more than {SLOW_SYNC - 1:.0%} slower) are flagged " + SLOW_MACHINE)
     if slow_cells is not None:
         checked += f" ({slow_cells} cell{'' if slow_cells == 1 else 's'})"
     return (f"the calibration kernel's time changed by {drift - 1:.0%} between the run's start and end (the machine "

@@ -24,7 +24,7 @@ class EndEstimate:
     """The run's end's likely seconds, from the rows measured so far, scaled to the cells of the whole
     run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted), each
     row's time to measure it again (no probe) once per round to come; and its re-check, the share of
-    rows still flagged (by their own evidence, against the best calibration seen) times the mean time
+    rows still flagged (by their own evidence, against the best calibration and sync seen) times the mean time
     to re-measure one of them, once, at most what the trust budget will have left."""
 
     def __init__(self, total: int, budget: TrustBudget, retries: int, rounds: int = 1, short_rounds: int = 1) -> None:
@@ -33,17 +33,20 @@ class EndEstimate:
         self.seen = self.flagged = 0
         self.flagged_s = self.rounds_s = 0.0
         self.best_cal: float | None = None
+        self.best_sync: float | None = None
 
     def add(self, row: dict) -> None:
         """A first measurement of one cell (any status)."""
         self.seen += 1
-        cal = number(row.get("calibration_s"))
+        cal, sync = number(row.get("calibration_s")), number(row.get("sync_s"))
         if cal:
             self.best_cal = min(self.best_cal or cal, cal)
+        if sync:
+            self.best_sync = min(self.best_sync or sync, sync)
         if row.get("status") != "ok":
             return
         self.rounds_s += (rounds_wanted(row, self.rounds, self.short_rounds) - 1) * retime_s(row, probe=False)
-        if worth_remeasuring(row_flags(row, self.best_cal)):
+        if worth_remeasuring(row_flags(row, self.best_cal, self.best_sync)):
             self.flagged += 1
             self.flagged_s += retime_s(row)
 

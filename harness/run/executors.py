@@ -15,7 +15,8 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.trust import MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, worth_remeasuring
+from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, slow_sync,
+                                    worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.verify import ReferenceCache
@@ -56,19 +57,20 @@ def node_fields(device: str) -> dict:
     return {"node": platform.node(), "device_name": name}
 
 
-def note_calibration(best: dict[int, float], row: dict, threads: int | None = None) -> None:
+def note_calibration(best: dict[int, float], row: dict, threads: int | None = None,
+                     column: str = "calibration_s") -> None:
     """Lower ``best`` (calibration seconds by torch threads) to a measured row's own calibration, timed
-    on the row's ``torch_threads`` (``threads`` when it does not say)."""
-    seed_calibration(best, {}, [{"torch_threads": threads, **row}])
+    on the row's ``torch_threads`` (``threads`` when it does not say); ``column`` "sync_s": its sync probe."""
+    seed_calibration(best, {}, [{"torch_threads": threads, **row}], column)
 
 
-def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict]) -> None:
+def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict], column: str = "calibration_s") -> None:
     """Lower ``best`` (calibration seconds by torch threads) to the run's best so far: run.json's
-    entries (the one timed at the start) and its rows (a resume's)."""
+    entries (the one timed at the start) and its rows (a resume's); ``column`` "sync_s": the sync probe's."""
     counts = [c.get("threads") for c in meta.get("calibration") or [] if isinstance(c, dict)]
     counts += [r.get("torch_threads") for r in rows]
     for threads in {int(t) for t in counts if isinstance(t, (int, float)) and t == t}:
-        found = best_calibration(meta, rows, threads)
+        found = best_calibration(meta, rows, threads, column)
         if found:
             best[threads] = min(best.get(threads, found), found)
 
@@ -77,10 +79,11 @@ class InProcess:
     """Measures cases in this process, reusing variant instances (and their compiled functions).
 
     A cell whose own evidence flags it (``harness.analysis.trust.row_flags``: noisy, few calls, host
-    busy, slow calibration, above the ceiling; not page faults alone, which measuring again cannot
-    clear) is measured again, up to ``retries`` times, each time
-    after waiting (at most ``QUIET_WAIT_S``; ``QuietWaiter``) for the calibration kernel to come back
-    near the best seen; the row keeps the attempt with the fewest flags (then the lowest IQR/median) and counts them.
+    busy, slow calibration or threads' sync, above the ceiling; not page faults alone, which measuring
+    again cannot clear) is measured again, up to ``retries`` times, each time after waiting (at most
+    ``QUIET_WAIT_S``; ``QuietWaiter``) for the calibration kernel (and, after a slow sync, the sync
+    probe) to come back near the best seen; the row keeps the attempt with the fewest flags (then the
+    lowest IQR/median) and counts them.
     Re-measurements and their waits draw on the run's ``TrustBudget`` (harness.run.budget), which each
     cell's first attempt grows; once it is spent a flagged cell keeps its flags.
     """
@@ -93,6 +96,7 @@ class InProcess:
         self.ref_cache = ReferenceCache()
         self.fidelity_cache = FidelityCache()
         self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
+        self.best_sync: dict[int, float] = {}  # the sync probe's, by torch threads
         self.waiter = QuietWaiter()
         self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")
 
@@ -113,7 +117,7 @@ class InProcess:
                 with self.budget.spend() if attempt else self.budget.first_measurement():
                     if attempt:
                         t0 = time.perf_counter()
-                        self._wait_for_quiet(case.device)
+                        self._wait_for_quiet(case.device, attempts[-1][2])
                         self.cost["waits for quiet"] += time.perf_counter() - t0
                     with Alarm(self.config.execution.timeout_s):
                         rec = measure(variant, case, self.config.execution.budget_s, self.ceilings.get(case.dtype),
@@ -132,7 +136,8 @@ class InProcess:
                     self.cost["re-measuring"] += sum(steps.values())
             threads = torch.get_num_threads()
             note_calibration(self.best_calibration, rec, threads)
-            flags = row_flags(rec, self.best_calibration.get(threads)) or []
+            note_calibration(self.best_sync, rec, threads, "sync_s")
+            flags = row_flags(rec, self.best_calibration.get(threads), self.best_sync.get(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
             if rec["status"] != "ok" or not worth_remeasuring(flags):  # a wrong output is not timed again
@@ -152,9 +157,15 @@ class InProcess:
 
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
         seed_calibration(self.best_calibration, meta, rows)
+        seed_calibration(self.best_sync, meta, rows, "sync_s")
 
-    def _wait_for_quiet(self, device: str) -> None:
-        self.waiter(device, self.best_calibration.get(torch.get_num_threads()), limit_s=self.budget.left_s())
+    def _wait_for_quiet(self, device: str, last: dict) -> None:
+        """Wait for the calibration kernel, and for the sync probe too when ``last`` (the attempt before)
+        was a short call timed while the threads synchronized slowly."""
+        threads = torch.get_num_threads()
+        sync = self.best_sync.get(threads)
+        self.waiter(device, self.best_calibration.get(threads), limit_s=self.budget.left_s(),
+                    best_sync=sync if slow_sync(last, sync) is not None else None)
 
     def variant(self, case: Case):
         key = (case.variant, case.params)
@@ -196,9 +207,11 @@ class Isolated:
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
         self.best_calibration: dict[int, float] = {}  # by torch threads, handed to each worker
+        self.best_sync: dict[int, float] = {}  # the sync probe's, likewise
 
     def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
         seed_calibration(self.best_calibration, meta, rows)
+        seed_calibration(self.best_sync, meta, rows, "sync_s")
 
     def metrics(self, case: Case, earlier: dict | None = None, retries: int | None = None) -> dict:
         """The worker re-measures a flagged cell (``retries`` times at most; None: ``--retries``) within
@@ -206,13 +219,14 @@ class Isolated:
         calibration so far. ``earlier`` is not used: a fresh process checks its kernel again."""
         config = self.config if retries is None else self.config.with_execution(retries=retries)
         job = {"mode": "sweep", "config": config.to_dict(), "ceilings": self.ceilings,
-               "best_calibration": self.best_calibration}
+               "best_calibration": self.best_calibration, "best_sync": self.best_sync}
         worker = None
         try:
             with self.budget.first_measurement():
                 worker = WorkerProcess(HARNESS_ROOT, job)
                 metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
             note_calibration(self.best_calibration, metrics)
+            note_calibration(self.best_sync, metrics, column="sync_s")
             return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}

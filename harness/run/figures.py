@@ -1,6 +1,6 @@
 """The machine figures a run keeps in run.json: the device's matmul ceiling per dtype and its copy
 bandwidth (the best measured over the run: a busy machine only lowers them), and the calibration
-kernel's time at the start, on resume and at the end."""
+kernel's time (and the sync probe's) at the start, on resume and at the end."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import torch
 
 from harness.analysis.trust import CEILING, best_calibration
+from harness.bench.host import sync_evidence
 from harness.bench.machine import BANDWIDTH_KEY, copy_bytes_per_s, matmul_flops_per_s
 from harness.bench.timing import calibrate as calibration_entry
 from harness.core.case import DTYPES
@@ -34,9 +35,10 @@ def measure_ceilings(device: str, dtypes, quiet: bool) -> dict[str, float]:
 
 
 def calibrate(device: str, when: str) -> dict:
-    """One calibration entry for run.json; a failure is recorded, not raised."""
+    """One calibration entry for run.json (on a CPU with several threads, with the sync probe:
+    harness.bench.host.sync_evidence); a failure is recorded, not raised."""
     try:
-        return {"when": when, **calibration_entry(device)}
+        return {"when": when, **calibration_entry(device), **sync_evidence(device)}
     except Exception as exc:
         return {"when": when, "error": one_line(exc)}
 

@@ -1,11 +1,13 @@
-"""Waiting for a slow machine to come back: the calibration kernel probed until it runs near the
-run's best time, and the end-of-run re-check's budget for such waits."""
+"""Waiting for a slow machine to come back: the calibration kernel (and, for a short multi-threaded
+CPU call, the sync probe) probed until it runs near the run's best time, and the end-of-run re-check's
+budget for such waits."""
 
 from __future__ import annotations
 
 import time
 
-from harness.analysis.trust import SLOW_CALIBRATION
+from harness.analysis.trust import SLOW_CALIBRATION, SLOW_SYNC
+from harness.bench.host import sync_probe
 from harness.bench.measure import CALIBRATION_BUDGET_S
 from harness.bench.timing import calibrate
 
@@ -15,9 +17,12 @@ RECHECK_WAIT_FRACTION = 0.15  # by default the end-of-run re-check may wait this
 RECHECK_WAIT_MAX_S = 300.0  # ... at most this long (and at least QUIET_WAIT_S)
 
 
-def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_S) -> bool:
+def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_S,
+                   best_sync: float | None = None) -> bool:
     """Wait, at most ``limit_s``, for the calibration kernel (on torch's current threads) to run within
-    ``SLOW_CALIBRATION`` of ``best``, the best time seen; True when it did (False without a best)."""
+    ``SLOW_CALIBRATION`` of ``best``, the best time seen, and, given ``best_sync`` (the run's best sync
+    probe, for a short multi-threaded CPU call), the sync probe within ``SLOW_SYNC`` of it; True when
+    they did (False without a best)."""
     if not best:
         return False
     deadline = time.perf_counter() + limit_s
@@ -26,7 +31,7 @@ def wait_for_quiet(device: str, best: float | None, limit_s: float = QUIET_WAIT_
             now = calibrate(device, CALIBRATION_BUDGET_S, min_samples=5)["time_s_median"]
         except Exception:  # e.g. a CUDA context an earlier case broke: no evidence of quiet, and no crash
             return False
-        if now <= SLOW_CALIBRATION * best:
+        if now <= SLOW_CALIBRATION * best and (not best_sync or sync_probe() <= SLOW_SYNC * best_sync):
             return True
         if time.perf_counter() + QUIET_POLL_S >= deadline:
             return False
@@ -53,21 +58,24 @@ class QuietWaiter:
         self.waited_s = 0.0
         self.log = log
 
-    def __call__(self, device: str, best: float | None, limit_s: float | None = None) -> bool:
-        """Wait for quiet; ``limit_s`` (the run's trust budget left) bounds this wait, at least one probe."""
+    def __call__(self, device: str, best: float | None, limit_s: float | None = None,
+                 best_sync: float | None = None) -> bool:
+        """Wait for quiet (``wait_for_quiet``); ``limit_s`` (the run's trust budget left) bounds this
+        wait, at least one probe."""
         t0 = time.perf_counter()
         first = QUIET_POLL_S if self.missed else QUIET_WAIT_S
-        quiet = wait_for_quiet(device, best, first if limit_s is None else max(0.0, min(first, limit_s)))
+        quiet = wait_for_quiet(device, best, first if limit_s is None else max(0.0, min(first, limit_s)), best_sync)
         left = self.budget_s - self.waited_s - (time.perf_counter() - t0)
         if limit_s is not None:
             left = min(left, limit_s - (time.perf_counter() - t0))
         if best and not quiet and left > QUIET_POLL_S:  # a slowdown that outlasts a burst: wait it out, bounded
             if self.log:
+                what = f" or the threads' sync above {SLOW_SYNC:.2f}x its best" if best_sync else ""
                 self.log(f"the machine is slow (calibration above {SLOW_CALIBRATION:.2f}x the run's best, "
-                         f"{best * 1e3:.3g} ms): waiting up to {left:.0f} s more for it to come back "
+                         f"{best * 1e3:.3g} ms{what}): waiting up to {left:.0f} s more for it to come back "
                          f"(--recheck-wait-s {self.budget_s:.0f})")
             t1 = time.perf_counter()
-            quiet = wait_for_quiet(device, best, left)
+            quiet = wait_for_quiet(device, best, left, best_sync)
             if self.log:
                 self.log(f"the machine came back after {time.perf_counter() - t1:.0f} s" if quiet else
                          f"the machine stayed slow for {time.perf_counter() - t1:.0f} s: the re-check's wait is spent")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done, rounds_wanted
 from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_calibration, cross_suspects,
-                                    flag_name, row_flags, worth_remeasuring)
+                                    flag_name, row_flags, slow_sync, worth_remeasuring)
 from harness.core.case import Case
 from harness.run.executors import torch_threads
 from harness.run.figures import against
@@ -34,10 +34,16 @@ class Cells:
     quiet: bool
     budget: TrustBudget = field(default_factory=TrustBudget.unlimited)  # the run's (harness.run.budget)
 
-    def best_cal(self, row: dict) -> float | None:
-        """The run's best calibration so far, among those timed on ``row``'s torch threads."""
+    def best_cal(self, row: dict, column: str = "calibration_s") -> float | None:
+        """The run's best calibration so far, among those timed on ``row``'s torch threads (``column``
+        "sync_s": the best sync probe)."""
         threads = row.get("torch_threads")
-        return best_calibration(self.meta, self.rows, int(threads) if isinstance(threads, (int, float)) else None)
+        return best_calibration(self.meta, self.rows, int(threads) if isinstance(threads, (int, float)) else None,
+                                column)
+
+    def bests(self, row: dict) -> tuple[float | None, float | None]:
+        """The run's best calibration and sync probe so far, on ``row``'s torch threads."""
+        return self.best_cal(row), self.best_cal(row, "sync_s")
 
     def case(self, i: int) -> Case:
         return self.by_id[self.rows[i]["case_id"]]
@@ -72,7 +78,7 @@ def more_rounds(cells: Cells, rounds: int, short_rounds: int = 1) -> None:
             progress.show(cells.case(i))
             t0 = time.perf_counter()
             fresh = cells.runner.metrics(cells.case(i), rows[i], retries=0)  # flagged: the re-check clears it
-            metrics = merge_round(rows[i], fresh, cells.best_cal(rows[i]))
+            metrics = merge_round(rows[i], fresh, *cells.bests(rows[i]))
             cells.supersede(i, {**metrics, "remeasured_for": f"{ROUND_PREFIX}{k}"}, t0)
             progress.advance()
         progress.close()
@@ -98,7 +104,7 @@ def remeasure_suspects(cells: Cells) -> None:
         with budget.spend():
             metrics = cells.runner.metrics(cells.case(i), old)
         attempts = int(old.get("attempts") or 1) + int(metrics.get("attempts") or 1)
-        metrics = (merge_round(old, metrics, cells.best_cal(old)) if rounds_done(old) > 1
+        metrics = (merge_round(old, metrics, *cells.bests(old)) if rounds_done(old) > 1
                    else keep_faster(old, metrics))
         cells.supersede(i, {**metrics, "attempts": attempts, "remeasured_for": reason}, t0)
 
@@ -106,7 +112,8 @@ def remeasure_suspects(cells: Cells) -> None:
 def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
     """Flag, re-measure, then flag what is still suspect, once more at the end: a cell its own evidence
     still flags (noisy, host busy, slow calibration, above the best ceiling, an unreproduced round, ...)
-    is measured again, after waiting for the calibration kernel to come back near the run's best, as
+    is measured again, after waiting for the calibration kernel (and, for a short call whose threads
+    synchronized slowly, the sync probe) to come back near the run's best, as
     one more round (``merge_round``; ``remeasured_for`` "round k (recheck: ...)"), up to ``retries``
     times (``--recheck-retries``) while it stays flagged. Each pass judges every cell afresh: a
     re-check can lower the run's best calibration, so a cell it leaves "slow machine" by a hair is
@@ -119,7 +126,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
     rows, ceilings = cells.rows, cells.meta["ceilings_flops_per_s"]
 
     def flagged(i: int) -> list[str]:
-        flags = row_flags(against(rows[i], ceilings), cells.best_cal(rows[i])) or []
+        flags = row_flags(against(rows[i], ceilings), *cells.bests(rows[i])) or []
         return sorted({flag_name(f) for f in flags})
 
     candidates = [i for i, r in enumerate(rows)
@@ -143,17 +150,18 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
                 rechecks[i] += 1
                 old, case = rows[i], cells.case(i)
                 progress.show(case)
-                best, slow_only = cells.best_cal(old), wait.missed and names == [SLOW_MACHINE]
+                (best, sync), slow_only = cells.bests(old), wait.missed and names == [SLOW_MACHINE]
+                sync = sync if slow_sync(old, sync) is not None else None  # wait for the threads' sync too
                 t0 = time.perf_counter()
                 with budget.spend():
-                    with torch_threads(case.threads):
-                        quiet_now = wait(case.device, best, limit_s=budget.left_s())  # once a wait ran out, one probe
+                    with torch_threads(case.threads):  # once a wait ran out, one probe
+                        quiet_now = wait(case.device, best, limit_s=budget.left_s(), best_sync=sync)
                     if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear it
                         skipped += 1
                         progress.advance()
                         continue
                     fresh = cells.runner.metrics(case, old)
-                metrics = merge_round(old, fresh, best)
+                metrics = merge_round(old, fresh, *cells.bests(old))
                 label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
                 cells.supersede(i, {**metrics, "remeasured_for": label}, t0)
                 progress.advance()

@@ -49,6 +49,7 @@ def sweep_mode(job: dict) -> None:
 
     executor = InProcess(build_config(job["config"]), job.get("ceilings") or {})
     executor.best_calibration.update({int(k): v for k, v in (job.get("best_calibration") or {}).items()})
+    executor.best_sync.update({int(k): v for k, v in (job.get("best_sync") or {}).items()})
     _reply({"ready": True, **_files(discover(), [])})
     for line in sys.stdin:
         cmd = json.loads(line)

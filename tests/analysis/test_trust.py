@@ -120,7 +120,7 @@ def test_cross_cell_checks():
 def test_a_flagged_cell_is_measured_again_and_keeps_its_best_attempt(monkeypatch):
     results = iter([ok_row(time_s_iqr=5e-4), ok_row(host_busy=0.9), ok_row()])
     monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(next(results)))
-    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device, last: None)
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["attempts"] == 3 and rec["time_s_iqr"] == 1e-5 and rec["host_busy"] == 0.0
@@ -143,7 +143,7 @@ def test_re_measurements_re_time_only_and_a_wrong_row_is_not_timed_again(monkeyp
         return ok_row(host_busy=0.9, rel_error=1e-7)
 
     monkeypatch.setattr(executors, "measure", measure)
-    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device, last: None)
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
     case = Case("naive", seq_len=16, heads=1, head_dim=8)
     assert runner.metrics(case)["attempts"] == 3
@@ -200,7 +200,7 @@ def test_a_cell_flagged_only_for_page_faults_is_not_measured_again(monkeypatch):
     flag, so it costs no retry; with another flag beside it, the retries run."""
     faulting = ok_row(time_fault_samples=[8192.0] * 10)
     monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(faulting))
-    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device, last: None)
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "trust_budget": math.inf}), {})
     case = Case("naive", seq_len=16, heads=1, head_dim=8)
     assert runner.metrics(case)["attempts"] == 1
@@ -217,7 +217,7 @@ def test_timeout_bounds_each_attempt_and_an_overrun_retry_keeps_the_first(monkey
 
     calls = []
     monkeypatch.setattr(executors, "measure", measure)
-    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device: None)
+    monkeypatch.setattr(executors.InProcess, "_wait_for_quiet", lambda self, device, last: None)
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 2, "timeout_s": 1, "trust_budget": math.inf}), {})
     rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert rec["status"] == "ok" and rec["attempts"] == 1 and rec["host_busy"] == 0.9

@@ -60,7 +60,7 @@ def test_a_spent_budget_stops_the_attempts_of_a_flagged_cell(monkeypatch):
     monkeypatch.setattr(executors, "measure", fake_measure)
     config = build_config({"variants": ["naive"], "retries": 5, "trust_budget": 2.0})
     runner = executors.InProcess(config, {}, TrustBudget(2.0, clock=clock))
-    monkeypatch.setattr(runner, "_wait_for_quiet", lambda device: None)
+    monkeypatch.setattr(runner, "_wait_for_quiet", lambda device, last: None)
     row = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
     assert row["status"] == "ok" and row["attempts"] == 2 and len(calls) == 2
     assert runner.budget.refused == 1 and runner.budget.base_s == 1.0

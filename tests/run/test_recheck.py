@@ -43,7 +43,7 @@ def _rows_and_cases(*rows):
 def test_cells_still_flagged_at_the_end_are_rechecked_once_as_one_more_round(measured, monkeypatch):
     from harness.run import sweep
 
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: True)
     rows, by_id = _rows_and_cases(measured(1e-3), measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     meta = {"calibration": [], "ceilings_flops_per_s": {}}
     written = []
@@ -94,7 +94,7 @@ def test_a_planned_round_is_one_measurement_and_spends_no_trust_budget(measured)
 def test_a_recheck_that_disagrees_leaves_the_cell_unreproduced(measured, monkeypatch):
     from harness.run import sweep
 
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6))
     runner = FakeRunner(measured(2e-3))
     recheck_flagged(Cells(rows, by_id, runner, lambda c, m, w: rows.append({**rows[0], **m}),
@@ -111,7 +111,7 @@ def test_a_ceiling_cells_exceed_is_measured_again_once_the_machine_is_quiet(meas
     waits = []
     monkeypatch.setattr(figures, "measure_ceilings", lambda device, dtypes, quiet: next(readings))
     monkeypatch.setattr(figures, "calibrate", lambda device, when: {"when": when, "time_s_median": 1e-3})
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: waits.append(best) or True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: waits.append(best) or True)
     rows = [{**measured(1e-3, flops_per_s=2e9), "dtype": "float32"}]
     meta = {"calibration": [], "ceilings_flops_per_s": {"float32": 0.5e9}}
     figures.measure_end(meta, rows, "cpu", ["float32"], retries=2, quiet=True)
@@ -192,7 +192,7 @@ def test_with_a_wait_budget_cells_flagged_only_slow_are_measured_once_the_machin
     limits = []
     probes = iter([False, True, True, True])  # the 5 s wait runs out; the longer one sees the machine back
 
-    def fake_wait(device, best, limit_s=5.0):
+    def fake_wait(device, best, limit_s=5.0, best_sync=None):
         limits.append(limit_s)
         return next(probes)
 
@@ -236,7 +236,7 @@ def test_the_time_the_recheck_waited_is_part_of_the_runs_trust(measured, tmp_pat
 def test_a_cell_still_flagged_after_its_recheck_is_rechecked_up_to_retries_times(measured, monkeypatch):
     from harness.run import sweep
 
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, time_s_iqr=5e-4))
     runner = FakeRunner(measured(1.05e-3))
     replies = iter([measured(3e-3, host_busy=0.6), measured(1.05e-3), measured(1.05e-3)])
@@ -259,7 +259,7 @@ def test_a_cell_a_recheck_leaves_slow_by_lowering_the_best_is_rechecked_too(meas
     --retries 1; every cell is still re-checked at most --retries times."""
     from harness.run import sweep
 
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: True)
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: True)
     rows, by_id = _rows_and_cases(measured(1e-3, host_busy=0.6), measured(1e-3, calibration_s=1.1e-3))
     meta = {"calibration": [{"time_s_median": 1e-3}], "ceilings_flops_per_s": {}}
     runner = FakeRunner(measured(1e-3, calibration_s=0.9e-3))  # every re-check finds the machine faster than ever
@@ -302,7 +302,7 @@ def test_once_the_machine_stays_slow_cells_flagged_only_slow_are_not_rechecked(m
     from harness.run import sweep
 
     probes = iter([False, False, False, True])
-    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0: next(probes))
+    monkeypatch.setattr(quiet, "wait_for_quiet", lambda device, best, limit_s=5.0, best_sync=None: next(probes))
     slow = dict(calibration_s=1.5e-3)
     rows, by_id = _rows_and_cases(measured(1e-3, **slow), measured(1e-3, **slow),
                                   measured(1e-3, host_busy=0.6, **slow), measured(1e-3, **slow))
