@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from harness.analysis.rounds import rounds_wanted
+from harness.analysis.rounds import rounds_done, rounds_wanted
 from harness.analysis.trust import number, row_flags, worth_remeasuring
 from harness.run.budget import TrustBudget
 
@@ -23,7 +23,8 @@ def retime_s(row: dict, probe: bool = True) -> float:
 class EndEstimate:
     """The run's end's likely seconds, from the rows measured so far, scaled to the cells of the whole
     run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted), each
-    row's time to measure it again (no probe) once per round to come; and its re-check, the share of
+    row's time to measure it again (no probe) once per round to come, with those a resume's rows still
+    owe (``owe``); and its re-check, the share of
     rows still flagged (by their own evidence, against the best calibration and sync seen) times the mean time
     to re-measure one of them, once, at most what the trust budget will have left."""
 
@@ -31,9 +32,16 @@ class EndEstimate:
         self.total, self.budget, self.retries = total, budget, retries
         self.rounds, self.short_rounds = rounds, short_rounds
         self.seen = self.flagged = 0
-        self.flagged_s = self.rounds_s = 0.0
+        self.flagged_s = self.rounds_s = self.owed_s = 0.0
         self.best_cal: float | None = None
         self.best_sync: float | None = None
+
+    def owe(self, rows: list[dict]) -> None:
+        """Rows measured before this process (a resume's): the rounds each ok one still owes."""
+        for row in rows:
+            if row.get("status") == "ok":
+                owed = rounds_wanted(row, self.rounds, self.short_rounds) - rounds_done(row)
+                self.owed_s += max(0, owed) * retime_s(row, probe=False)
 
     def add(self, row: dict) -> None:
         """A first measurement of one cell (any status)."""
@@ -52,7 +60,7 @@ class EndEstimate:
 
     def seconds(self) -> float:
         planned = self.rounds_s / self.seen * self.total if self.seen else 0.0
-        return planned + self._recheck_s()
+        return self.owed_s + planned + self._recheck_s()
 
     def _recheck_s(self) -> float:
         if not self.seen or not self.flagged or self.retries <= 0:

@@ -96,3 +96,6 @@ def test_the_eta_includes_the_planned_rounds():
     for row in (short, long) * 5:
         once.add(row)
     assert once.seconds() == 0.0
+    resumed = EndEstimate(0, TrustBudget(None), retries=2, rounds=1, short_rounds=2)  # nothing left to measure ...
+    resumed.owe([short, {**short, "time_rounds_s": [1e-3, 1.1e-3]}, long, {**short, "status": "error"}])
+    assert resumed.seconds() == pytest.approx(retime_s(short, probe=False))  # ... but one short cell owes a round
