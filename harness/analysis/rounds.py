@@ -20,8 +20,8 @@ asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data t
 whose time is its threads' synchronization, then reads 1.3-1.7x slower while the calibration matmul
 timed beside it stays within 10% (docs/measurements.md). The second round comes after the whole first
 pass (on the main job, minutes later), so a cell timed once in that state most likely reads its usual
-speed in the other round (kept) or is flagged unreproduced; only a state that lasts across both
-rounds goes unseen.
+speed in the other round (kept) or is flagged unreproduced. A state that lasts across both rounds is
+the sync probe's to see (``sync_s``; harness.analysis.trust: "slow machine").
 
 Pure functions of rows.
 """

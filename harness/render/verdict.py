@@ -32,9 +32,10 @@ def drift_clause(meta: dict, slow_cells: int | None = None) -> str:
     drift = calibration_drift(meta)
     if drift is None or drift <= DRIFT:
         return ""
+    sync = (f" (or, for a short multi-threaded CPU call, whose threads synchronized more than {SLOW_SYNC - 1:.0%} "
+            "slower)" if (meta.get("sweep") or {}).get("device", "cpu") == "cpu" else "")
     checked = (f"every cell was timed beside its own calibration, and those more than {SLOW_CALIBRATION - 1:.0%} "
-               f"slower than the run's best (or, for a short multi-threaded CPU call, whose threads synchronized "
-               f"more than {SLOW_SYNC - 1:.0%} slower) are flagged " + SLOW_MACHINE)
+               f"slower than the run's best{sync} are flagged " + SLOW_MACHINE)
     if slow_cells is not None:
         checked += f" ({slow_cells} cell{'' if slow_cells == 1 else 's'})"
     return (f"the calibration kernel's time changed by {drift - 1:.0%} between the run's start and end (the machine "

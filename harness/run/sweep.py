@@ -200,6 +200,7 @@ def _run_cases(run_dir, meta, config, cases, todo, rows, journal, marker, ray_ex
     runner = (Isolated if ex.isolate else InProcess)(config, meta["ceilings_flops_per_s"], budget)
     runner.seed_calibration(meta, rows)  # samples timed while the machine is slow are judged from the first case
     end = EndEstimate(len(todo), budget, ex.recheck_retries, ex.rounds, ex.short_rounds)
+    end.seed(runner.best_calibration, runner.best_sync)
     if _local(meta):  # a resume's rows: the rounds they still owe (a Ray run plans none)
         end.owe(rows)
     progress = Progress(len(cases), done, quiet or ray_exec is not None,  # Ray: plain lines of its own

@@ -14,7 +14,7 @@ from harness.bench import host
 from harness.bench.measure import measure
 from harness.core.case import Case
 from harness.core.registry import get_variant
-from harness.run import executors, quiet
+from harness.run import executors, figures, quiet
 from harness.run.remeasure import Cells, recheck_flagged
 from harness.run.validate import build_config
 
@@ -60,10 +60,24 @@ def test_measure_probes_the_threads_sync_on_a_cpu_with_several_threads_only():
     variant = get_variant("naive")
     with executors.torch_threads(2):
         rec = measure(variant, case, budget_s=0.01, min_samples=3)
-    assert rec["torch_threads"] == 2 and rec["sync_s"] > 0
+        assert rec["torch_threads"] == 2 and rec["sync_s"] > 0
+        assert "sync_s" not in measure(variant, case, budget_s=0.01, min_samples=3, timer=iter(range(10**6)).__next__)
+        assert figures.calibrate("cpu", "start")["sync_s"] > 0  # run.json's entries carry it too
     with executors.torch_threads(1):
         assert "sync_s" not in measure(variant, case, budget_s=0.01, min_samples=3)
+        assert "sync_s" not in figures.calibrate("cpu", "start")
     assert host.sync_probe(calls=3) > 0
+
+
+def test_the_eta_judges_a_short_call_against_the_best_sync_on_its_own_threads():
+    from harness.run.budget import TrustBudget
+    from harness.run.eta import EndEstimate
+
+    estimate = EndEstimate(10, TrustBudget(None), retries=2)
+    estimate.seed({2: 1e-3}, {2: BEST})
+    estimate.add(short_row(sync_s=1.5 * BEST))  # 2 threads: slow against the run's best
+    estimate.add(short_row(torch_threads=4, sync_s=1.5 * BEST))  # the first on 4 threads: its own best
+    assert estimate.flagged == 1
 
 
 def test_the_wait_for_quiet_waits_for_the_sync_probe_when_asked(monkeypatch):
@@ -79,15 +93,42 @@ def test_the_wait_for_quiet_waits_for_the_sync_probe_when_asked(monkeypatch):
 
 
 def test_a_retry_after_a_slow_sync_waits_for_the_threads_and_keeps_the_clean_attempt(monkeypatch):
-    results = iter([short_row(sync_s=1.5 * BEST), short_row(sync_s=BEST, time_s_median=2.1e-3)])
+    """The case runs on 2 threads: the run's best sync on 2 threads judges it, and the wait before its
+    retry probes the threads too; a retry after another flag (host busy) waits for the calibration alone."""
+    results = iter([short_row(sync_s=1.5 * BEST), short_row(sync_s=BEST, time_s_median=2.1e-3),
+                    short_row(host_busy=0.9), short_row()])
     monkeypatch.setattr(executors, "measure", lambda *a, **k: dict(next(results)))
     runner = executors.InProcess(build_config({"variants": ["naive"], "retries": 1, "trust_budget": math.inf}), {})
-    threads = torch.get_num_threads()
-    runner.seed_calibration({"calibration": [{"time_s_median": 1e-3, "threads": threads, "sync_s": BEST}]}, [])
+    runner.seed_calibration({"calibration": [{"time_s_median": 1e-3, "threads": 2, "sync_s": BEST},
+                                             {"time_s_median": 1e-3, "threads": 1, "sync_s": 10 * BEST}]}, [])
     waits = []
     runner.waiter = lambda device, best, limit_s=None, best_sync=None: waits.append(best_sync) or True
-    rec = runner.metrics(Case("naive", seq_len=16, heads=1, head_dim=8))
-    assert waits == [BEST] and rec["attempts"] == 2 and rec["sync_s"] == BEST
+    case = Case("naive", seq_len=16, heads=1, head_dim=8, threads=2)
+    rec = runner.metrics(case)
+    assert waits == [BEST] and rec["attempts"] == 2 and rec["sync_s"] == BEST and rec["time_s_median"] == 2.1e-3
+    assert runner.metrics(case)["attempts"] == 2 and waits == [BEST, None]
+
+
+def test_isolated_workers_are_handed_the_run_best_sync(monkeypatch):
+    jobs = []
+
+    class Worker:
+        def __init__(self, root, job):
+            jobs.append(dict(job["best_sync"]))  # as sent: the worker reads it then
+
+        def ask(self, message, limit_s):
+            return short_row(sync_s=0.5 * BEST)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(executors, "WorkerProcess", Worker)
+    runner = executors.Isolated(build_config({"variants": ["naive"], "isolate": True}), {})
+    runner.seed_calibration({"calibration": [{"time_s_median": 1e-3, "threads": 2, "sync_s": BEST}]}, [])
+    case = Case("naive", seq_len=16, heads=1, head_dim=8)
+    runner.metrics(case)
+    runner.metrics(case)
+    assert jobs == [{2: BEST}, {2: 0.5 * BEST}]  # lowered by the first row
 
 
 def test_a_round_whose_threads_synchronized_slowly_gives_way_to_a_clean_one_that_agrees():
@@ -105,15 +146,17 @@ def test_the_recheck_waits_for_the_threads_of_a_cell_their_sync_flags(monkeypatc
             for r, c in zip([short_row(sync_s=1.5 * BEST), short_row(host_busy=0.6)], cases)]
     rows = [{**r, "device": "cpu", "torch_threads": 2} for r in rows]
 
-    class Runner:
+    class Runner:  # a clean round, slower than the flagged one but within 15% of it
         def metrics(self, case, earlier=None, retries=None):
-            return copy.deepcopy(short_row())
+            return copy.deepcopy(short_row(time_s_median=2.1e-3))
 
     meta = {"calibration": [{"time_s_median": 1e-3, "threads": 2, "sync_s": BEST}], "ceilings_flops_per_s": {}}
     record = lambda case, metrics, wall_s: rows.append({"case_id": case.id, **case.to_record(), **metrics})  # noqa: E731
     recheck_flagged(Cells(rows, {c.id: c for c in cases}, Runner(), record, meta, quiet=True), 1)
     assert waits == [BEST, None]  # the host-busy cell waits for the calibration alone
     assert [r["remeasured_for"] for r in rows] == ["round 2 (recheck: slow machine)", "round 2 (recheck: host busy)"]
+    assert rows[0]["time_s_median"] == 2.1e-3 and rows[0]["sync_s"] == BEST  # the clean round kept
+    assert rows[1]["time_s_median"] == 2.1e-3  # the host-busy round 2e-3 and the clean 2.1e-3 agree: the clean one
 
 
 @pytest.mark.parametrize("ratio,flagged", [(SLOW_SYNC * 0.99, False), (SLOW_SYNC * 1.01, True)])
