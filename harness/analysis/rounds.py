@@ -35,9 +35,10 @@ _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeas
 
 
 def rounds_done(row: dict) -> int:
-    """Rounds of measurement that a row holds (1 for a row measured once)."""
-    medians = row.get("time_rounds_s")
-    return len(medians) if isinstance(medians, list) and medians else 1
+    """Rounds of measurement that a row holds (1 for a row measured once); ``time_rounds_s`` as written
+    (a list) or read back from a table (an array)."""
+    medians = as_list(row.get("time_rounds_s"))
+    return len(medians) if medians else 1
 
 
 def short(row: dict) -> bool:

@@ -4,6 +4,7 @@ the flags a cell measured in rounds can carry."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.analysis.rounds import merge_round, rounds_done
@@ -19,6 +20,8 @@ def test_a_round_keeps_the_fastest_measurement_whole_and_each_rounds_median(meas
     two = merge_round(first, faster)
     assert "run_id" not in two and "finished_at" not in two and "remeasured_for" not in two  # the new row's own
     assert two["time_rounds_s"] == [2e-3, 1e-3] and rounds_done(two) == 2 and rounds_done(first) == 1
+    read_back = {**two, "time_rounds_s": np.array(two["time_rounds_s"])}  # as a table gives it back
+    assert rounds_done(read_back) == 2 and rounds_done({"time_rounds_s": pd.NA}) == 1
     # The faster round's measurement and the evidence taken beside it, together; attempts add up.
     assert two["time_s_median"] == 1e-3 and two["time_n_samples"] == 10 and two["time_number_per_sample"] == 2
     assert two["calibration_s"] == 0.9e-3 and two["host_busy"] == 0.01 and two["flops_per_s"] == 2e9
