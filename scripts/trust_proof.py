@@ -9,8 +9,9 @@ their own run trusted: a value the quiet run itself flagged (a slow machine, noi
 rounds) is not the quiet machine's answer, so a cell with none has no reference and counts against the
 80%. The same figures against the mean of every quiet median, trusted or not, and over the cells whose
 two quiet runs agree within 15% are printed beside them, not judged. It prints the distribution of
-loaded/quiet ratios for trusted and untrusted cells, how much longer the loaded run took, how long
-each run's re-check waited for quiet, and the raw and calibration-normalized drift between the runs
+loaded/quiet ratios for trusted and untrusted cells, how much longer the loaded run took, how often
+each run met the host state that slows short multi-threaded calls (its sync probe), how long each
+run's re-check waited for quiet, and the raw and calibration-normalized drift between the runs
 (where normalizing pulls the median back to 1, the machine as a whole drifted; what is left is drift
 specific to the cells).
 
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.analysis.trust import SLOW_SYNC, number
 from harness.store.load import load_run
 
 # The small sweep, as `attnbench sweep` flags; each run is a fresh process, as a user runs it
@@ -175,6 +177,10 @@ def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s:
           + " and ".join(str(sum(q[c].get("time_trusted") is True for c in q)) for q in quiets) + " trusted")
     print(f"loaded run: {loaded_s:.0f} s ({loaded_s / quiet_s:.1f}x the quiet run), {len(loaded)} ok cells, "
           f"{sum(r.get('time_trusted') is True for r in loaded.values())} trusted")
+    for sub, run in (("quiet", quiet), ("loaded", loaded), ("quiet-after", quiet2)):
+        state = sync_state(run or {})
+        if state:
+            print(f"{sub} run: {state}")
     for sub in ("quiet", "loaded", "quiet-after"):  # the end-of-run re-check's waits for the machine to come back
         meta = json.loads((out / sub / "run.json").read_text()) if (out / sub / "run.json").exists() else {}
         waited = (meta.get("trust") or {}).get("recheck_wait") or meta.get("recheck_wait")  # the latter: runs written before it moved into trust
@@ -196,6 +202,19 @@ def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s:
         return 1
     print("trust_proof: target met")
     return 0
+
+
+def sync_state(cells: dict) -> str:
+    """How often a run's short multi-threaded calls met the host state that slows them (its cells'
+    sync probe, ``sync_s``, against the run's best: docs/trust.md); '' for a run without the probe.
+    A quiet run that met it much is no quiet machine's answer."""
+    values = [v for v in (number(r.get("sync_s")) for r in cells.values()) if v and v > 0]
+    if not values:
+        return ""
+    ratio = np.array(values) / min(values)
+    return (f"its threads' sync probe read {np.median(ratio):.2f}x its best at the median, over "
+            f"{SLOW_SYNC:g}x in {int((ratio > SLOW_SYNC).sum())} of {len(ratio)} cells (the state that slows short "
+            "multi-threaded calls)")
 
 
 def _ratio_text(ratio) -> str:

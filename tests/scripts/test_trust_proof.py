@@ -76,3 +76,13 @@ def test_every_miss_is_said(proof, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 trusted cells off by more than 25%" in err and "7 of 10 cells trusted and within 15%" in err
     assert "3.0x the quiet run's wall time" in err
+
+
+def test_it_says_how_often_each_run_met_the_state_that_slows_short_calls(proof, tmp_path, capsys):
+    q, l, q2 = runs(QUIET, QUIET, QUIET)
+    for i, cell in enumerate(q.values()):  # the first quiet run in that state for 4 of its 10 cells
+        cell["sync_s"] = 1.5e-4 if i < 4 else 1e-4
+    proof.judge_runs(tmp_path, ARGS, [10.0, 12.0], q, 20.0, l, q2)
+    out = capsys.readouterr().out
+    assert "quiet run: its threads' sync probe read 1.00x its best at the median, over 1.2x in 4 of 10 cells" in out
+    assert "loaded run: its threads' sync probe" not in out  # no probe in that run: nothing said
