@@ -289,6 +289,21 @@ def assess(rows: list[dict], meta: dict) -> list[dict]:
     return out
 
 
+def _sync_summary(ok: list[dict]) -> dict:
+    """Of the ok rows that carry a sync probe: how many, how many read over ``SLOW_SYNC`` x the best
+    among the rows on their torch threads, and how many of those a short call's flag names."""
+    probed = [r for r in ok if number(r.get("sync_s"))]
+    if not probed:
+        return {}
+    best: dict = {}
+    for r in probed:
+        key = number(r.get("torch_threads"))
+        best[key] = min(best.get(key, math.inf), number(r["sync_s"]))
+    slow = [r for r in probed if number(r["sync_s"]) > SLOW_SYNC * best[number(r.get("torch_threads"))]]
+    flagged = sum(slow_sync(r, best[number(r.get("torch_threads"))]) is not None for r in slow)
+    return {"cells": len(probed), "slow": len(slow), "flagged": flagged}
+
+
 def summary(rows: list[dict]) -> dict:
     """Run-level trust: cells trusted, flagged, not assessed, and flags counted by reason."""
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -309,6 +324,9 @@ def summary(rows: list[dict]) -> dict:
         out["slow"] = {"samples": sum(len(m) for m, _ in slow), "slow": sum(sum(map(bool, m)) for m, _ in slow),
                        "left_out": sum(sum(bool(s) and not u for s, u in zip(m, used)) for m, used in slow),
                        "cells": sum(any(m) for m, _ in slow)}
+    sync = _sync_summary(ok)
+    if sync:  # the threads' sync probe (CPU, several threads): how much of the run met the state it reads
+        out["sync"] = sync
     rounds = [r for r in ok if reproduction(r.get("time_rounds_s")) is not None]
     if rounds:  # measured in rounds (--rounds): how well the run agrees with itself over time
         agree = sum(reproduction(r["time_rounds_s"], r.get("time_s_median")) <= ROUNDS_AGREE for r in rounds)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from harness.analysis.trust import ROUNDS_AGREE, SLOW_CALIBRATION
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, SLOW_SYNC
 
 
 def _seconds(value) -> float | None:
@@ -48,6 +48,17 @@ def slow_text(trust: dict) -> str:
             "of their cell's statistics" + (f", but for {kept} kept in cells with too few fast ones" if kept else ""))
 
 
+def sync_text(trust: dict) -> str:
+    """One clause on how many cells met the host state that slows short multi-threaded CPU calls (their
+    threads' sync probe slow; '' when none did or the run has no probe)."""
+    s = trust.get("sync")
+    if not s or not s.get("slow"):
+        return ""
+    return (f"beside {s['slow']} of {s['cells']} cells the threads synchronized more than {SLOW_SYNC:g}x slower than "
+            f"the run's best, a state that slows short multi-threaded calls while the calibration does not show it "
+            f"({s['flagged']} of them under {SHORT_CALL_S * SLOW_STATE * 1e3:g} ms, flagged slow machine)")
+
+
 def wait_text(trust: dict) -> str:
     """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
     it waited less than a second or did not run)."""
@@ -60,5 +71,7 @@ def wait_text(trust: dict) -> str:
 
 
 def evidence_clauses(trust: dict) -> list[str]:
-    """The run-level clauses beside the trusted count: rounds that agree, samples left out, the wait."""
-    return [text for text in (rounds_text(trust), contention_text(trust), slow_text(trust), wait_text(trust)) if text]
+    """The run-level clauses beside the trusted count: rounds that agree, samples left out, the threads'
+    sync, the wait."""
+    return [text for text in (rounds_text(trust), contention_text(trust), slow_text(trust), sync_text(trust),
+                              wait_text(trust)) if text]

@@ -162,3 +162,20 @@ def test_the_recheck_waits_for_the_threads_of_a_cell_their_sync_flags(monkeypatc
 @pytest.mark.parametrize("ratio,flagged", [(SLOW_SYNC * 0.99, False), (SLOW_SYNC * 1.01, True)])
 def test_the_bound_is_slow_sync(ratio, flagged):
     assert bool(row_flags(short_row(sync_s=ratio * BEST), 1e-3, BEST)) is flagged
+
+
+def test_the_trust_summary_says_how_many_cells_met_the_state():
+    from harness.analysis.trust import summary
+    from harness.render.trust_text import evidence_clauses, sync_text
+
+    long = SHORT_CALL_S * SLOW_STATE * 2
+    rows = assess([short_row(), short_row(sync_s=1.5 * BEST),
+                   short_row(sync_s=1.5 * BEST, time_s_median=long, time_samples_s=[long] * 10),
+                   {**short_row(), "sync_s": None}], {})
+    t = summary(rows)
+    assert t["sync"] == {"cells": 3, "slow": 2, "flagged": 1}
+    text = sync_text(t)
+    assert text.startswith("beside 2 of 3 cells the threads synchronized more than 1.2x slower") and text in evidence_clauses(t)
+    assert "(1 of them under 7.5 ms, flagged slow machine)" in text
+    assert "sync" not in summary(assess([{**short_row(), "sync_s": None}], {})) and sync_text({}) == ""
+    assert sync_text(summary(assess([short_row()], {}))) == ""  # probed, never slow: nothing to say
