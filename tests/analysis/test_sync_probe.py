@@ -179,3 +179,24 @@ def test_the_trust_summary_says_how_many_cells_met_the_state():
     assert "(1 of them under 7.5 ms, flagged slow machine)" in text
     assert "sync" not in summary(assess([{**short_row(), "sync_s": None}], {})) and sync_text({}) == ""
     assert sync_text(summary(assess([short_row()], {}))) == ""  # probed, never slow: nothing to say
+
+
+def test_a_worker_process_takes_the_best_sync_it_is_sent(monkeypatch):
+    """The worker's side of an isolated case: the job's bests (JSON, so string keys) seed its executor."""
+    import io
+
+    from harness.run import worker
+
+    made = []
+
+    class Recorded(executors.InProcess):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(executors, "InProcess", Recorded)
+    monkeypatch.setattr(worker, "_reply", lambda message: None)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"quit": true}\n'))
+    config = build_config({"variants": ["naive"], "isolate": True}).to_dict()
+    worker.sweep_mode({"config": config, "best_calibration": {"2": 1e-3}, "best_sync": {"2": BEST}})
+    assert made[0].best_sync == {2: BEST} and made[0].best_calibration == {2: 1e-3}
