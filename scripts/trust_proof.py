@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis.trust import SLOW_SYNC, number
+from harness.analysis.trust import SLOW_SYNC, number, sync_summary
 from harness.store.load import load_run
 
 # The small sweep, as `attnbench sweep` flags; each run is a fresh process, as a user runs it
@@ -208,12 +208,12 @@ def sync_state(cells: dict) -> str:
     """How often a run's short multi-threaded calls met the host state that slows them (its cells'
     sync probe, ``sync_s``, against the run's best: docs/trust.md); '' for a run without the probe.
     A quiet run that met it much is no quiet machine's answer."""
-    values = [v for v in (number(r.get("sync_s")) for r in cells.values()) if v and v > 0]
-    if not values:
+    state = sync_summary(list(cells.values()))
+    if not state:
         return ""
-    ratio = np.array(values) / min(values)
-    return (f"its threads' sync probe read {np.median(ratio):.2f}x its best at the median, over "
-            f"{SLOW_SYNC:g}x in {int((ratio > SLOW_SYNC).sum())} of {len(ratio)} cells (the state that slows short "
+    values = [number(r.get("sync_s")) for r in cells.values() if number(r.get("sync_s"))]
+    return (f"its threads' sync probe read {np.median(values) / min(values):.2f}x its best at the median, over "
+            f"{SLOW_SYNC:g}x in {state['slow']} of {state['cells']} cells (the state that slows short "
             "multi-threaded calls)")
 
 

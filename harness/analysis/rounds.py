@@ -90,9 +90,8 @@ def merge_round(old: dict, new: dict, best_cal: float | None = None, best_sync: 
     calibration and host load belong together), by its median, unless its own evidence is flagged
     (``own_flags`` against ``best_cal`` and ``best_sync``, the run's best calibration and sync probe)
     and the other one's is clean and within ``ROUNDS_AGREE`` of the fastest round seen: then the clean
-    one is kept. A slower clean round
-    never stands in for a flagged one it does not agree with. ``time_rounds_s`` gains the new round's
-    median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
+    one is kept. A slower clean round never stands in for a flagged one it does not agree with.
+    ``time_rounds_s`` gains the new round's median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
     counted (a row in rounds left with one median is flagged), except a ``wrong`` one: the row becomes
     wrong, whatever its time."""
     attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)

@@ -153,6 +153,12 @@ def slow_sync(row: dict, best_sync: float | None) -> float | None:
     return sync / best_sync if sync > SLOW_SYNC * best_sync else None
 
 
+def sync_to_wait_for(row: dict, best_sync: float | None) -> float | None:
+    """``best_sync`` when ``row`` is a short call timed while its threads synchronized slowly (a wait
+    before measuring it again should probe them too: harness.run.quiet), else None."""
+    return best_sync if slow_sync(row, best_sync) is not None else None
+
+
 def row_flags(row: dict, best_cal: float | None, best_sync: float | None = None) -> list[str] | None:
     """Flags from a row's own evidence; None when the row carries none (a run from before the evidence).
     ``best_cal``, ``best_sync``: the run's best calibration and sync probe on the row's torch threads."""
@@ -289,19 +295,15 @@ def assess(rows: list[dict], meta: dict) -> list[dict]:
     return out
 
 
-def _sync_summary(ok: list[dict]) -> dict:
+def sync_summary(ok: list[dict]) -> dict:
     """Of the ok rows that carry a sync probe: how many, how many read over ``SLOW_SYNC`` x the best
-    among the rows on their torch threads, and how many of those a short call's flag names."""
+    among the rows on their torch threads, and how many of those are short calls (``slow_sync``: the
+    ones a flag names); {} when none carries it."""
     probed = [r for r in ok if number(r.get("sync_s"))]
-    if not probed:
-        return {}
-    best: dict = {}
-    for r in probed:
-        key = number(r.get("torch_threads"))
-        best[key] = min(best.get(key, math.inf), number(r["sync_s"]))
+    best = {t: best_calibration({}, probed, t, "sync_s") for t in {number(r.get("torch_threads")) for r in probed}}
     slow = [r for r in probed if number(r["sync_s"]) > SLOW_SYNC * best[number(r.get("torch_threads"))]]
     flagged = sum(slow_sync(r, best[number(r.get("torch_threads"))]) is not None for r in slow)
-    return {"cells": len(probed), "slow": len(slow), "flagged": flagged}
+    return {"cells": len(probed), "slow": len(slow), "flagged": flagged} if probed else {}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -324,7 +326,7 @@ def summary(rows: list[dict]) -> dict:
         out["slow"] = {"samples": sum(len(m) for m, _ in slow), "slow": sum(sum(map(bool, m)) for m, _ in slow),
                        "left_out": sum(sum(bool(s) and not u for s, u in zip(m, used)) for m, used in slow),
                        "cells": sum(any(m) for m, _ in slow)}
-    sync = _sync_summary(ok)
+    sync = sync_summary(ok)
     if sync:  # the threads' sync probe (CPU, several threads): how much of the run met the state it reads
         out["sync"] = sync
     rounds = [r for r in ok if reproduction(r.get("time_rounds_s")) is not None]

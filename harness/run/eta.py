@@ -25,19 +25,21 @@ class EndEstimate:
     run: its planned rounds (``rounds``, ``short_rounds``: harness.analysis.rounds.rounds_wanted), each
     row's time to measure it again (no probe) once per round to come, with those a resume's rows still
     owe (``owe``); and its re-check, the share of rows still flagged (by their own evidence, against
-    the best calibration and sync probe seen on their torch threads, ``seed`` the run's so far) times
-    the mean time to re-measure one of them, once, at most what the trust budget will have left."""
+    the run's best calibration and sync probe on their torch threads: ``seed``) times the mean time to
+    re-measure one of them, once, at most what the trust budget will have left."""
 
     def __init__(self, total: int, budget: TrustBudget, retries: int, rounds: int = 1, short_rounds: int = 1) -> None:
         self.total, self.budget, self.retries = total, budget, retries
         self.rounds, self.short_rounds = rounds, short_rounds
         self.seen = self.flagged = 0
         self.flagged_s = self.rounds_s = self.owed_s = 0.0
-        self.best: dict[str, dict] = {"calibration_s": {}, "sync_s": {}}  # column: {torch threads: seconds}
+        self.best_cal: dict[int, float] = {}
+        self.best_sync: dict[int, float] = {}
 
-    def seed(self, best_cal: dict, best_sync: dict) -> None:
-        """The run's best calibration and sync probe so far, by torch threads (an executor's)."""
-        self.best = {"calibration_s": dict(best_cal), "sync_s": dict(best_sync)}
+    def seed(self, best_cal: dict[int, float], best_sync: dict[int, float]) -> None:
+        """The run's best calibration and sync probe by torch threads: the executor's own, which it
+        lowers with every measurement, each row's included before the row is ``add``-ed."""
+        self.best_cal, self.best_sync = best_cal, best_sync
 
     def owe(self, rows: list[dict]) -> None:
         """Rows measured before this process (a resume's): the rounds each ok one still owes."""
@@ -49,16 +51,11 @@ class EndEstimate:
     def add(self, row: dict) -> None:
         """A first measurement of one cell (any status)."""
         self.seen += 1
-        threads = number(row.get("torch_threads"))
-        threads = int(threads) if threads is not None else None
-        for column, best in self.best.items():
-            value = number(row.get(column))
-            if value:
-                best[threads] = min(best.get(threads, value), value)
         if row.get("status") != "ok":
             return
         self.rounds_s += (rounds_wanted(row, self.rounds, self.short_rounds) - 1) * retime_s(row, probe=False)
-        if worth_remeasuring(row_flags(row, self.best["calibration_s"].get(threads), self.best["sync_s"].get(threads))):
+        threads = number(row.get("torch_threads"))
+        if worth_remeasuring(row_flags(row, self.best_cal.get(threads), self.best_sync.get(threads))):
             self.flagged += 1
             self.flagged_s += retime_s(row)
 

@@ -15,7 +15,7 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, slow_sync,
+from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, sync_to_wait_for,
                                     worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
@@ -75,7 +75,29 @@ def seed_calibration(best: dict[int, float], meta: dict, rows: list[dict], colum
             best[threads] = min(best.get(threads, found), found)
 
 
-class InProcess:
+class RunBests:
+    """The run's best calibration and sync probe so far, by torch threads (``best_calibration``,
+    ``best_sync``): what a measurement's evidence is judged against. Seeded from run.json and a
+    resume's rows, lowered by each measurement."""
+
+    def __init__(self) -> None:
+        self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
+        self.best_sync: dict[int, float] = {}  # the sync probe's, likewise
+
+    def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
+        seed_calibration(self.best_calibration, meta, rows)
+        seed_calibration(self.best_sync, meta, rows, "sync_s")
+
+    def note_bests(self, row: dict, threads: int | None = None) -> None:
+        """Lower both to a measured row's own (timed on ``threads`` when the row does not say)."""
+        note_calibration(self.best_calibration, row, threads)
+        note_calibration(self.best_sync, row, threads, "sync_s")
+
+    def bests(self, threads: int) -> tuple[float | None, float | None]:
+        return self.best_calibration.get(threads), self.best_sync.get(threads)
+
+
+class InProcess(RunBests):
     """Measures cases in this process, reusing variant instances (and their compiled functions).
 
     A cell whose own evidence flags it (``harness.analysis.trust.row_flags``: noisy, few calls, host
@@ -89,14 +111,13 @@ class InProcess:
     """
 
     def __init__(self, config: SweepConfig, ceilings: dict[str, float], budget: TrustBudget | None = None) -> None:
+        super().__init__()
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
         pin_allocator(config.execution.allocator)  # also in workers and Ray tasks, before any case (run.json: the driver's)
         self.variants: dict = {}
         self.ref_cache = ReferenceCache()
         self.fidelity_cache = FidelityCache()
-        self.best_calibration: dict[int, float] = {}  # by torch threads: the kernel runs on all of them
-        self.best_sync: dict[int, float] = {}  # the sync probe's, by torch threads
         self.waiter = QuietWaiter()
         self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")
 
@@ -135,9 +156,8 @@ class InProcess:
                 else:  # timing it again: its own step
                     self.cost["re-measuring"] += sum(steps.values())
             threads = torch.get_num_threads()
-            note_calibration(self.best_calibration, rec, threads)
-            note_calibration(self.best_sync, rec, threads, "sync_s")
-            flags = row_flags(rec, self.best_calibration.get(threads), self.best_sync.get(threads)) or []
+            self.note_bests(rec, threads)
+            flags = row_flags(rec, *self.bests(threads)) or []
             spread = rec["time_s_iqr"] / rec["time_s_median"] if rec["time_s_median"] else float("inf")
             attempts.append((len(flags), spread, rec))
             if rec["status"] != "ok" or not worth_remeasuring(flags):  # a wrong output is not timed again
@@ -155,17 +175,11 @@ class InProcess:
         best = self.best_calibration.get(torch.get_num_threads())
         return SLOW_CALIBRATION * best if best else None
 
-    def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
-        seed_calibration(self.best_calibration, meta, rows)
-        seed_calibration(self.best_sync, meta, rows, "sync_s")
-
     def _wait_for_quiet(self, device: str, last: dict) -> None:
         """Wait for the calibration kernel, and for the sync probe too when ``last`` (the attempt before)
         was a short call timed while the threads synchronized slowly."""
-        threads = torch.get_num_threads()
-        sync = self.best_sync.get(threads)
-        self.waiter(device, self.best_calibration.get(threads), limit_s=self.budget.left_s(),
-                    best_sync=sync if slow_sync(last, sync) is not None else None)
+        best, sync = self.bests(torch.get_num_threads())
+        self.waiter(device, best, limit_s=self.budget.left_s(), best_sync=sync_to_wait_for(last, sync))
 
     def variant(self, case: Case):
         key = (case.variant, case.params)
@@ -200,18 +214,14 @@ class InProcess:
                 torch.cuda.empty_cache()
 
 
-class Isolated:
-    """Measures each case in a fresh worker process (harness.run.protocol), killed at the timeout."""
+class Isolated(RunBests):
+    """Measures each case in a fresh worker process (harness.run.protocol), killed at the timeout; the
+    run's bests are handed to each worker."""
 
     def __init__(self, config: SweepConfig, ceilings: dict[str, float], budget: TrustBudget | None = None) -> None:
+        super().__init__()
         self.config, self.ceilings = config, ceilings
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
-        self.best_calibration: dict[int, float] = {}  # by torch threads, handed to each worker
-        self.best_sync: dict[int, float] = {}  # the sync probe's, likewise
-
-    def seed_calibration(self, meta: dict, rows: list[dict]) -> None:
-        seed_calibration(self.best_calibration, meta, rows)
-        seed_calibration(self.best_sync, meta, rows, "sync_s")
 
     def metrics(self, case: Case, earlier: dict | None = None, retries: int | None = None) -> dict:
         """The worker re-measures a flagged cell (``retries`` times at most; None: ``--retries``) within
@@ -225,8 +235,7 @@ class Isolated:
             with self.budget.first_measurement():
                 worker = WorkerProcess(HARNESS_ROOT, job)
                 metrics = worker.ask({"case": case.to_record()}, case_limit_s(self.config.execution))
-            note_calibration(self.best_calibration, metrics)
-            note_calibration(self.best_sync, metrics, column="sync_s")
+            self.note_bests(metrics)
             return {**node_fields(case.device), **metrics}
         except WorkerDied as died:
             return {"status": died.status, "reason": died.reason, **node_fields(case.device)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from harness.analysis.rounds import keep_faster, merge_round, rounds_done, rounds_wanted
 from harness.analysis.trust import (RECHECK, ROUND_PREFIX, SLOW_MACHINE, best_calibration, cross_suspects,
-                                    flag_name, row_flags, slow_sync, worth_remeasuring)
+                                    flag_name, row_flags, sync_to_wait_for, worth_remeasuring)
 from harness.core.case import Case
 from harness.run.executors import torch_threads
 from harness.run.figures import against
@@ -151,17 +151,17 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
                 old, case = rows[i], cells.case(i)
                 progress.show(case)
                 (best, sync), slow_only = cells.bests(old), wait.missed and names == [SLOW_MACHINE]
-                sync = sync if slow_sync(old, sync) is not None else None  # wait for the threads' sync too
                 t0 = time.perf_counter()
                 with budget.spend():
                     with torch_threads(case.threads):  # once a wait ran out, one probe
-                        quiet_now = wait(case.device, best, limit_s=budget.left_s(), best_sync=sync)
+                        quiet_now = wait(case.device, best, limit_s=budget.left_s(),
+                                         best_sync=sync_to_wait_for(old, sync))
                     if slow_only and not quiet_now:  # the machine stays slow: measuring again could not clear it
                         skipped += 1
                         progress.advance()
                         continue
                     fresh = cells.runner.metrics(case, old)
-                metrics = merge_round(old, fresh, *cells.bests(old))
+                metrics = merge_round(old, fresh, best, sync)
                 label = f"{ROUND_PREFIX}{rounds_done(old) + 1} {RECHECK}{', '.join(names)})"
                 cells.supersede(i, {**metrics, "remeasured_for": label}, t0)
                 progress.advance()

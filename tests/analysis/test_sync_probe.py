@@ -76,7 +76,7 @@ def test_the_eta_judges_a_short_call_against_the_best_sync_on_its_own_threads():
     estimate = EndEstimate(10, TrustBudget(None), retries=2)
     estimate.seed({2: 1e-3}, {2: BEST})
     estimate.add(short_row(sync_s=1.5 * BEST))  # 2 threads: slow against the run's best
-    estimate.add(short_row(torch_threads=4, sync_s=1.5 * BEST))  # the first on 4 threads: its own best
+    estimate.add(short_row(torch_threads=4, sync_s=1.5 * BEST))  # 4 threads: the executor has no best there, nothing to judge it by
     assert estimate.flagged == 1
 
 
