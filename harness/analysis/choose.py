@@ -42,14 +42,15 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _left_out(g: pd.DataFrame, trust: list) -> str:
-    """The variants of one case that ran but may not win, and why: "sdpa_math untrusted; chunked wrong"."""
-    parts = []
+    """The variants of one case that ran but may not win, grouped by why: "untrusted: sdpa_math, flex;
+    wrong: chunked"."""
+    why: dict[str, list[str]] = {"untrusted": [], "wrong": []}
     for (variant, status), t in zip(zip(g["variant"], g["status"]), trust):
         if status == "wrong":
-            parts.append(f"{variant} wrong")
+            why["wrong"].append(str(variant))
         elif status == "ok" and t is False:
-            parts.append(f"{variant} untrusted")
-    return "; ".join(parts)
+            why["untrusted"].append(str(variant))
+    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in why.items() if names)
 
 
 def _choose_one(g: pd.DataFrame, baseline: str) -> dict:

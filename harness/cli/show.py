@@ -87,6 +87,7 @@ def unavailable_lines(meta: dict) -> list[str]:
 
 def print_answer(df, meta: dict, baseline: str | None) -> None:
     """The report's "which to use" table, as a rich table on stdout."""
+    from rich import box  # lazy: start-up
     from rich.console import Console  # lazy: start-up
     from rich.markup import escape  # lazy: start-up
     from rich.table import Table  # lazy: start-up
@@ -106,21 +107,27 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     multi_shape = choice["shape"].nunique() > 1 if len(choice) else False
     inputs = "inputs" in choice.columns
     fidelity = "fidelity_out_rel_error" in choice.columns and bool(choice["fidelity_out_rel_error"].notna().any())
-    table = Table(title="Which to use: the fastest trusted variant per case", title_justify="left")
+    table = Table(title="Which to use: the fastest trusted variant per case"
+                        + (f" (speedup and memory saving vs {base})" if base else ""),
+                  title_justify="left", box=box.SIMPLE_HEAD)
     for header, justify in ([("shape", "left")] if multi_shape else []) + ([("inputs", "left")] if inputs else []) + [
             ("pattern", "left"), ("causal", "left"), ("pass", "left"), ("N", "right"), ("use", "left"),
-            ("time ms", "right"), (f"speedup vs {base}", "right"), (f"mem saving vs {base}", "right"),
+            ("time ms", "right"), ("speedup", "right"), ("mem saving", "right"),
             ("peak MiB", "right"), ("rel. error", "right")] + ([("error vs global %", "right")] if fidelity else []) + [
             ("note", "left")]:
         table.add_column(escape(header), justify=justify, overflow="fold")
+    notes: dict[str, int] = {}  # a note's text -> its number: rows that share a note share its number
     for r in choice.to_dict("records"):
+        mark = f"[{notes.setdefault(r['why'], len(notes) + 1)}]" if r["why"] else ""
         cells = ([r["shape"]] if multi_shape else []) + ([r["inputs"]] if inputs else [])
         cells += [r["pattern_label"], "yes" if r["causal"] else "no", r["pass"], str(r["seq_len"]), r["winner"],
                   fmt_num(r["time_ms"]), r["speedup_text"], r["saving_text"], fmt_num(r["peak_mem_mib"]),
                   fmt_sci(r["rel_error"]) if pd_notna(r["rel_error"]) else "",
-                  *([fmt_pct(r["fidelity_out_rel_error"])] if fidelity else []), r["why"]]
+                  *([fmt_pct(r["fidelity_out_rel_error"])] if fidelity else []), mark]
         table.add_row(*[escape(str(c)) for c in cells], style="bold" if r["winner"] != "none" else "dim")
     console.print(table)
+    for text, number in notes.items():
+        console.print(escape(f"[{number}] {text}"))
     for line in answer_summary(choice, base):
         console.print(escape(line))
     console.print("the command that measures one case again: attnbench show RUN --repro CASE_ID (case ids: --all)")
@@ -133,6 +140,7 @@ def print_quality(df, meta: dict) -> None:
 
     if not has_fidelity(df):
         return
+    from rich import box  # lazy: start-up
     from rich.console import Console  # lazy: start-up
     from rich.markup import escape  # lazy: start-up
     from rich.table import Table  # lazy: start-up
@@ -143,7 +151,7 @@ def print_quality(df, meta: dict) -> None:
     view, cols = within_long(cheapest_within(df))
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False)
     table = Table(title="Quality versus cost: the cheapest configuration within each output error of global "
-                        "attention (a model's worst layer)", title_justify="left")
+                        "attention (a model's worst layer)", title_justify="left", box=box.SIMPLE_HEAD)
     for c in cols:
         table.add_column(escape(c.header), justify="right" if c.numeric else "left", overflow="fold")
     for r in view.to_dict("records"):

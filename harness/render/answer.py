@@ -77,7 +77,7 @@ def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = N
         if r["faster_untrusted"]:
             parts.append(f"measured faster but untrusted: {r['faster_untrusted']}")
         if r["left_out"] and not r["faster_untrusted"]:
-            parts.append(f"left out: {r['left_out']}")
+            parts.append(f"left out ({r['left_out']})")
         why.append("; ".join(parts))
     choice["why"] = why
     choice = with_fidelity(choice, prep)

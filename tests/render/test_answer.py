@@ -66,6 +66,14 @@ def test_answer_rows_pick_the_fastest_trusted_variant_in_report_units(scaling_ro
     assert fmt_ratio(float("nan")) == "" and fmt_ratio(2.0) == "2x"
 
 
+def test_the_note_names_the_variants_left_out_once_per_reason(scaling_rows):
+    rows = [{**r, "time_trusted": False, "time_flags": "noisy"} if r["variant"] in ("local", "naive") else r
+            for r in _trusted(scaling_rows())]
+    got = answer_rows(prepare(rows_to_frame(rows)), "naive").set_index(["pattern", "seq_len"])
+    assert got.loc[("local", 256), "why"] == ("no trusted variant: 2 ran ok, none with a trusted time; "
+                                              "left out (untrusted: naive, local)")
+
+
 def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenance(page):
     assert page.count('class="trust trust-') == 1
     order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="which-to-use"',
@@ -125,7 +133,7 @@ def test_show_prints_the_answer_the_unavailable_variants_and_a_repro(run, capsys
 
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "Which to use" in out and "speedup vs naive" in out
+    assert "Which to use" in out and "speedup and memory saving vs naive" in out
     assert out.count("not run: xformers cannot run on cpu: device=cpu (supported: cuda); xformers is not "
                      "installed") == 1
     assert "changed by 50%" in out.split("\n")[1]  # the drift in the trust line
