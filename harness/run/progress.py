@@ -23,15 +23,17 @@ class Progress:
     """A rich progress bar (current case, done/total, ETA) on a terminal; plain lines otherwise; silent when quiet.
 
     ``after_s`` (a callable, or None) estimates the seconds the run will spend after these cases (its
-    planned rounds and end-of-run re-check: ``harness.run.eta``); the ETA includes them. ``stream`` and ``clock`` are
-    injectable (tests use a fake clock).
+    planned rounds and end-of-run re-check: ``harness.run.eta``); the ETA includes them. ``bound_s`` (a
+    callable, or None) gives the most seconds these cases may still take (what the trust budget has
+    left, for work that stops when it is spent): the ETA is at most that, and says so. ``stream`` and
+    ``clock`` are injectable (tests use a fake clock).
     """
 
     def __init__(self, total: int, done: int, quiet: bool, stream=None, clock=time.monotonic,
                  every_s: float = PLAIN_EVERY_S, every_fraction: float = PLAIN_EVERY_FRACTION,
-                 after_s=None) -> None:
+                 after_s=None, bound_s=None) -> None:
         self.bar = None
-        self.after_s = after_s
+        self.after_s, self.bound_s = after_s, bound_s
         self.plain = False
         self.stream = stream if stream is not None else sys.stderr
         self.total, self.done, self.start_done = total, done, done
@@ -71,7 +73,10 @@ class Progress:
         self.done += 1
         if self.bar:
             after = self._after()
-            self.bar.update(self.task, advance=1, after=f"+ re-check ~{_clock_text(after)}" if after >= 1 else "")
+            text = f"+ re-check ~{_clock_text(after)}" if after >= 1 else ""
+            if self.bound_s is not None:
+                text = f"at most {_clock_text(max(0.0, self.bound_s()))} (the trust budget left)"
+            self.bar.update(self.task, advance=1, after=text)
         elif self.plain:
             now = self.clock()
             step = self._step(self.done)
@@ -85,13 +90,18 @@ class Progress:
 
     def line(self, now: float) -> str:
         """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38 (0:01:10 of it re-measuring), last: <case id>``;
-        the cases' ETA from this session's pace, plus ``after_s``."""
+        the cases' ETA from this session's pace, plus ``after_s``, at most ``bound_s``."""
         elapsed = now - self.t0
         ran = self.done - self.start_done
         after = self._after()
-        eta = _clock_text(elapsed / ran * (self.total - self.done) + after) if ran > 0 else "unknown"
-        if ran > 0 and after >= 1:
-            eta += f" ({_clock_text(after)} of it re-measuring)"
+        left = elapsed / ran * (self.total - self.done) + after if ran > 0 else None
+        bound = max(0.0, self.bound_s()) if self.bound_s is not None and self.done < self.total else None
+        if bound is not None and (left is None or bound < left):
+            eta = f"{_clock_text(bound)} at most (the trust budget left)"
+        else:
+            eta = _clock_text(left) if left is not None else "unknown"
+            if left is not None and after >= 1:
+                eta += f" ({_clock_text(after)} of it re-measuring)"
         pct = 100 * self.done // max(self.total, 1)
         last = f", last: {self.case.id}" if self.case is not None else ""
         return f"case {self.done}/{self.total} ({pct}%), elapsed {_clock_text(elapsed)}, ETA {eta}{last}"

@@ -142,7 +142,7 @@ def recheck_flagged(cells: Cells, retries: int, wait_s: float = 0.0) -> None:
                 return
             say(cells.quiet, f"re-checking {len(due)} cell(s) their own evidence still flags (pass {attempt}; "
                              f"a cell at most {retries} time(s))")
-            progress, skipped = Progress(len(due), 0, cells.quiet), 0
+            progress, skipped = Progress(len(due), 0, cells.quiet, bound_s=budget.left_s), 0
             for i, names in due:
                 if not budget.allows():
                     say(cells.quiet, "the run's trust budget is spent: the cells still flagged keep their flags")

@@ -45,6 +45,21 @@ def test_plain_progress_lines_every_so_often():
     assert stream.getvalue() == ""
 
 
+def test_work_the_trust_budget_bounds_has_an_eta_of_at_most_what_it_has_left():
+    """A re-check whose pace says 20 more minutes, with 40 s of trust budget left, says 40 s and why;
+    with more budget than the pace needs, the pace's ETA."""
+    stream, clock = io.StringIO(), _Clock()
+    left = [40.0]
+    progress = Progress(total=100, done=0, quiet=False, stream=stream, clock=clock, bound_s=lambda: left[0])
+    clock.t = 12.0
+    progress.advance()  # 12 s a cell: 99 more take 19:48
+    assert "ETA 0:00:40 at most (the trust budget left)" in stream.getvalue().splitlines()[-1]
+    left[0] = 10_000.0
+    clock.t = 24.0
+    progress.advance()
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 0:19:36")  # 12 s a cell, 98 more
+
+
 def test_the_eta_includes_the_recheck_it_expects():
     """Half the cells measured so far are flagged (noisy), each 1 s to re-measure: the ETA of a 100-cell
     run adds about 50 s of re-checking; a bounded trust budget caps that, and no re-checks means none."""
