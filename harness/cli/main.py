@@ -2,7 +2,7 @@
 
 Each command is one module of this package with ``register_cli(subparsers)`` and a ``cmd_*``
 function. Command modules import only argparse-level code at import time; the work they do is
-imported inside the command (so ``attnbench --help`` does not pay for torch or matplotlib; it takes about 0.7 s, mostly pandas).
+imported inside the command (so ``attnbench --help`` does not pay for torch or matplotlib; it takes about 0.5 s, mostly pandas).
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ import argparse
 
 from harness.cli.options import add_sweep_options, check_out_dir, sweep_config_from_args
 from harness.core.errors import InputError
-from harness.render.context import DEFAULT_BASELINE
-from harness.render.report import build_report
+from harness.core.names import DEFAULT_BASELINE
 
 
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.render.report import build_report  # lazy: start-up (the report's tables import torch)
+
     out, index = build_report(args.run_dirs, out=args.output, baseline=args.baseline, reports_root=args.reports_root)
     print(f"report: {out}")
     if index is not None:
@@ -23,8 +24,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # local: run.sweep imports torch; keeps `attnbench --help` fast
-    from harness.run.sweep import run_sweep  # lazy: start-up
+    from harness.render.report import build_report  # lazy: start-up
+    from harness.run.sweep import run_sweep  # lazy: start-up (torch)
 
     config = sweep_config_from_args(args, default_preset="default")
     if args.baseline is not None and args.baseline not in config.grid.variants:

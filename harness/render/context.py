@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.analysis.trust_frame import untrusted_mask
 from harness.core.errors import InputError
+from harness.core.names import DEFAULT_BASELINE
 from harness.render.answer import answer_rows, answer_summary, answer_table, mark_suspicious, unavailable
 from harness.render.cell_tables import (
     ceiling_summary,
@@ -51,7 +52,6 @@ from harness.render.units import (
     fmt_text,
 )
 
-DEFAULT_BASELINE = "naive"
 
 
 def resolve_baseline(variants: list[str], baseline: str | None) -> tuple[str | None, str]:

@@ -26,3 +26,16 @@ def test_help_lists_every_preset_and_every_dtype(cli):
         text = " ".join(re.sub(r"-\n\s*", "-", out).split())  # argparse wraps long names at hyphens
         assert rc == 0 and all(p in text for p in preset_names())
         assert all(dt in text for dt in ("float32", "float16", "bfloat16", "float64"))
+
+
+def test_the_command_line_starts_without_torch_or_plotting():
+    """``attnbench --help`` and every usage error build the parser only: no torch, matplotlib or jinja2
+    (they cost seconds at start-up; each command imports them when it runs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.cli.main; harness.cli.main.build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'jinja2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
