@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.trust_frame import trusted_value
+from harness.store.schema import floats
 
 GLOBAL = "global"
 SHAPE_KEYS = ("run_id", "device", "dtype", "batch", "heads", "kv_heads", "head_dim", "seq_len", "q_len", "pass")
@@ -39,10 +40,6 @@ def has_fidelity(df: pd.DataFrame) -> bool:
     """Whether ``df`` has output errors to show (a run written before fidelity columns has none)."""
     return "fidelity_out_rel_error" in df.columns and bool(
         pd.to_numeric(df["fidelity_out_rel_error"], errors="coerce").notna().any())
-
-
-def _floats(values) -> np.ndarray:
-    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").astype("float64"), dtype="float64")
 
 
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -95,20 +92,20 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
     columns = [*keys, *COST_COLUMNS, *FIDELITY_COLUMNS]
     if frame.empty or "status" not in frame.columns:
         return pd.DataFrame(columns=columns)
-    time_all = _floats(frame["time_s_median"]) if "time_s_median" in frame.columns else np.full(len(frame), np.nan)
+    time_all = floats(frame["time_s_median"]) if "time_s_median" in frame.columns else np.full(len(frame), np.nan)
     ok = frame[(frame["status"].astype(str) == "ok").to_numpy() & np.isfinite(time_all) & (time_all > 0)]
     rows = []
     for rec, g in _groups(ok, keys):
-        time_s = _floats(g["time_s_median"])
+        time_s = floats(g["time_s_median"])
         trust = [trusted_value(t) for t in g["time_trusted"]] if "time_trusted" in g.columns else [None] * len(g)
         names = [str(v) for v in g["variant"]]
         trusted = [i for i, t in enumerate(trust) if t is True]
         best = min(trusted or range(len(g)), key=lambda i: (time_s[i], names[i]))
         rec.update(variant=names[best], time_s_median=float(time_s[best]),
-                   peak_mem_bytes=_floats(g["peak_mem_bytes"])[best] if "peak_mem_bytes" in g.columns else math.nan,
+                   peak_mem_bytes=floats(g["peak_mem_bytes"])[best] if "peak_mem_bytes" in g.columns else math.nan,
                    time_trusted=trust[best], n_variants=len(g), n_trusted=len(trusted))
         for col in FIDELITY_COLUMNS:
-            values = _floats(g[col]) if col in g.columns else np.full(len(g), np.nan)
+            values = floats(g[col]) if col in g.columns else np.full(len(g), np.nan)
             finite = values[np.isfinite(values)]
             rec[col] = float(values[best]) if np.isfinite(values[best]) else float(finite.max()) if len(finite) \
                 else math.nan
@@ -130,7 +127,7 @@ def pareto(df: pd.DataFrame, cost: str = "time_s_median", error: str = "fidelity
     ``PROBLEM_KEYS`` the frame has; ``()`` for the whole frame)."""
     keep = pd.Series(False, index=df.index, dtype=bool)
     for _, g in _groups(df, _keys(df, PROBLEM_KEYS if by is None else by)):
-        c, e = _floats(g[cost]), _floats(g[error])
+        c, e = floats(g[cost]), floats(g[error])
         valid = np.isfinite(c) & np.isfinite(e)
         c, e, idx = c[valid], e[valid], g.index[valid]
         if not len(idx):
@@ -164,13 +161,13 @@ def over_layers(confs: pd.DataFrame) -> pd.DataFrame:
                 continue  # not measured on every layer: its worst layer is unknown
             trust = [trusted_value(t) for t in c["time_trusted"]]
             row = {**rec, **crec, "inputs_layer": pd.NA, "variant": _mode(c["variant"]),
-                   "time_s_median": float(np.median(_floats(c["time_s_median"]))),
-                   "peak_mem_bytes": float(np.nanmax(_floats(c["peak_mem_bytes"]))) if np.isfinite(
-                       _floats(c["peak_mem_bytes"])).any() else math.nan,
+                   "time_s_median": float(np.median(floats(c["time_s_median"]))),
+                   "peak_mem_bytes": float(np.nanmax(floats(c["peak_mem_bytes"]))) if np.isfinite(
+                       floats(c["peak_mem_bytes"])).any() else math.nan,
                    "time_trusted": False if False in trust else True if all(t is True for t in trust) else None,
                    "n_variants": int(c["n_variants"].max()), "n_trusted": int(c["n_trusted"].min()), "n_layers": n}
             for col in FIDELITY_COLUMNS:
-                v = _floats(c[col]) if col in c.columns else np.array([np.nan])
+                v = floats(c[col]) if col in c.columns else np.array([np.nan])
                 row[col] = float(v[np.isfinite(v)].max()) if np.isfinite(v).any() else math.nan
             rows.append(row)
     new = pd.DataFrame(rows, columns=[*flat.columns])
@@ -194,8 +191,8 @@ def _with_global(cands: pd.DataFrame, confs: pd.DataFrame, shape: dict) -> pd.Da
     trust = [trusted_value(t) for t in glob["time_trusted"]]
     row = {**{k: cands[k].iloc[0] for k in cands.columns if k in PROBLEM_KEYS and len(cands)}, **shape,
            "pattern": GLOBAL, "variant": _mode(glob["variant"]),
-           "time_s_median": float(np.median(_floats(glob["time_s_median"]))),
-           "peak_mem_bytes": float(np.nanmax(_floats(glob["peak_mem_bytes"]))),
+           "time_s_median": float(np.median(floats(glob["time_s_median"]))),
+           "peak_mem_bytes": float(np.nanmax(floats(glob["peak_mem_bytes"]))),
            "time_trusted": False if False in trust else True if all(t is True for t in trust) else None,
            **dict.fromkeys(EXACT_FOR_GLOBAL, 0.0)}
     extra = pd.DataFrame([row], columns=cands.columns)
@@ -207,7 +204,7 @@ def _reference(cands: pd.DataFrame) -> tuple[float, float]:
     own = cands[cands["pattern"].astype(str) == GLOBAL]
     if own.empty:
         return math.nan, math.nan
-    return float(_floats(own["time_s_median"]).min()), float(np.nanmax(_floats(own["peak_mem_bytes"])))
+    return float(floats(own["time_s_median"]).min()), float(np.nanmax(floats(own["peak_mem_bytes"])))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -215,7 +212,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _pick(cands: pd.DataFrame, threshold: float, cost: str, error: str) -> dict:
-    err, price = _floats(cands[error]), _floats(cands[cost])
+    err, price = floats(cands[error]), floats(cands[cost])
     fits = np.isfinite(err) & (err <= threshold) & np.isfinite(price)
     if not fits.any():
         return {"met": False}

@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.analysis.trust_frame import parse_flags, trusted_value
 from harness.render.units import to_giga, to_mib, to_ms, to_pct
+from harness.store.schema import floats
 
 PATTERN_ORDER = ("global", "local", "sink", "dilated", "bigbird", "hierarchical")
 
@@ -31,13 +32,6 @@ METRICS = {"time_ms": ("time_s_median", to_ms), "time_iqr_ms": ("time_s_iqr", to
            "peak_mem_mib": ("peak_mem_bytes", to_mib), "gflop_per_s": ("flops_per_s", to_giga),
            "ceiling_pct": ("ceiling_fraction", to_pct), "rel_error_f": ("rel_error", None),
            "ceiling_gflop_per_s": ("ceiling_flops_per_s", to_giga)}
-
-
-def _floats(series: pd.Series) -> np.ndarray:
-    values = pd.to_numeric(series, errors="coerce")
-    if hasattr(values, "to_numpy"):
-        values = values.to_numpy(dtype="float64", na_value=np.nan)
-    return np.asarray(values, dtype="float64")
 
 
 def _ints_or(df: pd.DataFrame, col: str, default: pd.Series) -> list[int]:
@@ -99,7 +93,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = pd.to_numeric(out[col]).astype("int64")
     ok = (out["status"] == "ok").to_numpy()
     for col, (src, unit) in METRICS.items():
-        values = _floats(out[src])
+        values = floats(out[src])
         out[col] = np.where(ok, unit(values) if unit else values, np.nan)
     if "device_name" in out.columns:  # a run over several kinds of device: one series per kind
         out["device_name"] = out["device_name"].astype(object).where(out["device_name"].notna(), "").astype(str)
@@ -145,5 +139,5 @@ def wrong_values(prep: pd.DataFrame, col: str) -> np.ndarray:
     src, unit = METRICS[col]
     if src not in prep.columns:
         return np.full(len(prep), np.nan)
-    values = _floats(prep[src])
+    values = floats(prep[src])
     return np.where((prep["status"] == "wrong").to_numpy(), unit(values) if unit else values, np.nan)

@@ -21,16 +21,16 @@ from harness.analysis.trust import HOST_BUSY, SLOW_CALIBRATION, best_calibration
 from harness.core.names import BANDWIDTH_KEY
 from harness.render.figures import _empty_figure, _new_figure, _style
 from harness.render.units import fmt_num, to_giga, to_ms
+from harness.store.schema import floats
 
 NO_EVIDENCE = "no per-cell evidence in this run (written before trust flags)"
 CELL_COLOR = "#1f77b4"
 RUN_CAL_COLOR = "#d62728"
 
 
-def _floats(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(pd.Series(df[col], index=df.index), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+def _column(df: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as floats (``floats``), all NaN where the frame has none."""
+    return floats(df[col]) if col in df.columns else np.full(len(df), np.nan)
 
 
 def _num(value) -> float | None:
@@ -69,11 +69,11 @@ def plot_timeline(df: pd.DataFrame, meta: dict):
     run_id = str(meta.get("run_id") or "")
     title = f"Machine during run {run_id}" if run_id else "Machine during the run"
     ok = df[df["status"] == "ok"] if "status" in df.columns else df.iloc[0:0]
-    cal = _floats(ok, "calibration_s")
-    busy = _floats(ok, "host_busy")
+    cal = _column(ok, "calibration_s")
+    busy = _column(ok, "host_busy")
     if not (np.isfinite(cal).any() or np.isfinite(busy).any()):
         return _empty_figure(f"{title}:\n{NO_EVIDENCE}")
-    finished = _floats(ok, "finished_at")
+    finished = _column(ok, "finished_at")
     run_cals = [(t, m, str(c.get("when") or "")) for c in meta.get("calibration") or [] if isinstance(c, dict)
                 if (t := _num(c.get("at"))) is not None and (m := _num(c.get("time_s_median"))) and m > 0]
     start = _num(meta.get("started_at"))

@@ -4,18 +4,7 @@ trusted cells."""
 
 from __future__ import annotations
 
-import math
-
-from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, SLOW_SYNC
-
-
-def _seconds(value) -> float | None:
-    """A number of run.json as a float, or None when it is missing, NaN or not a number."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, SLOW_SYNC, number
 
 
 def rounds_text(trust: dict) -> str:
@@ -63,7 +52,7 @@ def wait_text(trust: dict) -> str:
     """One clause on how long the end-of-run re-check waited for a slow machine to come back ('' when
     it waited less than a second or did not run)."""
     w = trust.get("recheck_wait")
-    waited, budget = (_seconds(w.get("waited_s")), _seconds(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
+    waited, budget = (number(w.get("waited_s")), number(w.get("budget_s"))) if isinstance(w, dict) else (None, None)
     if not waited or waited < 1:
         return ""
     of_budget = f" (of up to {budget:.0f} s, --recheck-wait-s)" if budget else ""

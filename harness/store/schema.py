@@ -1,4 +1,5 @@
-"""The tidy table's schema: file names of a run folder, columns and their nullable dtypes, versions.
+"""The tidy table's schema: file names of a run folder, columns and their nullable dtypes, versions, and
+``floats``, a column read as plain numbers.
 
 What each schema version (``run.json``'s ``schema_version``) added, and how older runs load, is
 docs/schema.md.
@@ -6,6 +7,7 @@ docs/schema.md.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 SCHEMA_VERSION = 5
@@ -82,3 +84,10 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 LIST_COLUMNS = ("time_samples_s", "time_cpu_samples_s", "time_rounds_s", "time_wait_samples_s", "time_contended",
                 "time_fault_samples", "time_calibration_samples_s", "time_slow", "time_used",
                 "time_host_busy_samples")  # raw samples: a list per row (JSON text in the CSV)
+
+
+def floats(values) -> np.ndarray:
+    """A column (a Series, or any sequence) as a float64 array: NaN for what is missing, NA or not a
+    number (nullable and object columns included)."""
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
