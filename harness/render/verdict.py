@@ -47,13 +47,14 @@ def _reason_count(reasons: list[tuple[str, int]], name: str) -> int:
 
 
 def trust_verdict(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
-    """One line per run, {"text", "level", "lead", "evidence", "tail"}: how many of its measured (ok) cells are trusted, how many
-    are flagged and for what (each flag counted by the text before its first ":"), the run's evidence
-    (``evidence_clauses`` and ``drift_clause``), or that trust was not assessed. Level: ok (nothing
-    flagged, no drift), warn (something flagged, or the calibration drifted) or na (nothing measured
-    or not assessed). ``text`` is the whole line; ``lead`` the counts, ``evidence`` the clauses and
-    ``tail`` what flagged cells are left out of, for a page that sets them apart (lines at level na
-    have ``text`` only)."""
+    """One line per run, {"text", "level", "lead", "evidence", "tail", "summary"}: how many of its
+    measured (ok) cells are trusted, how many are flagged and for what (each flag counted by the text
+    before its first ":"), the run's evidence (``evidence_clauses`` and ``drift_clause``), or that trust
+    was not assessed. Level: ok (nothing flagged, no drift), warn (something flagged, or the calibration
+    drifted) or na (nothing measured or not assessed). ``text`` is the whole line; ``lead`` the counts,
+    ``tail`` what flagged cells are left out of, ``evidence`` the clauses and ``summary`` a short title
+    for them (naming the drift, which alone makes a verdict warn), for a page that shows the verdict
+    first and the evidence folded under it (lines at level na have ``text`` only)."""
     lines, start = [], 0
     for df, m, p in runs:
         run_id = str(m.get("run_id") or p.name)
@@ -77,6 +78,10 @@ def trust_verdict(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
         evidence = [*evidence_clauses(m.get("trust") or {}), *([drift] if drift else [])]
         tail = (" \u2014 flagged cells never win 'Which to use', are drawn hollow and are left out of the time "
                 "exponent fits and crossovers; see Flagged cells") if t["untrusted"] else ""
+        summary = f"the evidence behind it ({len(evidence)} finding{'' if len(evidence) == 1 else 's'}"
+        summary += f"; the calibration kernel's time changed by {calibration_drift(m) - 1:.0%} during the run)" \
+            if drift else ")"
         lines.append({"text": head + text + "".join(f"; {c}" for c in evidence) + tail, "lead": head + text,
-                      "evidence": evidence, "tail": tail, "level": "warn" if t["untrusted"] or drift else "ok"})
+                      "evidence": evidence, "tail": tail, "summary": summary,
+                      "level": "warn" if t["untrusted"] or drift else "ok"})
     return lines

@@ -85,9 +85,13 @@ def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenanc
 def test_calibration_drift_is_evidence_in_the_verdict_not_a_second_banner(page):
     text = _text(page)
     assert "not reliable" not in text
-    verdict = _text(re.search(r'<p class="trust trust-warn">.*?</p>', page, re.S).group(0))
-    assert verdict.startswith("Trust: 11 of 11 measured cells trusted; the calibration kernel's time changed by 50%")
-    assert "flagged slow machine (0 cells)" in verdict
+    verdict = re.search(r'<div class="trust trust-warn"><p>(.*?)</p>\s*<details class="evidence"><summary>(.*?)'
+                        r'</summary>(.*?)</details></div>', page, re.S)
+    assert _text(verdict.group(1)) == "Trust: 11 of 11 measured cells trusted"  # the verdict first, in a line
+    assert _text(verdict.group(2)) == ("the evidence behind it (1 finding; the calibration kernel's time changed by "
+                                       "50% during the run)")  # folded under it, the drift named
+    assert _text(verdict.group(3)).startswith("the calibration kernel's time changed by 50%")
+    assert "flagged slow machine (0 cells)" in _text(verdict.group(3))
 
 
 def test_unavailable_variants_are_said_once_with_their_reasons(page, run):
