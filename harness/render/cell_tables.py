@@ -89,17 +89,20 @@ def failure_reasons(prep: pd.DataFrame) -> pd.DataFrame:
 
 
 def failures(prep: pd.DataFrame) -> pd.DataFrame:
-    """Every cell whose status is not ok (wrong included), with its status and reason."""
-    cols = ["series", "variant", "pattern_label", "causal", "pass", "seq_len", "shape", "status", "reason"]
+    """Every cell whose status is not ok (wrong included), with its status and reason (and ``repro``, the
+    command that measures it again, where the frame has it)."""
+    cols = ["series", "variant", "pattern_label", "causal", "pass", "seq_len", "shape", "status", "reason",
+            *(["repro"] if "repro" in prep.columns else [])]
     bad = prep[prep["status"] != "ok"]
     return bad[cols].sort_values(["series", "status", "variant", "pattern_label", "causal", "pass", "seq_len"],
                                  kind="stable").reset_index(drop=True)
 
 
 def untrusted_cells(prep: pd.DataFrame) -> pd.DataFrame:
-    """Every ok cell whose time is not trusted, with its measurement and its flags (``flags_text``)."""
+    """Every ok cell whose time is not trusted, with its measurement and its flags (``flags_text``) (and
+    ``repro``, the command that measures it again, where the frame has it)."""
     cols = ["series", "shape", "variant", "pattern_label", "causal", "pass", "seq_len", "time_ms", "time_iqr_ms",
-            "time_n_samples", "flags_text"]
+            "time_n_samples", "flags_text", *(["repro"] if "repro" in prep.columns else [])]
     bad = prep[untrusted_mask(prep)]
     return bad.reindex(columns=cols).sort_values(["series", "shape", "variant", "pattern_label", "causal", "pass",
                                                   "seq_len"], kind="stable").reset_index(drop=True)

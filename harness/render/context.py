@@ -184,8 +184,11 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
     errors["where"] = [f"{'causal ' if c else ''}{p}, N = {n}" for c, p, n in
                        zip(errors["causal"], errors["pass"], errors["seq_len"])]
     errors["twin_note"] = [twin_note(r) for r in errors.to_dict("records")]
-    fails = failures(prep)
-    flagged = untrusted_cells(prep)
+    metas = {str(m.get("run_id") or p.name): m for _, m, p in runs}
+    with_repro = prep.assign(repro=[repro_command(r, metas.get(r["run_id"])) for r in prep.to_dict("records")]
+                             if len(prep) else [])
+    fails = failures(with_repro)
+    flagged = untrusted_cells(with_repro)
     counts = status_counts(prep)
     tidy_cols = [*series_col, *shape_col, Col("variant", "variant"), Col("pattern_label", "pattern"),
                  Col("causal", "causal", fmt_bool), Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
@@ -202,12 +205,10 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                  Col("rel_error_f", "rel. error", fmt_sci, True),
                  Col("error_on_twin", "error on twin", fmt_bool),
                  Col("reason", "reason"), Col("repro", "measure it again")]
-    tidy = prep.sort_values(["series", "shape", "variant", "pattern", "causal", "pass", "seq_len"], kind="stable")
+    tidy = with_repro.sort_values(["series", "shape", "variant", "pattern", "causal", "pass", "seq_len"],
+                                  kind="stable")
     run_ids = [str(m.get("run_id") or p.name) for _, m, p in runs]
-    metas = {str(m.get("run_id") or p.name): m for _, m, p in runs}
     choice = mark_suspicious(answer_rows(prep, baseline, metas), suspicious_table(prep))
-    tidy["repro"] = [repro_command(r, metas.get(r["run_id"])) for r in tidy.to_dict("records")] \
-        if len(tidy) else []
     return {
         "title": "attnbench report: " + ", ".join(run_ids),
         "run_ids": run_ids,
@@ -238,7 +239,8 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "failures": html_table(fails, [*series_col, *shape_col, Col("variant", "variant"),
                                              Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool),
                                              Col("pass", "pass"), Col("seq_len", "N", fmt_text, True),
-                                             Col("status", "status"), Col("reason", "reason")]),
+                                             Col("status", "status"), Col("reason", "reason"),
+                                             Col("repro", "measure it again")], table_id="failures-table"),
         "n_failures": len(fails),
         "flagged": html_table(flagged, [*series_col, *shape_col, Col("variant", "variant"),
                                         Col("pattern_label", "pattern"), Col("causal", "causal", fmt_bool),
@@ -246,7 +248,8 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
                                         Col("time_ms", "time median (ms)", fmt_num, True),
                                         Col("time_iqr_ms", "time IQR (ms)", fmt_num, True),
                                         Col("time_n_samples", "samples", fmt_text, True),
-                                        Col("flags_text", "flags")]),
+                                        Col("flags_text", "flags"), Col("repro", "measure it again")],
+                                table_id="flagged-table"),
         "n_flagged": len(flagged),
         "trust_assessed": bool(prep.loc[prep["status"] == "ok", "time_trusted"].notna().any()),
         "failure_reasons": html_table(failure_reasons(prep), [

@@ -83,6 +83,17 @@ def test_banner_says_how_many_cells_are_trusted_and_why_not(flagged_html):
     assert flagged_html.index("Trust: 8 of 11") < flagged_html.index('id="summary"')  # at the top
 
 
+def test_flagged_and_failed_cells_carry_the_command_that_measures_them_again(flagged_html):
+    def table(table_id: str) -> str:
+        start = flagged_html.index(f'id="{table_id}"')
+        return flagged_html[start:flagged_html.index("</table>", start)]
+
+    flagged, failed = table("flagged-table"), table("failures-table")
+    assert flagged.count("<tr>") - 1 == flagged.count("attnbench sweep --variants") == 3  # every flagged cell
+    assert "attnbench sweep --variants naive --patterns global --causal no --seq-lens 1024" in flagged
+    assert failed.count("<tr>") - 1 == failed.count("attnbench sweep --variants") >= 1  # every cell that did not run
+
+
 def test_banner_of_a_run_written_before_trust_flags(scaling_rows, write_fixture_run, tmp_path):
     run = write_fixture_run(tmp_path / "old", scaling_rows())
     runs = load_runs([run])
