@@ -37,10 +37,11 @@ def _ray_processes_of(session: int) -> None:
         pass
 
 
-def test_ray_rows_match_local(tmp_path):
+def test_ray_rows_match_local(tmp_path, capsys):
     config = build_config(SMALL)
     local = run_sweep(config, out=tmp_path / "local", quiet=True)
-    remote = run_sweep(config, out=tmp_path / "ray", quiet=True, executor="ray", ray_cpus_per_case=1)
+    remote = run_sweep(config, out=tmp_path / "ray", quiet=False, executor="ray", ray_cpus_per_case=1)
+    assert "ray: each cell is measured once, on its node" in capsys.readouterr().err  # what it leaves out, said
     (a, meta_a), (b, meta_b) = load_run(local), load_run(remote)
     assert list(a.columns) == list(b.columns) == COLUMNS
     key = ["case_id", "status"]
