@@ -74,10 +74,12 @@ def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = N
     why = []
     for r in choice.to_dict("records"):
         parts = [r["note"]] if r["note"] else []
-        if r["faster_untrusted"]:
+        left_out = r["left_out"]
+        if r["faster_untrusted"]:  # the untrusted ones that matter; the wrong ones still said
             parts.append(f"measured faster but untrusted: {r['faster_untrusted']}")
-        if r["left_out"] and not r["faster_untrusted"]:
-            parts.append(f"left out ({r['left_out']})")
+            left_out = "; ".join(p for p in left_out.split("; ") if p.startswith("wrong: "))
+        if left_out:
+            parts.append(f"left out ({left_out})")
         why.append("; ".join(parts))
     choice["why"] = why
     choice = with_fidelity(choice, prep)
@@ -138,7 +140,7 @@ def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
                      "memory (geometric means over the cases where both ran)")
     none = int((choice["winner"] == "none").sum()) if "winner" in choice.columns else int(choice["variant"].isna().sum())
     if none:
-        lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (the note column says why)")
+        lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (the notes say why)")
     return lines
 
 

@@ -53,13 +53,12 @@ from harness.render.units import (
 )
 
 
-
 def resolve_baseline(variants: list[str], baseline: str | None) -> tuple[str | None, str]:
     """(baseline, note). An explicit baseline must be in the runs; the default falls back quietly."""
     if baseline is not None:
         if baseline not in variants:
             raise InputError(f"baseline variant {baseline!r} is not in these runs; variants there: "
-                             f"{', '.join(variants) or 'none'}; hint: --baseline {variants[0] if variants else 'naive'}")
+                             f"{', '.join(variants) or 'none'}; hint: --baseline {variants[0] if variants else DEFAULT_BASELINE}")
         return baseline, ""
     if DEFAULT_BASELINE in variants or not variants:
         return (DEFAULT_BASELINE if variants else None), ""

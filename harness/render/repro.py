@@ -38,7 +38,9 @@ def _docs(v) -> int | None:
 
 def repro_command(row: dict, meta: dict | None = None) -> str:
     """``attnbench sweep ...`` measuring only the case of ``row`` (a tidy row: base units, case fields),
-    with the run's ``--budget-s`` (from run.json's sweep) when known. Variant parameters the sweep set
+    with the run's ``--budget-s`` (from run.json's sweep) when known; for an ``unsupported`` row,
+    ``--all-cells``, so that the row and its reason are written again even for a variant that cannot
+    run on the device at all (a sweep leaves those out otherwise). Variant parameters the sweep set
     (run.json's sweep ``params``) cannot be given on the command line: they follow as a comment
     naming them."""
     sweep = (meta or {}).get("sweep") or {}
@@ -66,6 +68,8 @@ def repro_command(row: dict, meta: dict | None = None) -> str:
         args += ["--threads", str(threads)]
     if isinstance(sweep.get("budget_s"), (int, float)):
         args += ["--budget-s", f"{sweep['budget_s']:g}"]
+    if row.get("status") == "unsupported":  # its row again, with its reason, even where the variant cannot run at all
+        args += ["--all-cells"]
     command = shlex.join(args)
     params = dict(sweep.get("params") or {}).get(str(row["variant"])) or {}
     if isinstance(params, dict) and params:

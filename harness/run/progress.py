@@ -5,6 +5,7 @@ every so often (case i/N, elapsed, ETA); nothing with ``--quiet``.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 
@@ -39,6 +40,7 @@ class Progress:
         self.total, self.done, self.start_done = total, done, done
         self.clock, self.every_s, self.every_fraction = clock, every_s, every_fraction
         self.case: Case | None = None
+        self.t0 = clock()
         if quiet:
             return
         if self.stream.isatty():  # rich only on a terminal (lazy: start-up)
@@ -58,7 +60,7 @@ class Progress:
             self.bar.start()
         else:
             self.plain = True
-            self.t0 = self.last_t = clock()
+            self.last_t = self.t0
             self.last_step = self._step(done)
 
     def _step(self, done: int) -> int:
@@ -74,8 +76,9 @@ class Progress:
         if self.bar:
             after = self._after()
             text = f"+ re-check ~{_clock_text(after)}" if after >= 1 else ""
-            if self.bound_s is not None:
-                text = f"at most {_clock_text(max(0.0, self.bound_s()))} (the trust budget left)"
+            bound = self._bound(self._left(self.clock()))
+            if bound is not None:
+                text = f"at most {_clock_text(bound)} (the trust budget left)"
             self.bar.update(self.task, advance=1, after=text)
         elif self.plain:
             now = self.clock()
@@ -88,15 +91,25 @@ class Progress:
     def _after(self) -> float:
         return self.after_s() if self.after_s is not None else 0.0
 
+    def _left(self, now: float) -> float | None:
+        """The seconds left at this session's pace, plus ``after_s``; None before a case has finished."""
+        ran = self.done - self.start_done
+        return (now - self.t0) / ran * (self.total - self.done) + self._after() if ran > 0 else None
+
+    def _bound(self, left: float | None) -> float | None:
+        """``bound_s`` when it is finite and shorter than ``left`` (or nothing is known yet), else None."""
+        if self.bound_s is None or self.done >= self.total:
+            return None
+        bound = max(0.0, self.bound_s())
+        return bound if math.isfinite(bound) and (left is None or bound < left) else None
+
     def line(self, now: float) -> str:
         """``case 12/240 (5%), elapsed 0:01:02, ETA 0:19:38 (0:01:10 of it re-measuring), last: <case id>``;
         the cases' ETA from this session's pace, plus ``after_s``, at most ``bound_s``."""
-        elapsed = now - self.t0
-        ran = self.done - self.start_done
-        after = self._after()
-        left = elapsed / ran * (self.total - self.done) + after if ran > 0 else None
-        bound = max(0.0, self.bound_s()) if self.bound_s is not None and self.done < self.total else None
-        if bound is not None and (left is None or bound < left):
+        elapsed, after = now - self.t0, self._after()
+        left = self._left(now)
+        bound = self._bound(left)
+        if bound is not None:
             eta = f"{_clock_text(bound)} at most (the trust budget left)"
         else:
             eta = _clock_text(left) if left is not None else "unknown"

@@ -122,8 +122,8 @@ def _sweep(run_dir: Path, meta: dict, config: SweepConfig, resumed: bool, quiet:
 
         ray_exec = RayExecutor(config, ex.ray_address, ex.ray_cpus_per_case, quiet)
         say(quiet, "ray: each cell is measured once, on its node (its --retries there); the planned rounds "
-                   "(--rounds, --short-rounds), the cross-cell re-measurements and the end-of-run re-check are the "
-                   "local executor's (docs/scale-out.md)")
+                   "(--rounds, --short-rounds), the cross-cell re-measurements and the end-of-run re-check are not "
+                   "done on Ray (local executor only; docs/scale-out.md)")
     kept = {k: v for k, v in (meta.get("execution") or {}).items() if k != "executor" and not k.startswith("ray_")}
     meta["execution"] = {**kept, **(ray_exec.execution() if ray_exec else {"executor": ex.executor})}
     marker = InProgress(run_dir)

@@ -38,4 +38,3 @@ def test_the_command_line_starts_without_torch_or_plotting():
             "print(sorted(m for m in ('torch', 'matplotlib', 'jinja2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-

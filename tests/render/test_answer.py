@@ -74,6 +74,18 @@ def test_the_note_names_the_variants_left_out_once_per_reason(scaling_rows):
                                               "left out (untrusted: naive, local)")
 
 
+def test_a_note_naming_faster_untrusted_variants_still_names_the_wrong_ones(scaling_rows):
+    rows = []
+    for r in _trusted(scaling_rows()):
+        if (r["pattern"], r["seq_len"], r["variant"]) == ("local", 2048, "naive"):
+            r = {**r, "time_s_median": 1e-6, "time_trusted": False, "time_flags": "noisy"}
+        elif (r["pattern"], r["seq_len"], r["variant"]) == ("local", 2048, "xformers"):
+            r = {**r, "status": "wrong", "reason": "output relative error 1.0e+00"}
+        rows.append(r)
+    got = answer_rows(prepare(rows_to_frame(rows)), "local").set_index(["pattern", "seq_len"])
+    assert got.loc[("local", 2048), "why"] == "measured faster but untrusted: naive; left out (wrong: xformers)"
+
+
 def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenance(page):
     assert page.count('class="trust trust-') == 1
     order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="which-to-use"',
@@ -138,6 +150,8 @@ def test_show_prints_the_answer_the_unavailable_variants_and_a_repro(run, capsys
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
     assert "Which to use" in out and "speedup and memory saving vs naive" in out
+    notes = [line for line in out.splitlines() if re.match(r"\[\d+\] ", line)]  # under the table, once each
+    assert notes == ["[1] no variant ran ok"] and out.count("[1]") == 2  # the mark in its row, the note below
     assert out.count("not run: xformers cannot run on cpu: device=cpu (supported: cuda); xformers is not "
                      "installed") == 1
     assert "changed by 50%" in out.split("\n")[1]  # the drift in the trust line

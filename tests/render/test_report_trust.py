@@ -92,6 +92,8 @@ def test_flagged_and_failed_cells_carry_the_command_that_measures_them_again(fla
     assert flagged.count("<tr>") - 1 == flagged.count("attnbench sweep --variants") == 3  # every flagged cell
     assert "attnbench sweep --variants naive --patterns global --causal no --seq-lens 1024" in flagged
     assert failed.count("<tr>") - 1 == failed.count("attnbench sweep --variants") >= 1  # every cell that did not run
+    unsupported = [row for row in failed.split("<tr>") if ">unsupported<" in row]
+    assert unsupported and all("--all-cells" in row for row in unsupported)  # its row comes back, with its reason
 
 
 def test_banner_of_a_run_written_before_trust_flags(scaling_rows, write_fixture_run, tmp_path):

@@ -60,6 +60,37 @@ def test_work_the_trust_budget_bounds_has_an_eta_of_at_most_what_it_has_left():
     assert stream.getvalue().splitlines()[-1].endswith("ETA 0:19:36")  # 12 s a cell, 98 more
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_bar_and_the_line_bound_the_eta_alike_and_an_unbounded_budget_is_no_bound():
+    """On a terminal the bar names the bound only when it is shorter than the pace's estimate, as the
+    plain line does; an unbounded trust budget (``--trust-budget inf``: ``left_s`` is infinite) is no
+    bound on either."""
+    import math
+
+    clock, left = _Clock(), [40.0]
+    bar = Progress(total=100, done=0, quiet=False, stream=_Terminal(), clock=clock, bound_s=lambda: left[0])
+    try:
+        clock.t = 12.0
+        bar.advance()  # the pace says 19:48 more
+        assert bar.bar.tasks[0].fields["after"] == "at most 0:00:40 (the trust budget left)"
+        left[0] = 10_000.0
+        clock.t = 24.0
+        bar.advance()
+        assert bar.bar.tasks[0].fields["after"] == ""
+        left[0] = math.inf
+        bar.advance()
+        assert bar.bar.tasks[0].fields["after"] == ""
+    finally:
+        bar.close()
+    stream = io.StringIO()
+    line = Progress(total=100, done=0, quiet=False, stream=stream, clock=_Clock(), bound_s=lambda: math.inf)
+    assert line.line(0.0).startswith("case 0/100 (0%), elapsed 0:00:00, ETA unknown")
+
+
 def test_the_eta_includes_the_recheck_it_expects():
     """Half the cells measured so far are flagged (noisy), each 1 s to re-measure: the ETA of a 100-cell
     run adds about 50 s of re-checking; a bounded trust budget caps that, and no re-checks means none."""
