@@ -1,6 +1,6 @@
 """A run's trust summary (run.json's ``trust``, ``harness.analysis.trust.summary`` and the sweep's
-re-check) in English: the clauses the report's banner and `attnbench show` print beside the count of
-trusted cells."""
+re-check) in English: the clauses the report's trust verdict (folded under it) and `attnbench show`
+(after it) give beside the count of trusted cells."""
 
 from __future__ import annotations
 

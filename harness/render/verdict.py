@@ -1,5 +1,5 @@
 """The report's first line per run: one verdict on how far its timings can be trusted, with the run's
-evidence inside it (rounds that agree, samples left out, the re-check's wait, the calibration
+evidence under it (rounds that agree, samples left out, the re-check's wait, the calibration
 kernel's drift between the run's start and end), never a second verdict beside it.
 
 ``trust_verdict`` reads a prepared frame (``harness.render.prepare.prepare``) and each run's
