@@ -46,7 +46,8 @@ class QuietWaiter:
     worker starts with a fresh one, so there only the sweep's end-of-run waits share it.
 
     ``budget_s`` (the end-of-run re-check's ``--recheck-wait-s``; 0: none) is how long these waits may
-    take in all before they only probe. While some is left, a wait that runs out goes on until the
+    take in all before they only probe (a wait that would start past it is one probe, the machine
+    quiet or not when it last looked). While some is left, a wait that runs out goes on until the
     machine comes back or the budget is spent: on a VM whose speed changes for a minute or two at a
     time, the re-check then measures its cells once the machine is back, instead of giving up after
     ``QUIET_WAIT_S``. ``waited_s``: the time spent waiting, every wait counted. ``log`` (a callable,
@@ -64,6 +65,8 @@ class QuietWaiter:
         wait, at least one probe."""
         t0 = time.perf_counter()
         first = QUIET_POLL_S if self.missed else QUIET_WAIT_S
+        if self.budget_s > 0:  # a budgeted waiter never waits past its budget: once it is spent, single probes
+            first = min(first, max(0.0, self.budget_s - self.waited_s))
         quiet = wait_for_quiet(device, best, first if limit_s is None else max(0.0, min(first, limit_s)), best_sync)
         left = self.budget_s - self.waited_s - (time.perf_counter() - t0)
         if limit_s is not None:

@@ -162,6 +162,11 @@ def test_a_wait_budget_waits_out_a_slow_spell_then_stops_at_its_bound(monkeypatc
     assert 30 <= wait.waited_s <= 36 and 100 - len(readings) < 30 - spent
     left = len(readings)
     assert wait("cpu", 1e-3) is False and len(readings) == left - 1  # the budget is spent: a single probe
+    readings[:] = [1e-3] + [2e-3] * 20
+    assert wait("cpu", 1e-3) is True and not wait.missed  # back: the next wait would be a full one ...
+    spent = wait.waited_s
+    assert wait("cpu", 1e-3) is False and len(readings) == 19  # ... but for the budget, spent: a single probe
+    assert wait.waited_s - spent <= 4  # the waiter's own readings of this clock, a second each
     # No budget (every other waiter): a wait that runs out is not extended.
     plain = quiet.QuietWaiter()
     readings[:] = [2e-3] * 20
