@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from harness.analysis.choose import geometric_mean, which_to_use, wins
@@ -127,17 +128,28 @@ def mark_suspicious(choice: pd.DataFrame, suspicious: pd.DataFrame) -> pd.DataFr
 
 def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
     """A few sentences over every answer: which variants win how many cases, the geometric-mean speedup
-    and memory saving of the winners over the baseline, and the cases with no trusted winner."""
+    of the winners over the baseline where the baseline's time is trusted too (the others counted, left
+    out), their geometric-mean memory saving wherever both ran, and the cases with no trusted winner."""
     if choice.empty:
         return []
     won = wins(choice)
     total = len(choice)
     lines = ["Fastest trusted variant: " + ", ".join(f"{v} in {n} of {total} cases" for v, n in won.items())
              if len(won) else "No case has a trusted winner."]
-    speed, saving = geometric_mean(choice["speedup"]), geometric_mean(choice["memory_saving"])
-    if baseline and math.isfinite(speed):
-        lines.append(f"Against {baseline}: {fmt_ratio(speed)} faster and {fmt_ratio(saving) or 'n/a'} less peak "
-                     "memory (geometric means over the cases where both ran)")
+    def ratios(column: str, rows=None) -> pd.Series:
+        values = pd.to_numeric(choice[column] if rows is None else choice.loc[rows, column], errors="coerce")
+        return values[np.isfinite(values) & (values > 0)]
+
+    base_untrusted = np.array([v is False for v in choice["baseline_trusted"]], dtype=bool)  # None: not assessed
+    speeds, left_out = ratios("speedup", ~base_untrusted), len(ratios("speedup", base_untrusted))
+    savings = ratios("memory_saving")  # peak memory does not depend on a quiet machine: every case both ran
+    if baseline and (len(speeds) or len(savings)):
+        faster = (f"{fmt_ratio(geometric_mean(speeds))} faster over the {len(speeds)} case{'' if len(speeds) == 1 else 's'}"
+                  f" where both times are trusted" if len(speeds) else "no speedup with both times trusted")
+        if left_out:
+            faster += f" ({left_out} more left out: {baseline}'s time untrusted)"
+        lines.append(f"Against {baseline} (geometric means): {faster}; {fmt_ratio(geometric_mean(savings)) or 'n/a'} "
+                     f"less peak memory over the {len(savings)} case{'' if len(savings) == 1 else 's'} where both ran")
     none = int((choice["winner"] == "none").sum()) if "winner" in choice.columns else int(choice["variant"].isna().sum())
     if none:
         lines.append(f"{none} case{'' if none == 1 else 's'} with no trusted winner (the notes say why)")

@@ -86,6 +86,21 @@ def test_a_note_naming_faster_untrusted_variants_still_names_the_wrong_ones(scal
     assert got.loc[("local", 2048), "why"] == "measured faster but untrusted: naive; left out (wrong: xformers)"
 
 
+def test_the_summary_speedup_is_over_trusted_baselines_and_the_saving_over_every_case(scaling_rows):
+    from harness.render.answer import answer_summary
+
+    rows = [{**r, "time_trusted": False, "time_flags": "noisy"} if (r["variant"], r["seq_len"]) == ("naive", 1024)
+            and r["pattern"] == "local" else r for r in _trusted(scaling_rows())]
+    choice = answer_rows(prepare(rows_to_frame(rows)), "naive")
+    # local: naive wins at 256 and 512 (1x); local wins at 1024 (naive untrusted; saving 2x) and 2048 (speedup
+    # 2048 / 600 = 3.41x, saving 4x); global: naive wins at 256-1024 (1x), nothing at 2048 (naive out of memory).
+    # Speedup: 3.41 ** (1 / 6) = 1.23 over six cases; saving: (2 * 4) ** (1 / 7) = 1.35 over seven.
+    lines = answer_summary(choice, "naive")
+    assert lines[1] == ("Against naive (geometric means): 1.23x faster over the 6 cases where both times are "
+                        "trusted (1 more left out: naive's time untrusted); 1.35x less peak memory over the 7 cases "
+                        "where both ran")
+
+
 def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenance(page):
     assert page.count('class="trust trust-') == 1
     order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="which-to-use"',
