@@ -92,7 +92,7 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     from rich.markup import escape  # lazy: start-up
     from rich.table import Table  # lazy: start-up
 
-    from harness.render.answer import answer_rows, answer_summary, fmt_pct  # lazy: start-up
+    from harness.render.answer import answer_rows, answer_summary, fmt_pct, glance  # lazy: start-up
     from harness.render.context import resolve_baseline  # lazy: start-up
     from harness.render.prepare import prepare  # lazy: start-up
     from harness.render.units import fmt_num, fmt_sci  # lazy: start-up
@@ -107,7 +107,18 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     multi_shape = choice["shape"].nunique() > 1 if len(choice) else False
     inputs = "inputs" in choice.columns
     fidelity = "fidelity_out_rel_error" in choice.columns and bool(choice["fidelity_out_rel_error"].notna().any())
-    table = Table(title="Which to use: the fastest trusted variant per case"
+    view = glance(choice, False, multi_shape)
+    if len(view):
+        at = Table(title="Which to use, at a glance: the fastest trusted variant per case"
+                         + (f" and its speedup over {base} (~: {base}'s time untrusted)" if base else ""),
+                   title_justify="left", box=box.SIMPLE_HEAD)
+        labels = {"shape": "shape", "inputs": "inputs", "pattern_label": "pattern", "causal": "causal", "pass": "pass"}
+        for col in view.columns:
+            at.add_column(escape(labels.get(col, col)), overflow="fold")
+        for r in view.to_dict("records"):
+            at.add_row(*[escape("yes" if r[c] is True else "no" if r[c] is False else str(r[c])) for c in view.columns])
+        console.print(at)
+    table = Table(title="Which to use, every case: the fastest trusted variant"
                         + (f" (speedup and memory saving vs {base})" if base else ""),
                   title_justify="left", box=box.SIMPLE_HEAD)
     for header, justify in ([("shape", "left")] if multi_shape else []) + ([("inputs", "left")] if inputs else []) + [

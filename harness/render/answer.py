@@ -144,8 +144,9 @@ def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
     speeds, left_out = ratios("speedup", ~base_untrusted), len(ratios("speedup", base_untrusted))
     savings = ratios("memory_saving")  # peak memory does not depend on a quiet machine: every case both ran
     if baseline and (len(speeds) or len(savings)):
-        faster = (f"{fmt_ratio(geometric_mean(speeds))} faster over the {len(speeds)} case{'' if len(speeds) == 1 else 's'}"
-                  f" where both times are trusted" if len(speeds) else "no speedup with both times trusted")
+        cases = f"{len(speeds)} case{'' if len(speeds) == 1 else 's'}"
+        faster = (f"{fmt_ratio(geometric_mean(speeds))} faster over the {cases} where both times are trusted"
+                  if len(speeds) else "no speedup with both times trusted")
         if left_out:
             faster += f" ({left_out} more left out: {baseline}'s time untrusted)"
         lines.append(f"Against {baseline} (geometric means): {faster}; {fmt_ratio(geometric_mean(savings)) or 'n/a'} "
@@ -175,6 +176,34 @@ def answer_table(choice: pd.DataFrame, baseline: str | None, multi_series: bool,
         cols.append(Col("fidelity_ppl", "perplexity", fmt_num, True))
     cols += [Col("why", "note"), Col("repro", "measure it again")]
     return html_table(choice, cols, table_id="which-to-use")
+
+
+def glance(choice: pd.DataFrame, multi_series: bool, multi_shape: bool) -> pd.DataFrame:
+    """"Which to use" at a glance: one row per pattern (causal flag, pass; and run, shape and inputs
+    where there are several), one column per N (``N=512``, ...), each cell the winner and its speedup
+    over the baseline ("chunked 1.23x"; "chunked ~1.23x" where the baseline's time is untrusted, so the
+    speedup is too; "none" without a trusted winner). Reading order of ``choice``."""
+    if choice.empty:
+        return pd.DataFrame()
+    keys = [*(["series"] if multi_series else []), *(["shape"] if multi_shape else []),
+            *(["inputs"] if "inputs" in choice.columns else []), "pattern_label", "causal", "pass"]
+    cell = [("none" if w == "none" else f"{w} {'~' if b is False and s else ''}{s}".strip())
+            for w, s, b in zip(choice["winner"], choice["speedup_text"], choice["baseline_trusted"])]
+    ns = sorted({int(n) for n in choice["seq_len"]})
+    rows: dict[tuple, dict] = {}
+    for key, n, text in zip(zip(*(choice[k] for k in keys)), choice["seq_len"], cell):
+        rows.setdefault(key, dict(zip(keys, key)))[f"N={int(n)}"] = text
+    return pd.DataFrame(list(rows.values()), columns=[*keys, *(f"N={n}" for n in ns)]).fillna("")
+
+
+def glance_table(choice: pd.DataFrame, multi_series: bool, multi_shape: bool):
+    """``glance`` as the report's HTML fragment."""
+    view = glance(choice, multi_series, multi_shape)
+    if view.empty:
+        return ""
+    labels = {"series": "run", "shape": "shape", "inputs": "inputs", "pattern_label": "pattern", "pass": "pass"}
+    cols = [Col("causal", "causal", fmt_bool) if c == "causal" else Col(c, labels.get(c, c)) for c in view.columns]
+    return html_table(view, cols, table_id="at-a-glance")
 
 
 def unavailable(metas: list[dict]) -> list[dict]:

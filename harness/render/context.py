@@ -19,7 +19,14 @@ import pandas as pd
 from harness.analysis.trust_frame import untrusted_mask
 from harness.core.errors import InputError
 from harness.core.names import DEFAULT_BASELINE
-from harness.render.answer import answer_rows, answer_summary, answer_table, mark_suspicious, unavailable
+from harness.render.answer import (
+    answer_rows,
+    answer_summary,
+    answer_table,
+    glance_table,
+    mark_suspicious,
+    unavailable,
+)
 from harness.render.cell_tables import (
     ceiling_summary,
     failure_reasons,
@@ -57,8 +64,9 @@ def resolve_baseline(variants: list[str], baseline: str | None) -> tuple[str | N
     """(baseline, note). An explicit baseline must be in the runs; the default falls back quietly."""
     if baseline is not None:
         if baseline not in variants:
+            hint = variants[0] if variants else DEFAULT_BASELINE
             raise InputError(f"baseline variant {baseline!r} is not in these runs; variants there: "
-                             f"{', '.join(variants) or 'none'}; hint: --baseline {variants[0] if variants else DEFAULT_BASELINE}")
+                             f"{', '.join(variants) or 'none'}; hint: --baseline {hint}")
         return baseline, ""
     if DEFAULT_BASELINE in variants or not variants:
         return (DEFAULT_BASELINE if variants else None), ""
@@ -217,6 +225,7 @@ def build_context(runs: list[tuple], baseline: str | None = None, generated_at: 
         "baseline_note": baseline_note,
         "trust": trust_verdict(runs, prep),
         "answer": answer_table(choice, baseline, multi_series, len(shapes) > 1),
+        "glance": glance_table(choice, multi_series, len(shapes) > 1),
         "answer_summary": answer_summary(choice, baseline),
         "n_answers": len(choice),
         **suspicious_section(prep),

@@ -101,9 +101,23 @@ def test_the_summary_speedup_is_over_trusted_baselines_and_the_saving_over_every
                         "where both ran")
 
 
+def test_at_a_glance_one_row_per_pattern_and_pass_one_column_per_n(scaling_rows):
+    from harness.render.answer import glance
+
+    rows = [{**r, "time_trusted": False, "time_flags": "noisy"} if (r["variant"], r["seq_len"], r["pattern"]) ==
+            ("naive", 1024, "local") else r for r in _trusted(scaling_rows())]
+    view = glance(answer_rows(prepare(rows_to_frame(rows)), "naive"), False, False)
+    assert list(view.columns) == ["pattern_label", "causal", "pass", "N=256", "N=512", "N=1024", "N=2048"]
+    by = {label.split()[0]: row for label, row in zip(view["pattern_label"], view.to_dict("records"))}
+    assert [by["local"][f"N={n}"] for n in (256, 512, 1024, 2048)] == [
+        "naive 1x", "naive 1x", "local ~1.71x", "local 3.41x"]  # ~: naive's own time untrusted
+    assert by["global"]["N=2048"] == "none"  # naive out of memory, xformers unsupported
+
+
 def test_report_opens_with_one_verdict_then_the_answer_then_plots_then_provenance(page):
     assert page.count('class="trust trust-') == 1
-    order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="which-to-use"',
+    order = [page.index(s) for s in ('class="trust trust-', '<h2 id="answer">', 'id="at-a-glance"',
+                                     'id="which-to-use"',
                                      '<h2 id="shape1">', '<h2 id="flagged">', '<h2 id="tidy">', '<h2 id="runs">',
                                      '<h2 id="machine">')]
     assert order == sorted(order)
@@ -165,6 +179,8 @@ def test_show_prints_the_answer_the_unavailable_variants_and_a_repro(run, capsys
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
     assert "Which to use" in out and "speedup and memory saving vs naive" in out
+    assert out.index("Which to use, at a glance") < out.index("Which to use, every case")
+    assert re.search(r"global\s+no\s+fwd\s+naive 1x\s+naive 1x\s+naive 1x\s+none", out)  # N=256..2048
     notes = [line for line in out.splitlines() if re.match(r"\[\d+\] ", line)]  # under the table, once each
     assert notes == ["[1] no variant ran ok"] and out.count("[1]") == 2  # the mark in its row, the note below
     assert out.count("not run: xformers cannot run on cpu: device=cpu (supported: cuda); xformers is not "
