@@ -54,7 +54,7 @@ LASTING = ("page faults",)  # flags measuring again cannot clear: they start no 
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 SHORT_CALL_S = 5e-3  # a multi-threaded CPU call this short is mostly its threads' synchronization ...
 SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
-SLOW_SYNC = 1.2  # a short call's sync probe this much slower than the run's best: timed in that state
+SLOW_SYNC = 1.15  # a short call's sync probe this much slower than the run's best: timed in that state
 
 
 # The short names of the flags (a flag's text up to its first colon): what a filter may name.
