@@ -164,7 +164,8 @@ def print_quality(df, meta: dict) -> None:
     table = Table(title="Quality versus cost: the cheapest configuration within each output error of global "
                         "attention (a model's worst layer)", title_justify="left", box=box.SIMPLE_HEAD)
     for c in cols:
-        table.add_column(escape(c.header), justify="right" if c.numeric else "left", overflow="fold")
+        table.add_column(escape(c.header), justify="right" if c.numeric else "left", overflow="fold",
+                         no_wrap=c.key == "problem")  # the shape on one line; the numbers' headers wrap instead
     for r in view.to_dict("records"):
         table.add_row(*[escape(c.fmt(r.get(c.key))) for c in cols])
     console.print(table)
