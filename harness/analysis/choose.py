@@ -137,8 +137,13 @@ def wins(choice: pd.DataFrame) -> pd.Series:
         else pd.Series(dtype="int64")
 
 
+def finite_positive(values) -> np.ndarray:
+    """The finite positive numbers among ``values`` (ratios that exist), as float64."""
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype="float64")
+    return v[np.isfinite(v) & (v > 0)]
+
+
 def geometric_mean(values) -> float:
     """The geometric mean of the finite positive values, NaN when there is none."""
-    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype="float64")
-    v = v[np.isfinite(v) & (v > 0)]
+    v = finite_positive(values)
     return float(np.exp(np.log(v).mean())) if len(v) else math.nan

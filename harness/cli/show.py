@@ -92,7 +92,7 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
     from rich.markup import escape  # lazy: start-up
     from rich.table import Table  # lazy: start-up
 
-    from harness.render.answer import answer_rows, answer_summary, fmt_pct, glance  # lazy: start-up
+    from harness.render.answer import answer_rows, answer_summary, fmt_pct, glance, glance_cols  # lazy: start-up
     from harness.render.context import resolve_baseline  # lazy: start-up
     from harness.render.prepare import prepare  # lazy: start-up
     from harness.render.units import fmt_num, fmt_sci  # lazy: start-up
@@ -112,11 +112,11 @@ def print_answer(df, meta: dict, baseline: str | None) -> None:
         at = Table(title="Which to use, at a glance: the fastest trusted variant per case"
                          + (f" and its speedup over {base} (~: {base}'s time untrusted)" if base else ""),
                    title_justify="left", box=box.SIMPLE_HEAD)
-        labels = {"shape": "shape", "inputs": "inputs", "pattern_label": "pattern", "causal": "causal", "pass": "pass"}
-        for col in view.columns:
-            at.add_column(escape(labels.get(col, col)), overflow="fold")
+        cols = glance_cols(view)
+        for c in cols:
+            at.add_column(escape(c.header), overflow="fold")
         for r in view.to_dict("records"):
-            at.add_row(*[escape("yes" if r[c] is True else "no" if r[c] is False else str(r[c])) for c in view.columns])
+            at.add_row(*[escape(c.fmt(r[c.key])) for c in cols])
         console.print(at)
     table = Table(title="Which to use, every case: the fastest trusted variant"
                         + (f" (speedup and memory saving vs {base})" if base else ""),

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.analysis.choose import geometric_mean, which_to_use, wins
+from harness.analysis.choose import finite_positive, geometric_mean, which_to_use, wins
 from harness.render.prepare import GROUP_KEYS, PASS_ORDER, pattern_rank
 from harness.render.repro import repro_command
 from harness.render.tables import Col, html_table
@@ -136,13 +136,10 @@ def answer_summary(choice: pd.DataFrame, baseline: str | None) -> list[str]:
     total = len(choice)
     lines = ["Fastest trusted variant: " + ", ".join(f"{v} in {n} of {total} cases" for v, n in won.items())
              if len(won) else "No case has a trusted winner."]
-    def ratios(column: str, rows=None) -> pd.Series:
-        values = pd.to_numeric(choice[column] if rows is None else choice.loc[rows, column], errors="coerce")
-        return values[np.isfinite(values) & (values > 0)]
-
     base_untrusted = np.array([v is False for v in choice["baseline_trusted"]], dtype=bool)  # None: not assessed
-    speeds, left_out = ratios("speedup", ~base_untrusted), len(ratios("speedup", base_untrusted))
-    savings = ratios("memory_saving")  # peak memory does not depend on a quiet machine: every case both ran
+    speeds = finite_positive(choice.loc[~base_untrusted, "speedup"])
+    left_out = len(finite_positive(choice.loc[base_untrusted, "speedup"]))
+    savings = finite_positive(choice["memory_saving"])  # peak memory does not depend on a quiet machine
     if baseline and (len(speeds) or len(savings)):
         cases = f"{len(speeds)} case{'' if len(speeds) == 1 else 's'}"
         faster = (f"{fmt_ratio(geometric_mean(speeds))} faster over the {cases} where both times are trusted"
@@ -196,14 +193,16 @@ def glance(choice: pd.DataFrame, multi_series: bool, multi_shape: bool) -> pd.Da
     return pd.DataFrame(list(rows.values()), columns=[*keys, *(f"N={n}" for n in ns)]).fillna("")
 
 
+def glance_cols(view: pd.DataFrame) -> list[Col]:
+    """The columns of a ``glance`` frame, as the report and `attnbench show` head and format them."""
+    labels = {"series": "run", "pattern_label": "pattern"}
+    return [Col(c, labels.get(c, c), fmt_bool if c == "causal" else fmt_text) for c in view.columns]
+
+
 def glance_table(choice: pd.DataFrame, multi_series: bool, multi_shape: bool):
     """``glance`` as the report's HTML fragment."""
     view = glance(choice, multi_series, multi_shape)
-    if view.empty:
-        return ""
-    labels = {"series": "run", "shape": "shape", "inputs": "inputs", "pattern_label": "pattern", "pass": "pass"}
-    cols = [Col("causal", "causal", fmt_bool) if c == "causal" else Col(c, labels.get(c, c)) for c in view.columns]
-    return html_table(view, cols, table_id="at-a-glance")
+    return html_table(view, glance_cols(view), table_id="at-a-glance") if len(view) else ""
 
 
 def unavailable(metas: list[dict]) -> list[dict]:
