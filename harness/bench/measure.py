@@ -63,7 +63,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
             bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None,
-            slow_above: float | None = None) -> dict:
+            slow_above: float | None = None, short: tuple[float, float] | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
     evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call
     right after each of its timing blocks; ``calibration_s`` is their median beside the samples the
@@ -77,6 +77,9 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     ``earlier``: the row of an earlier measurement of the same case (an ok one): this one re-times it
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
     machine is.
+
+    ``short`` (``(below_s, budget_s)``): a call shorter than ``below_s`` is timed for that budget
+    instead (harness.bench.timing.time_callable).
 
     Peak memory is measured on the first warm-up call (``time_callable``'s ``first``), not timed.
 
@@ -100,7 +103,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
         t0 = time.perf_counter()
         timing = time_callable(prepared.fn, case.device, budget_s, timer=timer, min_samples=min_samples, beside=beside,
                                first=first if earlier is None else None, slow_above=slow_above,
-                               host=others_core_s if timer is None else None)
+                               host=others_core_s if timer is None else None, short=short)
         cost["timing"] += time.perf_counter() - t0 - peak.get("s", 0.0)
         cost["peak memory"] += peak.get("s", 0.0)
         evidence["calibration_s"] = timing.beside_median

@@ -5,21 +5,14 @@ worker loads this very file by path, so that both trees it compares are timed by
 
 ``time_callable`` warms up, sizes a block of calls, then times blocks with ``timeit`` for ``budget_s``.
 Raw per-call samples are kept; statistics are derived on read, of the samples used. Beside every block:
-
-* how long this process's threads waited for a CPU (Linux schedstat): above ``CONTENDED`` of its time,
-  the sample shared a CPU with another process (contended);
-* the process's minor page faults (``getrusage``): a call that faults maps fresh memory, so its time
-  depends on the allocator's state (``harness.bench.heap``);
-* with a ``host`` reading, other processes' CPU use over the block (the row's ``host_busy``);
-* a ``beside`` callable (the calibration kernel), timed right after the block: the machine's speed in
-  the same moments (on a 2-core VM it tracked a cell's 0.2 s windows with a correlation of 0.73-0.94,
-  a calibration timed before the cell 0.53-0.69). Above ``slow_above`` (the sweep passes 1.15x the
-  run's best so far) the sample was timed while the machine was slow (a VM's neighbours slow it in
-  bursts of 0.1-1 s).
-
-Contended and slow samples are kept raw but left out of the statistics while enough others exist,
-and more blocks are timed, within a bound, until they do (as nvbench drops samples a throttled GPU
-took): the used samples are the cell's speed on the quiet machine.
+its threads' wait for a CPU (Linux schedstat; above ``CONTENDED`` of its time the sample is
+contended), the process's minor page faults (a call that faults maps fresh memory:
+``harness.bench.heap``), other processes' CPU use (``host``), and a ``beside`` kernel (the calibration
+matmul) timed right after it: the machine's speed in the same moments (on a 2-core VM it tracked a
+cell's 0.2 s windows with a correlation of 0.73-0.94). Above ``slow_above`` the sample was timed while
+the machine was slow (a VM's neighbours slow it in bursts of 0.1-1 s). Contended and slow samples are
+kept raw but left out of the statistics while enough others exist, and more blocks are timed, within a
+bound, until they do (as nvbench drops samples a throttled GPU took).
 """
 
 from __future__ import annotations
@@ -94,6 +87,7 @@ class Timing:
     (above ``CONTENDED`` of the sample: contended); ``fault_samples``, minor page faults per call;
     ``host_samples``, other processes' CPU use as a fraction of the cores; ``beside_samples_s``, a warm
     call of the ``beside`` kernel timed right after it (above ``slow_above``, None: never, it is slow).
+    ``budget_s``: the seconds of timing the samples were given (``time_callable``'s, or its ``short`` one).
     """
 
     samples_s: list[float]
@@ -105,6 +99,7 @@ class Timing:
     beside_samples_s: list[float] | None = None
     slow_above: float | None = None
     host_samples: list[float] | None = None
+    budget_s: float | None = None
 
     @property
     def contended(self) -> list[bool]:
@@ -164,7 +159,8 @@ class Timing:
         used, waits = self.used, self.wait_samples_s
         return {"time_s_median": self.median, "time_s_iqr": self.iqr, "time_s_min": min(used),
                 "time_s_max": max(used), "time_n_samples": len(used),
-                "time_number_per_sample": self.number_per_sample, "time_noisy": self.noisy,
+                "time_number_per_sample": self.number_per_sample, "time_budget_s": self.budget_s,
+                "time_noisy": self.noisy,
                 "time_samples_s": list(self.samples_s),
                 "time_cpu_samples_s": list(self.cpu_samples_s) if self.cpu_samples_s is not None else None,
                 "time_wait_samples_s": list(waits) if waits is not None else None,
@@ -235,7 +231,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   timer: Callable[[], float] | None = None, min_samples: int = 1,
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None,
-                  slow_above: float | None = None, host: Callable[[], float] | None = None) -> Timing:
+                  slow_above: float | None = None, host: Callable[[], float] | None = None,
+                  short: tuple[float, float] | None = None) -> Timing:
     """Warm up (``warmup`` calls, or fewer: warming up stops after one sample's share of the budget,
     ``budget_s / min_samples``), size a block (``number`` calls, at least ``MIN_BLOCK_S`` of them) so
     that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s``, then time blocks with
@@ -244,11 +241,10 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     at every reading, so a block covers its kernels, not their launches. ``timer`` (a clock in seconds;
     ``CLOCKS``) can be injected: the CI gate times CPU time, tests a fake clock.
 
-    ``waits`` (the threads' run-queue wait in seconds; ``runqueue_wait_s`` by default with the wall
-    clock, none with an injected ``timer`` unless given) marks contended samples; while too few are
-    clean, blocks go on, for at most ``CONTENTION_EXTRA`` times the normal timing's time, until
-    ``min_samples`` and half the samples are clean. With the wall clock, every block's minor page faults
-    are read too, and ``host`` (other processes' CPU seconds per core so far), when given.
+    ``waits`` (the threads' run-queue wait; ``runqueue_wait_s`` by default with the wall clock) marks
+    contended samples: while too few are clean, blocks go on, for at most ``CONTENTION_EXTRA`` times the
+    normal timing's time, until ``min_samples`` and half the samples are clean. With the wall clock,
+    minor page faults are read too, and ``host`` (other processes' CPU seconds per core), when given.
 
     ``beside`` (a zero-argument kernel) is called twice right after every kept block, outside it and
     the budget, the second call timed: the first refills the caches the block evicted (cold, the
@@ -257,7 +253,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     until ``min_samples`` (at least ``MIN_FAST``) clean and fast samples exist.
 
     ``first`` (a callable that calls ``fn`` once) makes the first warm-up call, even when ``warmup`` is
-    0: the sweep measures a call's peak memory there rather than in a call of its own.
+    0: the sweep measures a call's peak memory there. ``short`` (``(below_s, short_budget_s)``): a call
+    the sizing reads shorter than ``below_s`` is timed for ``short_budget_s``, its blocks sized again.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -288,6 +285,9 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         grow = target / took if took > 0 else 10.0
         number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
         took = block.timeit(number)
+    if short is not None and took / number < short[0] and short[1] < budget_s:  # as many blocks, shorter
+        budget_s, fewer = short[1], max(1, round(number * max(short[1] / budget_s, MIN_BLOCK_S / target)))
+        number, took = (fewer, block.timeit(fewer)) if fewer < number else (number, took)
     samples, cpu, wait, fault, busy, spent = [], [], [], [], [], 0.0
     beside_s: list[float] | None = [] if beside is not None else None
 
@@ -325,7 +325,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
         keep(block.timeit(number))
     return Timing(samples_s=samples, number_per_sample=number, warmup_calls=warmed, cpu_samples_s=cpu,
                   wait_samples_s=wait if waits is not None else None, fault_samples=fault if faults is not None else None,
-                  beside_samples_s=beside_s, slow_above=slow_above, host_samples=busy if host is not None else None)
+                  beside_samples_s=beside_s, slow_above=slow_above, host_samples=busy if host is not None else None,
+                  budget_s=budget_s)
 
 
 # ---- calibration: a fixed kernel whose time tracks the machine's speed ---------------------------

@@ -244,7 +244,9 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                    help=f"measure a multi-threaded CPU cell whose calls are short (its fastest reading under "
                         f"{SHORT_CALL_S * SLOW_STATE * 1e3:g} ms) in at least N rounds (default 2; 1: as --rounds "
                         "says): a VM can slow such calls 1.3-1.7x for minutes while the calibration kernel does "
-                        "not notice, and a round after the first pass shows it (local executor only)")
+                        "not notice, and a round after the first pass shows it; each round is timed for its share of "
+                        "--budget-s (budget x rounds / N), so such a cell gets the timing of any other (local "
+                        "executor only)")
     p.add_argument("--allocator", choices=list(ALLOCATORS),
                    help="the host allocator while measuring: steady (default: glibc keeps freed memory, so a timed "
                         "call faults no fresh pages whatever ran before it) or system (the C library's defaults: a "

@@ -15,8 +15,8 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, sync_to_wait_for,
-                                    worth_remeasuring)
+from harness.analysis.trust import (MIN_CALLS, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, best_calibration,
+                                    row_flags, sync_to_wait_for, worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.verify import ReferenceCache
@@ -145,7 +145,7 @@ class InProcess(RunBests):
                                       max_error_elements=self.config.grid.max_error_elements,
                                       ref_cache=self.ref_cache, bandwidth=self.ceilings.get(BANDWIDTH_KEY),
                                       min_samples=MIN_CALLS, earlier=again, cost=steps,
-                                      slow_above=self._slow_above())
+                                      slow_above=self._slow_above(), short=self._short_budget(case))
             except CaseTimeout:
                 if not attempts:
                     raise
@@ -168,6 +168,16 @@ class InProcess(RunBests):
             best = {**best, **fidelity_fields(case, self.fidelity_cache)}
             self.cost["fidelity"] += time.perf_counter() - t0
         return {**best, "attempts": len(attempts)}
+
+    def _short_budget(self, case: Case) -> tuple[float, float] | None:
+        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``SHORT_CALL_S`` x ``SLOW_STATE``
+        is measured in ``--short-rounds`` rounds (harness.analysis.rounds), so when that is more than
+        ``--rounds``, each of its rounds gets its share of ``budget_s`` (``budget_s`` x rounds / short
+        rounds): the cell's timing is that of any other cell, spread over more moments. None otherwise."""
+        ex = self.config.execution
+        if case.device != "cpu" or torch.get_num_threads() < 2 or ex.short_rounds <= ex.rounds:
+            return None
+        return SHORT_CALL_S * SLOW_STATE, ex.budget_s * ex.rounds / ex.short_rounds
 
     def _slow_above(self) -> float | None:
         """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``

@@ -221,7 +221,7 @@ class RayExecutor:
         ray = self.ray
         pending: deque[Case] = deque(cases)
         flights: dict = {}
-        config = self.config.to_dict()
+        config = self.config.with_execution(short_rounds=1).to_dict()  # no rounds on Ray: a short call's whole budget
         last_progress = last_refresh = time.monotonic()
         idle_since = None
         try:

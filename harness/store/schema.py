@@ -25,7 +25,7 @@ CASE_COLUMNS = ["variant", "pattern", "causal", "window", "segment", "sinks", "s
 
 
 METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "time_s_iqr", "time_s_min", "time_s_max",
-                  "time_n_samples", "time_number_per_sample", "time_noisy", "peak_mem_bytes", "mask_mem_bytes", "peak_mem_method",
+                  "time_n_samples", "time_number_per_sample", "time_budget_s", "time_noisy", "peak_mem_bytes", "mask_mem_bytes", "peak_mem_method",
                   "flops", "flops_per_s", "ceiling_flops_per_s", "ceiling_fraction", "bytes", "bytes_per_s",
                   "bandwidth_bytes_per_s", "bandwidth_fraction", "rel_error", "grad_rel_error", "error_seq_len",
                   "error_batch", "error_heads", "error_on_twin", "isolated", "node", "node_id", "device_name", "wall_s",
@@ -48,7 +48,7 @@ NULLABLE_DTYPES = {
                      "ceiling_flops_per_s", "ceiling_fraction", "bytes_per_s", "bandwidth_bytes_per_s",
                      "bandwidth_fraction", "rel_error", "grad_rel_error", "wall_s", "finished_at"), "Float64"),
     **dict.fromkeys(("time_noisy", "error_on_twin", "isolated", "time_trusted"), "boolean"),
-    **dict.fromkeys(("calibration_s", "sync_s", "host_busy", "gpu_temp_c"), "Float64"),
+    **dict.fromkeys(("calibration_s", "sync_s", "host_busy", "gpu_temp_c", "time_budget_s"), "Float64"),
     **dict.fromkeys(("threads", "torch_threads", "attempts", "gpu_sm_clock_mhz", "inputs_layer", "fidelity_rows"),
                     "Int64"),
     **dict.fromkeys(("fidelity_out_rel_error", "fidelity_out_rel_error_p50", "fidelity_out_rel_error_p90",

@@ -320,3 +320,21 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
     rows[0] = {**ok_row(time_s_median=9e-3, attempts=1), "case_id": fwd.id, **fwd.to_record()}
     remeasure_suspects(Cells(rows, {c.id: c for c in (fwd, bwd, long)}, slower, record, {"calibration": []}, quiet=True))
     assert rows[0]["time_s_median"] == 9e-3 and rows[0]["attempts"] == 2 and rows[0]["remeasured_for"]
+
+
+def test_a_short_multi_threaded_cpu_call_gets_its_rounds_share_of_the_budget(monkeypatch):
+    """With --short-rounds above --rounds, ``measure`` is handed (the short-call bound, budget_s x
+    rounds / short rounds); with one torch thread, on CUDA, or with --short-rounds 1, nothing."""
+    from harness.analysis.trust import SHORT_CALL_S, SLOW_STATE
+
+    seen = []
+    monkeypatch.setattr(executors, "measure", lambda *a, short=None, **k: seen.append(short) or ok_row())
+    case = Case("naive", seq_len=16, heads=1, head_dim=8, threads=2)
+    for options in ({}, {"short_rounds": 3}, {"short_rounds": 4, "rounds": 2}, {"short_rounds": 1}):
+        config = build_config({"variants": ["naive"], "retries": 0, "budget_s": 0.6, **options})
+        executors.InProcess(config, {}).metrics(case)
+    assert seen == [(SHORT_CALL_S * SLOW_STATE, 0.3), (SHORT_CALL_S * SLOW_STATE, pytest.approx(0.2)),
+                    (SHORT_CALL_S * SLOW_STATE, 0.3), None]
+    seen.clear()
+    executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {}).metrics(case.replace(threads=1))
+    assert seen == [None]
