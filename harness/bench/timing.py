@@ -254,7 +254,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
 
     ``first`` (a callable that calls ``fn`` once) makes the first warm-up call, even when ``warmup`` is
     0: the sweep measures a call's peak memory there. ``short`` (``(below_s, short_budget_s)``): a call
-    the sizing reads shorter than ``below_s`` is timed for ``short_budget_s``, its blocks sized again.
+    whose first timed call is shorter than ``below_s`` is timed for ``short_budget_s``.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -279,15 +279,14 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     faults = minor_faults if timer is None and minor_faults() is not None else None
     clock = _DualClock(wall, waits, faults, host)
     block = timeit.Timer(stmt=fn, timer=clock)
-    target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     number, took = 1, block.timeit(1)
+    if short is not None and took < short[0] and short[1] < budget_s:  # one call says so: load only adds time
+        budget_s = short[1]
+    target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     while took < target and number < MAX_NUMBER:
         grow = target / took if took > 0 else 10.0
         number = min(MAX_NUMBER, max(number + 1, int(number * min(grow * 1.2, 10.0))))
         took = block.timeit(number)
-    if short is not None and took / number < short[0] and short[1] < budget_s:  # as many blocks, shorter
-        budget_s, fewer = short[1], max(1, round(number * max(short[1] / budget_s, MIN_BLOCK_S / target)))
-        number, took = (fewer, block.timeit(fewer)) if fewer < number else (number, took)
     samples, cpu, wait, fault, busy, spent = [], [], [], [], [], 0.0
     beside_s: list[float] | None = [] if beside is not None else None
 

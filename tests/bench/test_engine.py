@@ -330,7 +330,7 @@ def test_a_row_calibration_is_the_median_of_the_kernel_timed_beside_its_samples(
 
 def test_a_short_call_is_timed_for_its_short_budget_and_a_long_one_for_the_whole():
     """``short`` = (below_s, budget_s): a 1 ms call (fake clock) under below_s is timed for the short
-    budget, in blocks sized again so that as many samples fit it; a 10 ms call is timed for the whole
+    budget, in blocks sized for it so that as many samples fit; a 10 ms call is timed for the whole
     budget; the budget each was given is a field of the row."""
     def timed(dt, short):
         m = FakeMachine(lambda n: False, dt=dt)
