@@ -116,7 +116,7 @@ class InProcess(RunBests):
         self.budget = budget if budget is not None else TrustBudget(config.execution.trust_budget)
         pin_allocator(config.execution.allocator)  # also in workers and Ray tasks, before any case (run.json: the driver's)
         self.variants: dict = {}
-        self.ref_cache = ReferenceCache()
+        self.ref_cache = ReferenceCache(grads_first="fwd_bwd" in config.grid.passes)  # one reference per shape
         self.fidelity_cache = FidelityCache()
         self.waiter = QuietWaiter()
         self.cost: Counter = Counter()  # seconds per step of measuring, over the run (run.json "cost_s")

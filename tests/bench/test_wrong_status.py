@@ -203,3 +203,24 @@ def test_one_reference_serves_every_variant_and_pass_of_a_shape(monkeypatch):
             fields = check_prepared(prepare(get_variant(name), _case(name, pass_).replace(seq_len=100)), cache)
             assert fields["wrong"] is None, fields
     assert built == ["grads", "out"], built
+
+
+def test_with_grads_first_a_fwd_case_builds_the_reference_its_fwd_bwd_cases_use(monkeypatch):
+    """A sweep that measures both passes meets a shape's fwd cases first: with ``grads_first`` the
+    first builds the reference with its gradients (the fwd_bwd case's upstream gradient), every case
+    of either pass is judged by it, and its output is the plain forward reference's."""
+    from harness.bench import verify
+
+    built = []
+    real, real_grads = verify.reference, verify.reference_with_grads
+    monkeypatch.setattr(verify, "reference", lambda *a, **k: built.append("out") or real(*a, **k))
+    monkeypatch.setattr(verify, "reference_with_grads", lambda *a, **k: built.append("grads") or real_grads(*a, **k))
+    first, plain = ReferenceCache(grads_first=True), ReferenceCache()
+    for pass_ in ("fwd", "fwd_bwd"):
+        for name in ("naive", "chunked"):
+            fields = check_prepared(prepare(get_variant(name), _case(name, pass_).replace(seq_len=100)), first)
+            assert fields["wrong"] is None and fields["rel_error"] < 1e-5, fields
+    assert built == ["grads", "out"], built
+    case = _case("naive", "fwd").replace(seq_len=100)
+    made = verify.make_inputs(case, seed=verify.CHECK_SEED)
+    assert torch.equal(first.get(case, made)[0], plain.get(case, made)[0])
