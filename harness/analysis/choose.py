@@ -25,7 +25,7 @@ CASE_KEYS = ["run_id", "device", "dtype", "batch", "heads", "kv_heads", "head_di
 QUALITY_COLUMNS = ("rel_error", "fidelity")
 
 COLUMNS = ["variant", "case_id", "time_s_median", "time_s_iqr", "peak_mem_bytes", *QUALITY_COLUMNS, "trust",
-           "candidates", "faster_untrusted", "left_out", "baseline", "baseline_status", "baseline_trusted",
+           "candidates", "faster_untrusted", "left_out", "wrong", "baseline", "baseline_status", "baseline_trusted",
            "baseline_time_s_median", "baseline_peak_mem_bytes", "speedup", "memory_saving", "note"]
 
 
@@ -41,16 +41,15 @@ def _ratio(a: float, b: float) -> float:
     return a / b if math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0 else math.nan
 
 
-def _left_out(g: pd.DataFrame, trust: list) -> str:
-    """The variants of one case that ran but may not win, grouped by why: "untrusted: sdpa_math, flex;
-    wrong: chunked"."""
+def _left_out(g: pd.DataFrame, trust: list) -> dict[str, list[str]]:
+    """The variants of one case that ran but may not win, by why: untrusted or wrong."""
     why: dict[str, list[str]] = {"untrusted": [], "wrong": []}
     for (variant, status), t in zip(zip(g["variant"], g["status"]), trust):
         if status == "wrong":
             why["wrong"].append(str(variant))
         elif status == "ok" and t is False:
             why["untrusted"].append(str(variant))
-    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in why.items() if names)
+    return why
 
 
 def _choose_one(g: pd.DataFrame, baseline: str) -> dict:
@@ -63,9 +62,11 @@ def _choose_one(g: pd.DataFrame, baseline: str) -> dict:
     assessed = any(t is not None for t, o in zip(trust, ok) if o)
     eligible = [o and (t is True if assessed else t is None) for o, t in zip(ok, trust)]
     rec = {c: math.nan for c in COLUMNS}
+    why = _left_out(g, trust)
     rec.update(variant=None, case_id=None, trust=None, candidates=sum(eligible), baseline=baseline or None,
-               baseline_status="not run", baseline_trusted=None, left_out=_left_out(g, trust), faster_untrusted="",
-               note="")
+               baseline_status="not run", baseline_trusted=None, faster_untrusted="", note="",
+               left_out="; ".join(f"{reason}: {', '.join(names)}" for reason, names in why.items() if names),
+               wrong=", ".join(why["wrong"]))
     rows = g.to_dict("records")
     base = next((r for r in rows if r["variant"] == baseline), None) if baseline else None
     if base is not None:
@@ -109,9 +110,10 @@ def which_to_use(frame: pd.DataFrame, baseline: str | None, keys: list[str] | No
     ``time_s_median``, ``time_s_iqr``, ``peak_mem_bytes`` and quality columns (``rel_error``, and
     ``fidelity`` where the frame has it), ``trust`` (True, or None when the case was not assessed),
     ``candidates`` (cells that could win), ``faster_untrusted`` (variants measured faster whose time
-    is untrusted), ``left_out`` (variants that ran but may not win, and why), and against ``baseline``:
-    its status, trust, time and peak, ``speedup`` (its time / the winner's) and ``memory_saving`` (its
-    peak / the winner's), NaN where either is missing. The baseline itself can win (speedup 1)."""
+    is untrusted), ``left_out`` (variants that ran but may not win, and why: "untrusted: a, b; wrong:
+    c"), ``wrong`` (the wrong ones: "c"), and against ``baseline``: its status, trust, time and peak,
+    ``speedup`` (its time / the winner's) and ``memory_saving`` (its peak / the winner's), NaN where
+    either is missing. The baseline itself can win (speedup 1)."""
     keys = [k for k in (keys if keys is not None else CASE_KEYS) if k in frame.columns]
     if frame.empty or not keys:
         return pd.DataFrame(columns=[*keys, *COLUMNS])

@@ -78,7 +78,7 @@ def answer_rows(prep: pd.DataFrame, baseline: str | None, metas: dict | None = N
         left_out = r["left_out"]
         if r["faster_untrusted"]:  # the untrusted ones that matter; the wrong ones still said
             parts.append(f"measured faster but untrusted: {r['faster_untrusted']}")
-            left_out = "; ".join(p for p in left_out.split("; ") if p.startswith("wrong: "))
+            left_out = f"wrong: {r['wrong']}" if r["wrong"] else ""
         if left_out:
             parts.append(f"left out ({left_out})")
         why.append("; ".join(parts))

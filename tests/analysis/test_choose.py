@@ -40,7 +40,7 @@ def test_untrusted_and_wrong_cells_never_win_and_are_named():
                   cell("liar", time_s=1e-5, status="wrong"), cell("ok", time_s=3e-3)]).loc[256]
     assert got["variant"] == "ok" and got["candidates"] == 2
     assert got["faster_untrusted"] == "fast"
-    assert got["left_out"] == "untrusted: fast; wrong: liar"
+    assert got["left_out"] == "untrusted: fast; wrong: liar" and got["wrong"] == "liar"
 
 
 def test_no_trusted_cell_means_no_winner_and_says_why():
