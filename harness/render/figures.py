@@ -92,7 +92,6 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
     ``WRONG_MARKER`` in their variant's colour, off the lines; the legend names both."""
     import matplotlib  # lazy: start-up
     import matplotlib.ticker
-    import seaborn as sns  # lazy: start-up
     from matplotlib.lines import Line2D
 
     prep = prep.assign(_untrusted=untrusted_mask(prep) if value in TIME_VALUES else False,
@@ -103,9 +102,8 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
         return _empty_figure(f"{title}: no ok cells to plot")
     rows, cols = facet_layout(prep)
     palette = variant_palette(prep["variant"])
-    plot_palette = {v.replace("$", r"\$"): c for v, c in palette.items()}
     series = sorted(prep["series"].unique())
-    markers = dict(zip(series, SERIES_MARKERS * 9))
+    markers, dashes = dict(zip(series, SERIES_MARKERS * 9)), dict(zip(series, SERIES_DASHES * 9))
     multi = len(series) > 1
     with matplotlib.rc_context(_style()):
         fig, axes = _new_figure(len(rows), len(cols), 3.6, 2.7, extra_w=2.2)
@@ -121,11 +119,12 @@ def plot_vs_n(prep: pd.DataFrame, value: str, ylabel: str, title: str, logy: boo
                 if sub.empty and bad.empty:
                     ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes, color="0.4")
                 elif not sub.empty:
-                    # lines through every ok cell; markers drawn apart, so untrusted ones can be hollow
-                    kwargs = dict(style="series", style_order=series, markers=False,
-                                  dashes=dict(zip(series, SERIES_DASHES * 9))) if multi else {}
-                    sns.lineplot(data=sub, x="seq_len", y=value, hue="variant_plot", palette=plot_palette,
-                                 errorbar=None, legend=False, ax=ax, **kwargs)
+                    # a line through every ok cell (the mean where a variant has several at one N) per
+                    # variant and series; markers drawn apart, so untrusted ones can be hollow
+                    for (variant, s), pts in sub.groupby(["variant", "series"], sort=True):
+                        line, dash = pts.groupby("seq_len")[value].mean(), dashes[s] if multi else ""
+                        ax.plot(line.index, line.to_numpy(), color=palette[variant],
+                                linestyle=(0, dash) if dash else "-")
                     for (variant, s, hollow), pts in sub.groupby(["variant", "series", "_untrusted"], sort=True):
                         color = palette[variant]
                         ax.plot(pts["seq_len"], pts[value], linestyle="none", marker=markers[s], color=color,
