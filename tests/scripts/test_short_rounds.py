@@ -1,20 +1,12 @@
 """scripts/short_rounds.py's verdict: half-budget rounds of a short call must agree about as often as
 whole-budget ones, and cost less."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "short_rounds.py"
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("short_rounds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("short_rounds")
 
 
 def test_consecutive_rounds_are_paired_and_agree_within_15_percent(script):

@@ -1,21 +1,14 @@
 """The trust proof's verdict (scripts/trust_proof.py): it judges the loaded run's trusted cells against
 the quiet medians their own run trusted, and misses the target when it should."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "trust_proof.py"
-
 
 @pytest.fixture(scope="module")
-def proof():
-    spec = importlib.util.spec_from_file_location("trust_proof", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def proof(load_script):
+    return load_script("trust_proof")
 
 
 def runs(quiet, loaded, quiet2):
