@@ -25,6 +25,10 @@ def calibration_drift(meta: dict) -> float | None:
     return max(cal) / min(cal) if len(cal) >= 2 else None
 
 
+def _changed(drift: float) -> str:
+    return f"the calibration kernel's time changed by {drift - 1:.0%}"
+
+
 def drift_clause(meta: dict, slow_cells: int | None = None) -> str:
     """The calibration drift as evidence ('' when under ``DRIFT``): how much the machine's speed
     changed during the run, and what the per-cell check made of it (``slow_cells``: cells flagged
@@ -38,8 +42,7 @@ def drift_clause(meta: dict, slow_cells: int | None = None) -> str:
                f"slower than the run's best{sync} are flagged " + SLOW_MACHINE)
     if slow_cells is not None:
         checked += f" ({slow_cells} cell{'' if slow_cells == 1 else 's'})"
-    return (f"the calibration kernel's time changed by {drift - 1:.0%} between the run's start and end (the machine "
-            f"was busy or throttling at times); {checked}")
+    return f"{_changed(drift)} between the run's start and end (the machine was busy or throttling at times); {checked}"
 
 
 def _reason_count(reasons: list[tuple[str, int]], name: str) -> int:
@@ -79,8 +82,7 @@ def trust_verdict(runs: list[tuple], prep: pd.DataFrame) -> list[dict]:
         tail = (" \u2014 flagged cells never win 'Which to use', are drawn hollow and are left out of the time "
                 "exponent fits and crossovers; see Flagged cells") if t["untrusted"] else ""
         summary = f"the evidence behind it ({len(evidence)} finding{'' if len(evidence) == 1 else 's'}"
-        summary += f"; the calibration kernel's time changed by {calibration_drift(m) - 1:.0%} during the run)" \
-            if drift else ")"
+        summary += f"; {_changed(calibration_drift(m))} during the run)" if drift else ")"
         lines.append({"text": head + text + "".join(f"; {c}" for c in evidence) + tail, "lead": head + text,
                       "evidence": evidence, "tail": tail, "summary": summary,
                       "level": "warn" if t["untrusted"] or drift else "ok"})
