@@ -28,7 +28,7 @@ Pure functions of rows.
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_STATE, as_list, number, row_flags
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, as_list, number, row_flags
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -43,19 +43,26 @@ def rounds_done(row: dict) -> int:
 
 def short(row: dict) -> bool:
     """Whether a row's calls are short and multi-threaded on a CPU: its fastest round so far under
-    ``SHORT_CALL_S`` x ``SLOW_STATE``, on more than one torch thread, and not measured by a Ray task
+    ``SHORT_BELOW_S``, on more than one torch thread, and not measured by a Ray task
     (``node_id``: a local resume would time it again on another machine)."""
     if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
         return False
     readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
     readings = [m for m in readings if m and m > 0]
-    return bool(readings) and min(readings) < SHORT_CALL_S * SLOW_STATE
+    return bool(readings) and min(readings) < SHORT_BELOW_S
 
 
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:
     """Rounds an ok row's cell is to be measured in: ``rounds``, or ``short_rounds`` when more and its
     calls are ``short``."""
     return max(rounds, short_rounds) if short(row) else rounds
+
+
+def round_share(rounds: int, short_rounds: int) -> float:
+    """The share of ``budget_s`` each round of a short call is timed for: its rounds
+    (``rounds_wanted``) share the budget of a cell measured in ``rounds``, so it gets the timing of any
+    other cell, spread over more moments (1 when ``short_rounds`` adds none)."""
+    return rounds / max(rounds, short_rounds)
 
 
 def _wrong_again(new: dict) -> dict:

@@ -54,6 +54,7 @@ LASTING = ("page faults",)  # flags measuring again cannot clear: they start no 
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 SHORT_CALL_S = 5e-3  # a multi-threaded CPU call this short is mostly its threads' synchronization ...
 SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
+SHORT_BELOW_S = SHORT_CALL_S * SLOW_STATE  # a multi-threaded CPU call read under this is short
 SLOW_SYNC = 1.15  # a short call's sync probe this much slower than the run's best: timed in that state
 
 
@@ -145,10 +146,10 @@ def bimodal(samples: list[float]) -> bool:
 def slow_sync(row: dict, best_sync: float | None) -> float | None:
     """How much slower than ``best_sync`` (the run's best) a short call's threads synchronized right
     after its timing (``sync_s``, probed on CPUs with several threads only), when more than
-    ``SLOW_SYNC``; None otherwise. Short: a median under ``SHORT_CALL_S`` x ``SLOW_STATE``, mostly the
+    ``SLOW_SYNC``; None otherwise. Short: a median under ``SHORT_BELOW_S``, mostly the
     threads' synchronization (a longer call is mostly arithmetic, which that state does not slow)."""
     sync, med = number(row.get("sync_s")), number(row.get("time_s_median"))
-    if not (sync and best_sync and med and 0 < med < SHORT_CALL_S * SLOW_STATE):
+    if not (sync and best_sync and med and 0 < med < SHORT_BELOW_S):
         return None
     return sync / best_sync if sync > SLOW_SYNC * best_sync else None
 

@@ -4,7 +4,7 @@ re-check) in English: the clauses the report's trust verdict (folded under it) a
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, SLOW_SYNC, number
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, SLOW_CALIBRATION, SLOW_SYNC, number
 
 
 def rounds_text(trust: dict) -> str:
@@ -45,7 +45,7 @@ def sync_text(trust: dict) -> str:
         return ""
     return (f"beside {s['slow']} of {s['cells']} cells the threads synchronized more than {SLOW_SYNC:g}x slower than "
             f"the run's best, a state that slows short multi-threaded calls while the calibration does not show it "
-            f"({s['flagged']} of them under {SHORT_CALL_S * SLOW_STATE * 1e3:g} ms, flagged slow machine)")
+            f"({s['flagged']} of them under {SHORT_BELOW_S * 1e3:g} ms, flagged slow machine)")
 
 
 def wait_text(trust: dict) -> str:

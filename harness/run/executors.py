@@ -15,8 +15,9 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.trust import (MIN_CALLS, SHORT_CALL_S, SLOW_CALIBRATION, SLOW_STATE, best_calibration,
-                                    row_flags, sync_to_wait_for, worth_remeasuring)
+from harness.analysis.rounds import round_share
+from harness.analysis.trust import (MIN_CALLS, SHORT_BELOW_S, SLOW_CALIBRATION, best_calibration, row_flags,
+                                    sync_to_wait_for, worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.verify import ReferenceCache
@@ -170,14 +171,14 @@ class InProcess(RunBests):
         return {**best, "attempts": len(attempts)}
 
     def _short_budget(self, case: Case) -> tuple[float, float] | None:
-        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``SHORT_CALL_S`` x ``SLOW_STATE``
-        is measured in ``--short-rounds`` rounds (harness.analysis.rounds), so when that is more than
-        ``--rounds``, each of its rounds gets its share of ``budget_s`` (``budget_s`` x rounds / short
-        rounds): the cell's timing is that of any other cell, spread over more moments. None otherwise."""
+        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``SHORT_BELOW_S`` is measured
+        in ``--short-rounds`` rounds, each timed for its share of ``budget_s``
+        (harness.analysis.rounds.round_share); None where rounds add none."""
         ex = self.config.execution
-        if case.device != "cpu" or torch.get_num_threads() < 2 or ex.short_rounds <= ex.rounds:
+        share = round_share(ex.rounds, ex.short_rounds)
+        if case.device != "cpu" or torch.get_num_threads() < 2 or share >= 1:
             return None
-        return SHORT_CALL_S * SLOW_STATE, ex.budget_s * ex.rounds / ex.short_rounds
+        return SHORT_BELOW_S, ex.budget_s * share
 
     def _slow_above(self) -> float | None:
         """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``
