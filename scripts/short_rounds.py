@@ -1,6 +1,6 @@
 """Is a short call's round as reproducible on its share of the budget as on the whole of it? (exit 1 when not)
 
-A multi-threaded CPU call under 7.5 ms is measured in two rounds (``--short-rounds 2``), each timed for
+A multi-threaded CPU call under 15 ms is measured in two rounds (``--short-rounds 2``), each timed for
 half of ``--budget-s`` (docs/trust.md). This measures six such cells of the main job, each re-timed
 ``--reps`` times on half the budget and on the whole, the two alternating so that both meet the same
 moments of the machine, and compares how far each round's median lies from the cell's best round, and

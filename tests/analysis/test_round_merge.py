@@ -98,7 +98,7 @@ def test_reproduction_is_judged_from_the_kept_round():
 
 
 def test_which_cells_are_short_enough_for_a_second_round():
-    """Short: a multi-threaded CPU cell whose fastest round so far reads under 7.5 ms (a 5 ms call read
+    """Short: a multi-threaded CPU cell whose fastest round so far reads under 15 ms (a 10 ms call read
     1.5x slow). Not: a long one, one on a GPU, on one thread, or one a Ray task measured elsewhere."""
     from harness.analysis.rounds import rounds_wanted, short
     from harness.analysis.trust import SHORT_CALL_S, SLOW_STATE

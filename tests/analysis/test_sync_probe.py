@@ -176,7 +176,7 @@ def test_the_trust_summary_says_how_many_cells_met_the_state():
     assert t["sync"] == {"cells": 3, "slow": 2, "flagged": 1}
     text = sync_text(t)
     assert text.startswith("beside 2 of 3 cells the threads synchronized more than 1.15x slower") and text in evidence_clauses(t)
-    assert "(1 of them under 7.5 ms, flagged slow machine)" in text
+    assert "(1 of them under 15 ms, flagged slow machine)" in text
     assert "sync" not in summary(assess([{**short_row(), "sync_s": None}], {})) and sync_text({}) == ""
     assert sync_text(summary(assess([short_row()], {}))) == ""  # probed, never slow: nothing to say
 

@@ -122,13 +122,13 @@ def test_the_eta_includes_the_recheck_it_expects():
 
 def test_the_eta_includes_the_planned_rounds():
     """Short CPU calls are measured in two rounds (--short-rounds 2): of 10 rows so far, 5 are short
-    (1 ms) and 5 long (10 ms), none flagged; a 100-cell run adds one more measurement of 50 short cells."""
+    (1 ms) and 5 long (100 ms), none flagged; a 100-cell run adds one more measurement of 50 short cells."""
     from harness.run.budget import TrustBudget
     from harness.run.eta import PROBE_S, EndEstimate, retime_s
 
     clean = {"status": "ok", "device": "cpu", "time_s_iqr": 0.0, "time_n_samples": 8,
              "time_number_per_sample": 1, "calibration_s": 1e-3, "host_busy": 0.0}
-    short, long = {**clean, "time_s_median": 1e-3}, {**clean, "time_s_median": 1e-2}
+    short, long = {**clean, "time_s_median": 1e-3}, {**clean, "time_s_median": 0.1}
     estimate = EndEstimate(100, TrustBudget(None), retries=2, rounds=1, short_rounds=2)
     for row in (short, long) * 5:
         estimate.add(row)
