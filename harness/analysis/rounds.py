@@ -14,21 +14,25 @@ round's median, so the trust flags can ask whether the kept round was reproduced
 (harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted. A round whose output
 was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckier round.
 
-Short multi-threaded CPU calls (``short``) are measured in ``short_rounds`` rounds even when the run
-asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to each other about
-1.3x slower for seconds to minutes at a time; a multi-threaded call of a few milliseconds, most of
-whose time is its threads' synchronization, then reads 1.3-1.7x slower while the calibration matmul
-timed beside it stays within 10% (docs/measurements.md). The second round comes after the whole first
-pass (on the main job, minutes later), so a cell timed once in that state most likely reads its usual
-speed in the other round (kept) or is flagged unreproduced. A state that lasts across both rounds is
-the sync probe's to see (``sync_s``; harness.analysis.trust: "slow machine").
+Multi-threaded CPU calls under ``ROUND_BELOW_S`` (``short``) are measured in ``short_rounds`` rounds
+even when the run asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to
+each other about 1.3x slower for seconds to minutes at a time; a multi-threaded call of a few
+milliseconds, most of whose time is its threads' synchronization, then reads 1.3-1.7x slower while the
+calibration matmul timed beside it stays within 10% (docs/measurements.md); and a call of tens of
+milliseconds can read 1.3x slower for a second with every piece of evidence beside it clean. The
+second round comes after the whole first pass (on the main job, minutes later), so a cell timed once in
+such a state most likely reads its usual speed in the other round (kept) or is flagged unreproduced.
+A state that lasts across both rounds is the sync probe's to see (``sync_s``, for calls under
+``SHORT_BELOW_S``; harness.analysis.trust: "slow machine"). The rounds share the cell's budget
+(``round_share``): they add no timing where a round's share still holds ``MIN_CALLS`` calls (on the
+main job's 0.75 s, calls under 75 ms), only each measurement's overhead.
 
 Pure functions of rows.
 """
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, as_list, number, row_flags
+from harness.analysis.trust import ROUND_BELOW_S, ROUNDS_AGREE, as_list, number, row_flags
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -43,13 +47,13 @@ def rounds_done(row: dict) -> int:
 
 def short(row: dict) -> bool:
     """Whether a row's calls are short and multi-threaded on a CPU: its fastest round so far under
-    ``SHORT_BELOW_S``, on more than one torch thread, and not measured by a Ray task
+    ``ROUND_BELOW_S``, on more than one torch thread, and not measured by a Ray task
     (``node_id``: a local resume would time it again on another machine)."""
     if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
         return False
     readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
     readings = [m for m in readings if m and m > 0]
-    return bool(readings) and min(readings) < SHORT_BELOW_S
+    return bool(readings) and min(readings) < ROUND_BELOW_S
 
 
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:

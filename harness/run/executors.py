@@ -16,7 +16,7 @@ from collections import Counter
 import torch
 
 from harness.analysis.rounds import round_share
-from harness.analysis.trust import (MIN_CALLS, SHORT_BELOW_S, SLOW_CALIBRATION, best_calibration, row_flags,
+from harness.analysis.trust import (MIN_CALLS, ROUND_BELOW_S, SLOW_CALIBRATION, best_calibration, row_flags,
                                     sync_to_wait_for, worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
@@ -171,14 +171,14 @@ class InProcess(RunBests):
         return {**best, "attempts": len(attempts)}
 
     def _short_budget(self, case: Case) -> tuple[float, float] | None:
-        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``SHORT_BELOW_S`` is measured
+        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``ROUND_BELOW_S`` is measured
         in ``--short-rounds`` rounds, each timed for its share of ``budget_s``
         (harness.analysis.rounds.round_share); None where rounds add none."""
         ex = self.config.execution
         share = round_share(ex.rounds, ex.short_rounds)
         if case.device != "cpu" or torch.get_num_threads() < 2 or share >= 1:
             return None
-        return SHORT_BELOW_S, ex.budget_s * share
+        return ROUND_BELOW_S, ex.budget_s * share
 
     def _slow_above(self) -> float | None:
         """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``

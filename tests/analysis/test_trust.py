@@ -325,7 +325,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
 def test_a_short_multi_threaded_cpu_call_gets_its_rounds_share_of_the_budget(monkeypatch):
     """With --short-rounds above --rounds, ``measure`` is handed (the short-call bound, budget_s x
     rounds / short rounds); with one torch thread, on CUDA, or with --short-rounds 1, nothing."""
-    from harness.analysis.trust import SHORT_CALL_S, SLOW_STATE
+    from harness.analysis.trust import ROUND_BELOW_S
 
     seen = []
     monkeypatch.setattr(executors, "measure", lambda *a, short=None, **k: seen.append(short) or ok_row())
@@ -333,8 +333,7 @@ def test_a_short_multi_threaded_cpu_call_gets_its_rounds_share_of_the_budget(mon
     for options in ({}, {"short_rounds": 3}, {"short_rounds": 4, "rounds": 2}, {"short_rounds": 1}):
         config = build_config({"variants": ["naive"], "retries": 0, "budget_s": 0.6, **options})
         executors.InProcess(config, {}).metrics(case)
-    assert seen == [(SHORT_CALL_S * SLOW_STATE, 0.3), (SHORT_CALL_S * SLOW_STATE, pytest.approx(0.2)),
-                    (SHORT_CALL_S * SLOW_STATE, 0.3), None]
+    assert seen == [(ROUND_BELOW_S, 0.3), (ROUND_BELOW_S, pytest.approx(0.2)), (ROUND_BELOW_S, 0.3), None]
     seen.clear()
     executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {}).metrics(case.replace(threads=1))
     assert seen == [None]

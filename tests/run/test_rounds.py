@@ -67,14 +67,14 @@ def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):
 def test_short_cpu_calls_are_measured_in_two_rounds_by_default(tmp_path, fake_measure):
     """A faked cell of 2 ms (N=8) is measured again after the first pass (--short-rounds 2, the
     default); one of 131 ms (N=64) is not; --short-rounds 1 measures each once."""
-    from harness.analysis.trust import SHORT_CALL_S
+    from harness.analysis.trust import ROUND_BELOW_S
     from harness.run.sweep import run_sweep
 
     config = small(variants=["naive"], seq_lens=[8, 64], head_dims=[8], passes=["fwd"])
     run = run_sweep(config, out=tmp_path / "run", quiet=True)
     df, meta = load_run(run)
     short, long = df["case_id"].tolist()
-    assert df["time_s_median"].tolist()[0] < SHORT_CALL_S < df["time_s_median"].tolist()[1]
+    assert df["time_s_median"].tolist()[0] < ROUND_BELOW_S < df["time_s_median"].tolist()[1]
     assert fake_measure == [short, long, short] and meta["sweep"]["short_rounds"] == 2
     assert df["remeasured_for"].fillna("").tolist() == ["round 2", ""]
     assert len(df["time_rounds_s"].tolist()[0]) == 2
