@@ -1,10 +1,11 @@
 """Is a short call's round as reproducible on its share of the budget as on the whole of it? (exit 1 when not)
 
-A multi-threaded CPU call under 15 ms is measured in two rounds (``--short-rounds 2``), each timed for
-half of ``--budget-s`` (docs/trust.md). This measures six such cells of the main job, each re-timed
-``--reps`` times on half the budget and on the whole, the two alternating so that both meet the same
-moments of the machine, and compares how far each round's median lies from the cell's best round, and
-how often two consecutive rounds agree within 15% (what the ``unreproduced`` flag asks).
+A multi-threaded CPU call under 50 ms (harness.analysis.rounds.ROUND_BELOW_S) is measured in two
+rounds (``--short-rounds 2``), each timed for half of ``--budget-s`` (docs/trust.md). This measures
+six such cells of the main job, each re-timed ``--reps`` times on half the budget and on the whole,
+the two alternating so that both meet the same moments of the machine, and compares how far each
+round's median lies from the cell's best round, and how often two consecutive rounds agree within 15%
+(what the ``unreproduced`` flag asks).
 
 Targets: half-budget round pairs agree within 15% at most ``SLACK`` less often than whole-budget ones;
 a half-budget measurement takes at most ``COST`` of a whole one's wall time.

@@ -54,8 +54,7 @@ LASTING = ("page faults",)  # flags measuring again cannot clear: they start no 
 RECHECK = "(recheck: "  # in ``remeasured_for`` of a row the sweep's end-of-run re-check measured again
 SHORT_CALL_S = 10e-3  # a multi-threaded CPU call this short is largely its threads' synchronization ...
 SLOW_STATE = 1.5  # ... even when read this much slower (the state read such calls 1.3-1.7x slow: a compromise)
-SHORT_BELOW_S = SHORT_CALL_S * SLOW_STATE  # a multi-threaded CPU call read under this is short
-ROUND_BELOW_S = 50e-3  # a multi-threaded CPU call read under this is measured in rounds (harness.analysis.rounds)
+SHORT_BELOW_S = SHORT_CALL_S * SLOW_STATE  # a multi-threaded CPU call read under this is judged by its sync probe
 SLOW_SYNC = 1.15  # a short call's sync probe this much slower than the run's best: timed in that state
 
 

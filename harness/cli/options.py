@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from harness.analysis.trust import ROUND_BELOW_S
+from harness.analysis.rounds import ROUND_BELOW_S
 from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
 from harness.run.budget import TRUST_BUDGET_FRACTION
@@ -243,8 +243,8 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
     p.add_argument("--short-rounds", dest="short_rounds", type=int, metavar="N",
                    help=f"measure a multi-threaded CPU cell whose calls are short (its fastest reading under "
                         f"{ROUND_BELOW_S * 1e3:g} ms) in at least N rounds (default 2; 1: as --rounds "
-                        "says): a VM can slow such calls 1.3-1.7x for seconds to minutes while the calibration "
-                        "kernel does not notice, and a round after the first pass shows it; each round is timed for its share of "
+                        "says): a VM can slow such calls (short ones 1.3-1.7x) for seconds to minutes while the "
+                        "calibration kernel does not notice, and a round after the first pass shows it; each round is timed for its share of "
                         "--budget-s (budget x rounds / N), so such a cell gets the timing of any other (local "
                         "executor only)")
     p.add_argument("--allocator", choices=list(ALLOCATORS),

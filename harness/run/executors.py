@@ -15,9 +15,9 @@ from collections import Counter
 
 import torch
 
-from harness.analysis.rounds import round_share
-from harness.analysis.trust import (MIN_CALLS, ROUND_BELOW_S, SLOW_CALIBRATION, best_calibration, row_flags,
-                                    sync_to_wait_for, worth_remeasuring)
+from harness.analysis.rounds import ROUND_BELOW_S, round_share
+from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, sync_to_wait_for,
+                                    worth_remeasuring)
 from harness.bench.heap import pin_allocator
 from harness.bench.machine import BANDWIDTH_KEY
 from harness.bench.verify import ReferenceCache

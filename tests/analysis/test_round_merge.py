@@ -100,8 +100,7 @@ def test_reproduction_is_judged_from_the_kept_round():
 def test_which_cells_are_short_enough_for_a_second_round():
     """Short: a multi-threaded CPU cell whose fastest round so far reads under ``ROUND_BELOW_S``. Not: a
     long one, one on a GPU, on one thread, or one a Ray task measured elsewhere."""
-    from harness.analysis.rounds import rounds_wanted, short
-    from harness.analysis.trust import ROUND_BELOW_S as bound
+    from harness.analysis.rounds import ROUND_BELOW_S as bound, rounds_wanted, short
 
     row = {"status": "ok", "device": "cpu", "torch_threads": 2, "time_s_median": 0.9 * bound}
     assert short(row) and rounds_wanted(row, 1, 2) == 2 and rounds_wanted(row, 3, 2) == 3

@@ -325,7 +325,7 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
 def test_a_short_multi_threaded_cpu_call_gets_its_rounds_share_of_the_budget(monkeypatch):
     """With --short-rounds above --rounds, ``measure`` is handed (the short-call bound, budget_s x
     rounds / short rounds); with one torch thread, on CUDA, or with --short-rounds 1, nothing."""
-    from harness.analysis.trust import ROUND_BELOW_S
+    from harness.analysis.rounds import ROUND_BELOW_S
 
     seen = []
     monkeypatch.setattr(executors, "measure", lambda *a, short=None, **k: seen.append(short) or ok_row())

@@ -67,7 +67,7 @@ def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):
 def test_short_cpu_calls_are_measured_in_two_rounds_by_default(tmp_path, fake_measure):
     """A faked cell of 2 ms (N=8) is measured again after the first pass (--short-rounds 2, the
     default); one of 131 ms (N=64) is not; --short-rounds 1 measures each once."""
-    from harness.analysis.trust import ROUND_BELOW_S
+    from harness.analysis.rounds import ROUND_BELOW_S
     from harness.run.sweep import run_sweep
 
     config = small(variants=["naive"], seq_lens=[8, 64], head_dims=[8], passes=["fwd"])
