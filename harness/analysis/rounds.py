@@ -14,10 +14,10 @@ round's median, so the trust flags can ask whether the kept round was reproduced
 (harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted. A round whose output
 was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckier round.
 
-Multi-threaded CPU calls under ``ROUND_BELOW_S`` (``short``) are measured in ``short_rounds`` rounds
-even when the run asks for one (``--short-rounds``, default 2). On a VM, the cores can pass data to
-each other about 1.3x slower for seconds to minutes at a time; a multi-threaded call of a few
-milliseconds, most of whose time is its threads' synchronization, then reads 1.3-1.7x slower while the
+Multi-threaded CPU calls under ``ROUND_BELOW_S`` (``measured_in_rounds``) are measured in
+``short_rounds`` rounds even when the run asks for one (``--short-rounds``, default 2). On a VM, the
+cores can pass data to each other about 1.3x slower for seconds to minutes at a time; a multi-threaded
+call of a few milliseconds, most of whose time is its threads' synchronization, then reads 1.3-1.7x slower while the
 calibration matmul timed beside it stays within 10% (docs/measurements.md); and a call of tens of
 milliseconds can read 1.3x slower for a second with every piece of evidence beside it clean. The
 second round comes after the whole first pass (on the main job, minutes later), so a cell timed once in
@@ -47,10 +47,11 @@ def rounds_done(row: dict) -> int:
     return len(medians) if medians else 1
 
 
-def short(row: dict) -> bool:
-    """Whether a row's calls are short and multi-threaded on a CPU: its fastest round so far under
-    ``ROUND_BELOW_S``, on more than one torch thread, and not measured by a Ray task
-    (``node_id``: a local resume would time it again on another machine)."""
+def measured_in_rounds(row: dict) -> bool:
+    """Whether a row's cell is measured in ``short_rounds`` rounds: a multi-threaded CPU call whose
+    fastest round so far reads under ``ROUND_BELOW_S`` (a wider bound than ``SHORT_BELOW_S``, that of the
+    calls judged by their sync probe), not measured by a Ray task (``node_id``: a local resume would time it again
+    on another machine)."""
     if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
         return False
     readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
@@ -60,8 +61,8 @@ def short(row: dict) -> bool:
 
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:
     """Rounds an ok row's cell is to be measured in: ``rounds``, or ``short_rounds`` when more and its
-    calls are ``short``."""
-    return max(rounds, short_rounds) if short(row) else rounds
+    calls are ``measured_in_rounds``."""
+    return max(rounds, short_rounds) if measured_in_rounds(row) else rounds
 
 
 def round_share(rounds: int, short_rounds: int) -> float:

@@ -97,16 +97,19 @@ def test_reproduction_is_judged_from_the_kept_round():
     assert reproduction([1e-3, 1.5e-3]) == pytest.approx(1.5)  # the fastest when no kept round is named
 
 
-def test_which_cells_are_short_enough_for_a_second_round():
-    """Short: a multi-threaded CPU cell whose fastest round so far reads under ``ROUND_BELOW_S``. Not: a
+def test_which_cells_are_measured_in_rounds():
+    """In rounds: a multi-threaded CPU cell whose fastest round so far reads under ``ROUND_BELOW_S``. Not: a
     long one, one on a GPU, on one thread, or one a Ray task measured elsewhere."""
-    from harness.analysis.rounds import ROUND_BELOW_S as bound, rounds_wanted, short
+    from harness.analysis.rounds import ROUND_BELOW_S as bound, measured_in_rounds, rounds_wanted
 
     row = {"status": "ok", "device": "cpu", "torch_threads": 2, "time_s_median": 0.9 * bound}
-    assert short(row) and rounds_wanted(row, 1, 2) == 2 and rounds_wanted(row, 3, 2) == 3
+    assert measured_in_rounds(row) and rounds_wanted(row, 1, 2) == 2 and rounds_wanted(row, 3, 2) == 3
     long = {**row, "time_s_median": 1.1 * bound}
-    assert not short(long) and rounds_wanted(long, 1, 2) == 1
-    assert short({**row, "time_s_median": 1.1 * bound, "time_rounds_s": [0.9 * bound, 1.1 * bound]})  # once short, short
-    assert short({**row, "time_rounds_s": np.array([0.9 * bound, 1.0 * bound])})  # a list column read back from parquet
-    assert not short({**row, "device": "cuda"}) and not short({**row, "torch_threads": 1})
-    assert not short({**row, "node_id": "abc123"}) and not short({**row, "time_s_median": None})
+    assert not measured_in_rounds(long) and rounds_wanted(long, 1, 2) == 1
+    once = {**row, "time_s_median": 1.1 * bound, "time_rounds_s": [0.9 * bound, 1.1 * bound]}
+    assert measured_in_rounds(once)  # once in rounds, in rounds
+    read_back = {**row, "time_rounds_s": np.array([0.9 * bound, 1.0 * bound])}  # a list column from parquet
+    assert measured_in_rounds(read_back)
+    assert not measured_in_rounds({**row, "device": "cuda"}) and not measured_in_rounds({**row, "torch_threads": 1})
+    assert not measured_in_rounds({**row, "node_id": "abc123"})
+    assert not measured_in_rounds({**row, "time_s_median": None})
