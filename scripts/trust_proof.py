@@ -18,6 +18,7 @@ specific to the cells).
 With ``--rounds N`` each sweep measures every cell N times over its run (see docs/trust.md).
 
 Run: python scripts/trust_proof.py [--out results/trust-proof] [--burst-s 1.0] [--threads N] [--rounds N]
+[--short-rounds N]
 (``--judge`` runs nothing and judges the runs already under ``--out``.) It takes 25-40 minutes on a
 2-core machine with --rounds 4; run it on an otherwise quiet machine: your own jobs are load too.
 """
@@ -60,10 +61,11 @@ def _burn(stop, burst_s: float) -> None:
         stop.wait(burst_s)
 
 
-def _sweep(out: Path, threads: int | None, rounds: int, trust_budget: str | None = None) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "harness", "sweep", *SWEEP, *(["--threads", str(threads)] if threads else []),
-           *(["--trust-budget", trust_budget] if trust_budget else []), "--rounds", str(rounds), "--out", str(out),
-           "--quiet"]
+def _sweep(out: Path, args) -> tuple[float, dict]:
+    """One sweep in a fresh process, with the proof's --threads, --rounds, --short-rounds and --trust-budget."""
+    given = {"--threads": args.threads, "--short-rounds": args.short_rounds, "--trust-budget": args.trust_budget}
+    cmd = [sys.executable, "-m", "harness", "sweep", *SWEEP, *(x for k, v in given.items() if v for x in (k, str(v))),
+           "--rounds", str(args.rounds), "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - t0, _cells(out)
@@ -92,6 +94,8 @@ def main() -> int:
                                                          "times over the run, the fastest round kept (default 1)")
     ap.add_argument("--quiet-runs", dest="quiet_runs", type=int, choices=[1, 2], default=2,
                     help="quiet runs: 1 before the loaded run, or 2 (before and after it; default)")
+    ap.add_argument("--short-rounds", dest="short_rounds", type=int,
+                    help="the sweeps' --short-rounds (default: the sweep's own)")
     ap.add_argument("--trust-budget", dest="trust_budget", help="the sweeps' --trust-budget (default: the sweep's own)")
     ap.add_argument("--judge", action="store_true", help="run nothing: judge the runs already under --out (quiet, "
                                                          "loaded, and quiet-after with --quiet-runs 2)")
@@ -104,20 +108,20 @@ def main() -> int:
                           _cells(out / "quiet-after") if two else None)
     for sub in ("quiet", "loaded", "quiet-after"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    quiet_s, quiet = _sweep(out / "quiet", args.threads, args.rounds, args.trust_budget)
+    quiet_s, quiet = _sweep(out / "quiet", args)
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop, args.burst_s), daemon=True) for _ in range(os.cpu_count() or 1)]
     for p in burners:
         p.start()
     try:
-        loaded_s, loaded = _sweep(out / "loaded", args.threads, args.rounds, args.trust_budget)
+        loaded_s, loaded = _sweep(out / "loaded", args)
     finally:
         stop.set()
         for p in burners:
             p.join(5)
     walls, quiet2 = [quiet_s], None
     if args.quiet_runs == 2:
-        quiet2_s, quiet2 = _sweep(out / "quiet-after", args.threads, args.rounds, args.trust_budget)
+        quiet2_s, quiet2 = _sweep(out / "quiet-after", args)
         walls.append(quiet2_s)
     return judge_runs(out, args, walls, quiet, loaded_s, loaded, quiet2)
 
@@ -171,7 +175,8 @@ def judge_runs(out: Path, args, quiet_walls: list[float], quiet: dict, loaded_s:
                           f"target: at least {SHARE:.0%})")
         return misses
 
-    print(f"threads: {args.threads or 'the default (all cores)'}; rounds: {args.rounds}; quiet runs: {args.quiet_runs}")
+    print(f"threads: {args.threads or 'the default (all cores)'}; rounds: {args.rounds}; short rounds: "
+          f"{args.short_rounds or 'the sweep default'}; quiet runs: {args.quiet_runs}")
     print(f"quiet run: {' and '.join(f'{w:.0f} s' for w in quiet_walls)}"
           f"{' (the faster is the reference)' if len(quiet_walls) > 1 else ''}, {len(quiet)} ok cells, "
           + " and ".join(str(sum(q[c].get("time_trusted") is True for c in q)) for q in quiets) + " trusted")

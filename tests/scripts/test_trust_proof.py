@@ -16,7 +16,7 @@ def runs(quiet, loaded, quiet2):
     return [{c: {"time_s_median": m, "time_trusted": t} for c, (m, t) in run.items()} for run in (quiet, loaded, quiet2)]
 
 
-ARGS = SimpleNamespace(threads=None, rounds=1, quiet_runs=2)
+ARGS = SimpleNamespace(threads=None, rounds=1, short_rounds=None, quiet_runs=2)
 QUIET = {f"c{i}": (1.0, True) for i in range(10)}
 
 
