@@ -14,27 +14,31 @@ round's median, so the trust flags can ask whether the kept round was reproduced
 (harness.analysis.trust: "unreproduced"), and a lone lucky round is not trusted. A round whose output
 was ``wrong`` is kept whatever its time: the cell is wrong, never ok by a luckier round.
 
-Multi-threaded CPU calls under ``ROUND_BELOW_S`` (``measured_in_rounds``) are measured in
-``short_rounds`` rounds even when the run asks for one (``--short-rounds``, default 2). On a VM, the
-cores can pass data to each other about 1.3x slower for seconds to minutes at a time; a multi-threaded
-call of a few milliseconds, most of whose time is its threads' synchronization, then reads 1.3-1.7x slower while the
+Multi-threaded CPU calls under ``ROUND_BELOW_S`` (``measured_in_rounds``) are measured in more
+rounds even when the run asks for one (``rounds_for``: ``--short-rounds``, default 3, for calls under
+``SHORT_BELOW_S``; at most ``LONGER_ROUNDS`` for the longer ones). On a VM, the cores can pass data to
+each other about 1.3x slower for seconds to minutes at a time; a multi-threaded call of a few
+milliseconds, most of whose time is its threads' synchronization, then reads 1.3-1.7x slower while the
 calibration matmul timed beside it stays within 10% (docs/measurements.md); and a call of tens of
 milliseconds can read 1.3x slower for a second with every piece of evidence beside it clean. The
-second round comes after the whole first pass (on the main job, minutes later), so a cell timed once in
-such a state most likely reads its usual speed in the other round (kept) or is flagged unreproduced.
-A state that lasts across both rounds is the sync probe's to see (``sync_s``, for calls under
-``SHORT_BELOW_S``; harness.analysis.trust: "slow machine"). The rounds share the cell's budget
-(``round_share``): they add no timing where a round's share still holds ``MIN_CALLS`` calls (on the
-main job's 0.75 s, calls under 75 ms), only each measurement's overhead.
+later rounds come after the whole first pass (on the main job, minutes apart), so a cell timed once in
+such a state most likely reads its usual speed in another round (kept) or is flagged unreproduced.
+A state that lasts across its rounds is the sync probe's to see (``sync_s``, for calls under
+``SHORT_BELOW_S``; harness.analysis.trust: "slow machine"), but not always: on the trust proofs a
+call of a few milliseconds read 1.3x slow in both of two rounds with its sync probe at its best,
+hence a third round for those calls. The rounds share the cell's budget (``round_share``): they add
+no timing where a round's share still holds ``MIN_CALLS`` calls (on the main job's 0.75 s, every call
+measured in rounds), only each measurement's overhead.
 
 Pure functions of rows.
 """
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, as_list, number, row_flags
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, as_list, number, row_flags
 
-ROUND_BELOW_S = 50e-3  # a multi-threaded CPU call read under this is measured in ``short_rounds`` rounds
+ROUND_BELOW_S = 50e-3  # a multi-threaded CPU call read under this is measured in rounds (``rounds_for``)
+LONGER_ROUNDS = 2  # rounds at most for such a call of ``SHORT_BELOW_S`` or more
 
 # Fields that belong to the row written, not to the measurement (make_row sets them again).
 _ROW_FIELDS = ("run_id", "case_id", "isolated", "wall_s", "finished_at", "remeasured_for")
@@ -47,29 +51,45 @@ def rounds_done(row: dict) -> int:
     return len(medians) if medians else 1
 
 
-def measured_in_rounds(row: dict) -> bool:
-    """Whether a row's cell is measured in ``short_rounds`` rounds: a multi-threaded CPU call whose
-    fastest round so far reads under ``ROUND_BELOW_S`` (a wider bound than ``SHORT_BELOW_S``, that of the
-    calls judged by their sync probe), not measured by a Ray task (``node_id``: a local resume would time it again
-    on another machine)."""
-    if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
-        return False
+def _fastest(row: dict) -> float | None:
+    """A row's fastest reading so far: its fastest round, or its median (None without a positive one)."""
     readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
     readings = [m for m in readings if m and m > 0]
-    return bool(readings) and min(readings) < ROUND_BELOW_S
+    return min(readings) if readings else None
+
+
+def measured_in_rounds(row: dict) -> bool:
+    """Whether a row's cell is measured in rounds beyond ``rounds``: a multi-threaded CPU call whose
+    fastest reading so far is under ``ROUND_BELOW_S``, not measured by a Ray task (``node_id``: a
+    local resume would time it again on another machine)."""
+    if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
+        return False
+    fastest = _fastest(row)
+    return fastest is not None and fastest < ROUND_BELOW_S
+
+
+def rounds_for(call_s: float, rounds: int, short_rounds: int) -> int:
+    """Rounds for a multi-threaded CPU call that reads ``call_s`` seconds: ``short_rounds`` under
+    ``SHORT_BELOW_S`` (the calls a slow spell can hold through two rounds), at most ``LONGER_ROUNDS``
+    of them under ``ROUND_BELOW_S``, and never fewer than ``rounds``."""
+    if call_s < SHORT_BELOW_S:
+        return max(rounds, short_rounds)
+    if call_s < ROUND_BELOW_S:
+        return max(rounds, min(short_rounds, LONGER_ROUNDS))
+    return rounds
 
 
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:
-    """Rounds an ok row's cell is to be measured in: ``rounds``, or ``short_rounds`` when more and its
-    calls are ``measured_in_rounds``."""
-    return max(rounds, short_rounds) if measured_in_rounds(row) else rounds
+    """Rounds an ok row's cell is to be measured in: ``rounds_for`` its fastest reading when its calls
+    are ``measured_in_rounds``, else ``rounds``."""
+    return rounds_for(_fastest(row), rounds, short_rounds) if measured_in_rounds(row) else rounds
 
 
-def round_share(rounds: int, short_rounds: int) -> float:
-    """The share of ``budget_s`` each round of a short call is timed for: its rounds
-    (``rounds_wanted``) share the budget of a cell measured in ``rounds``, so it gets the timing of any
-    other cell, spread over more moments (1 when ``short_rounds`` adds none)."""
-    return rounds / max(rounds, short_rounds)
+def round_share(rounds: int, wanted: int) -> float:
+    """The share of ``budget_s`` each round of a cell measured in ``wanted`` rounds is timed for: its
+    rounds share the budget of a cell measured in ``rounds``, so it gets the timing of any other cell,
+    spread over more moments (1 when ``wanted`` adds none)."""
+    return rounds / max(rounds, wanted)
 
 
 def _wrong_again(new: dict) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 
@@ -63,7 +64,7 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
             measure_error: bool = True, max_error_elements: int = ERROR_MAX_ELEMENTS,
             ref_cache: ReferenceCache | None = None, timer=None, min_samples: int = 1,
             bandwidth: float | None = None, earlier: dict | None = None, cost: Counter | None = None,
-            slow_above: float | None = None, short: tuple[float, float] | None = None) -> dict:
+            slow_above: float | None = None, short: Callable[[float], float] | None = None) -> dict:
     """Measure one supported case. Returns the metric fields of its row (status ``ok``), with the
     evidence of how quiet the machine was: the calibration kernel timed beside the case (a warm call
     right after each of its timing blocks; ``calibration_s`` is their median beside the samples the
@@ -78,8 +79,8 @@ def measure(variant: Variant, case: Case, budget_s: float = 0.5, ceiling: float 
     and keeps its peak memory and its check (``UNTIMED_FIELDS``), which do not depend on how busy the
     machine is.
 
-    ``short`` (``(below_s, budget_s)``): a call shorter than ``below_s`` is timed for that budget
-    instead (harness.bench.timing.time_callable).
+    ``short`` (seconds a call takes -> seconds of budget): the budget of a call as long as its first
+    timed call, where less than ``budget_s`` (harness.bench.timing.time_callable).
 
     Peak memory is measured on the first warm-up call (``time_callable``'s ``first``), not timed.
 

@@ -232,7 +232,7 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
                   waits: Callable[[], float | None] | None = _DEFAULT,
                   beside: Callable[[], object] | None = None, first: Callable[[], object] | None = None,
                   slow_above: float | None = None, host: Callable[[], float] | None = None,
-                  short: tuple[float, float] | None = None) -> Timing:
+                  short: Callable[[float], float] | None = None) -> Timing:
     """Warm up (``warmup`` calls, or fewer: warming up stops after one sample's share of the budget,
     ``budget_s / min_samples``), size a block (``number`` calls, at least ``MIN_BLOCK_S`` of them) so
     that ``TARGET_SAMPLES`` blocks, or twice ``min_samples``, fit in ``budget_s``, then time blocks with
@@ -253,8 +253,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     until ``min_samples`` (at least ``MIN_FAST``) clean and fast samples exist.
 
     ``first`` (a callable that calls ``fn`` once) makes the first warm-up call, even when ``warmup`` is
-    0: the sweep measures a call's peak memory there. ``short`` (``(below_s, short_budget_s)``): a call
-    whose first timed call is shorter than ``below_s`` is timed for ``short_budget_s``.
+    0: the sweep measures a call's peak memory there. ``short`` (seconds a call takes -> seconds of
+    budget): a call is timed for ``short`` of its first timed call, where that is less than ``budget_s``.
     """
     warmed, started = 0, time.perf_counter()
     share = budget_s / max(min_samples, 1)  # a call this long warms up alone: min_samples of it fill the budget
@@ -280,8 +280,8 @@ def time_callable(fn: Callable[[], object], device: str, budget_s: float = 0.5, 
     clock = _DualClock(wall, waits, faults, host)
     block = timeit.Timer(stmt=fn, timer=clock)
     number, took = 1, block.timeit(1)
-    if short is not None and took < short[0] and short[1] < budget_s:  # one call says so: load only adds time
-        budget_s = short[1]
+    if short is not None:  # one call says how long a call is: load only adds time
+        budget_s = min(budget_s, short(took))
     target = max(budget_s / max(2 * min_samples, TARGET_SAMPLES), MIN_BLOCK_S)
     while took < target and number < MAX_NUMBER:
         grow = target / took if took > 0 else 10.0

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from harness.analysis.rounds import ROUND_BELOW_S
+from harness.analysis.rounds import LONGER_ROUNDS, ROUND_BELOW_S
+from harness.analysis.trust import SHORT_BELOW_S
 from harness.bench.heap import ALLOCATORS
 from harness.core.errors import InputError
 from harness.run.budget import TRUST_BUDGET_FRACTION
@@ -241,12 +242,13 @@ def add_sweep_options(p: argparse.ArgumentParser, default_preset: str = "quick")
                                               "15%% of it); a kept round no other reproduces within 15%% is flagged "
                                               "'unreproduced' (default 1)")
     p.add_argument("--short-rounds", dest="short_rounds", type=int, metavar="N",
-                   help=f"measure a multi-threaded CPU cell whose calls are short (its fastest reading under "
-                        f"{ROUND_BELOW_S * 1e3:g} ms) in at least N rounds (default 2; 1: as --rounds "
-                        "says): a VM can slow such calls (short ones 1.3-1.7x) for seconds to minutes while the "
-                        "calibration kernel does not notice, and a round after the first pass shows it; each round is timed for its share of "
-                        "--budget-s (budget x rounds / N), so such a cell gets the timing of any other (local "
-                        "executor only)")
+                   help=f"measure a multi-threaded CPU cell whose calls are short in more rounds than --rounds: "
+                        f"N for calls under {SHORT_BELOW_S * 1e3:g} ms, min(N, {LONGER_ROUNDS}) for calls under "
+                        f"{ROUND_BELOW_S * 1e3:g} ms (its fastest reading; default 3; 1: as --rounds says). A VM can "
+                        "slow such calls (short ones 1.3-1.7x) for seconds to minutes while the calibration kernel "
+                        "does not notice, and rounds after the first pass show it; each round is timed for its "
+                        "share of --budget-s (budget x rounds / its rounds), so such a cell gets the timing of any "
+                        "other (local executor only)")
     p.add_argument("--allocator", choices=list(ALLOCATORS),
                    help="the host allocator while measuring: steady (default: glibc keeps freed memory, so a timed "
                         "call faults no fresh pages whatever ran before it) or system (the C library's defaults: a "

@@ -70,7 +70,7 @@ class Execution:
     ceiling_retries: int = 2  # end-of-run re-measurements of the matmul ceiling while cells exceed it
     recheck_retries: int = 2  # end-of-run re-checks of a cell still flagged, each one more round
     rounds: int = 1  # times every cell is measured over the run, the fastest kept (harness.analysis.rounds)
-    short_rounds: int = 2  # rounds at least for a CPU cell whose calls are short (harness.analysis.rounds)
+    short_rounds: int = 3  # rounds at least for a CPU cell whose calls are short (harness.analysis.rounds)
     recheck_wait_s: float | None = None  # the re-check's waits for quiet, in all; None: recheck_wait_budget_s
     trust_budget: float | None = TRUST_BUDGET_FRACTION  # re-measuring and waiting: this x the first pass; None: unbounded
     allocator: str = "steady"  # the host allocator's state while measuring (harness.bench.heap.ALLOCATORS)

@@ -12,10 +12,11 @@ import functools
 import platform
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 
-from harness.analysis.rounds import ROUND_BELOW_S, round_share
+from harness.analysis.rounds import round_share, rounds_for
 from harness.analysis.trust import (MIN_CALLS, SLOW_CALIBRATION, best_calibration, row_flags, sync_to_wait_for,
                                     worth_remeasuring)
 from harness.bench.heap import pin_allocator
@@ -170,15 +171,14 @@ class InProcess(RunBests):
             self.cost["fidelity"] += time.perf_counter() - t0
         return {**best, "attempts": len(attempts)}
 
-    def _short_budget(self, case: Case) -> tuple[float, float] | None:
-        """``measure``'s ``short``: a multi-threaded CPU call shorter than ``ROUND_BELOW_S`` is measured
-        in ``--short-rounds`` rounds, each timed for its share of ``budget_s``
-        (harness.analysis.rounds.round_share); None where rounds add none."""
+    def _short_budget(self, case: Case) -> Callable[[float], float] | None:
+        """``measure``'s ``short``: the budget of a multi-threaded CPU call that reads ``call_s``, its
+        rounds' share of ``budget_s`` (harness.analysis.rounds: ``rounds_for``, ``round_share``); None
+        where ``--short-rounds`` adds no rounds."""
         ex = self.config.execution
-        share = round_share(ex.rounds, ex.short_rounds)
-        if case.device != "cpu" or torch.get_num_threads() < 2 or share >= 1:
+        if case.device != "cpu" or torch.get_num_threads() < 2 or ex.short_rounds <= ex.rounds:
             return None
-        return ROUND_BELOW_S, ex.budget_s * share
+        return lambda call_s: ex.budget_s * round_share(ex.rounds, rounds_for(call_s, ex.rounds, ex.short_rounds))
 
     def _slow_above(self) -> float | None:
         """The calibration time above which a sample counts as timed on a slow machine: ``SLOW_CALIBRATION``

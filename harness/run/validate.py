@@ -279,8 +279,8 @@ def _execution_values(values: dict) -> None:
                                          "only at the start and the end)")
     _count(values, "recheck_retries", 0, "recheck_retries = 2 (--recheck-retries 2; 0: no end-of-run re-check)")
     _count(values, "rounds", 1, "rounds = 3 (--rounds 3: every cell measured in 3 rounds over the run; 1: once)")
-    _count(values, "short_rounds", 1, "short_rounds = 2 (--short-rounds 2: CPU cells with short calls measured in "
-                                      "2 rounds at least; 1: as rounds says)")
+    _count(values, "short_rounds", 1, "short_rounds = 3 (--short-rounds 3: CPU cells with short calls measured in "
+                                      "3 rounds at least; 1: as rounds says)")
     _optional_number(values, "recheck_wait_s", "a finite number of seconds >= 0",
                      "recheck_wait_s = 120 (--recheck-wait-s 120; 0: no waiting beyond 5 s; unset: 15% of the "
                      "time the cases took, 5 to 300 s)")

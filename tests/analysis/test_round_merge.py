@@ -113,3 +113,20 @@ def test_which_cells_are_measured_in_rounds():
     assert not measured_in_rounds({**row, "device": "cuda"}) and not measured_in_rounds({**row, "torch_threads": 1})
     assert not measured_in_rounds({**row, "node_id": "abc123"})
     assert not measured_in_rounds({**row, "time_s_median": None})
+
+
+def test_how_many_rounds_a_call_gets_by_its_length():
+    """``rounds_for``: --short-rounds for a call under SHORT_BELOW_S, at most LONGER_ROUNDS of them for
+    one under ROUND_BELOW_S, ``rounds`` for a longer one; never fewer than ``rounds``. A row's rounds
+    follow its fastest reading."""
+    from harness.analysis.rounds import LONGER_ROUNDS, ROUND_BELOW_S, rounds_for, rounds_wanted
+    from harness.analysis.trust import SHORT_BELOW_S
+
+    short, longer, long = 0.9 * SHORT_BELOW_S, 1.1 * SHORT_BELOW_S, 1.1 * ROUND_BELOW_S
+    assert [rounds_for(t, 1, 3) for t in (short, longer, long)] == [3, LONGER_ROUNDS, 1]
+    assert [rounds_for(t, 1, 2) for t in (short, longer, long)] == [2, 2, 1]
+    assert [rounds_for(t, 1, 1) for t in (short, longer, long)] == [1, 1, 1]
+    assert [rounds_for(t, 4, 3) for t in (short, longer, long)] == [4, 4, 4]
+    row = {"status": "ok", "device": "cpu", "torch_threads": 2, "time_s_median": longer}
+    assert rounds_wanted(row, 1, 3) == LONGER_ROUNDS
+    assert rounds_wanted({**row, "time_rounds_s": [longer, short]}, 1, 3) == 3

@@ -323,17 +323,22 @@ def test_cross_cell_suspects_are_measured_again_and_keep_the_faster_measurement(
 
 
 def test_a_short_multi_threaded_cpu_call_gets_its_rounds_share_of_the_budget(monkeypatch):
-    """With --short-rounds above --rounds, ``measure`` is handed (the short-call bound, budget_s x
-    rounds / short rounds); with one torch thread, on CUDA, or with --short-rounds 1, nothing."""
+    """With --short-rounds above --rounds, ``measure`` is handed a call's budget by its length: budget_s x
+    rounds / its rounds (``rounds_for``: --short-rounds under SHORT_BELOW_S, at most LONGER_ROUNDS under
+    ROUND_BELOW_S); with one torch thread, on CUDA, or with --short-rounds 1, nothing."""
     from harness.analysis.rounds import ROUND_BELOW_S
+    from harness.analysis.trust import SHORT_BELOW_S
 
     seen = []
     monkeypatch.setattr(executors, "measure", lambda *a, short=None, **k: seen.append(short) or ok_row())
     case = Case("naive", seq_len=16, heads=1, head_dim=8, threads=2)
-    for options in ({}, {"short_rounds": 3}, {"short_rounds": 4, "rounds": 2}, {"short_rounds": 1}):
+    lengths = (0.9 * SHORT_BELOW_S, 1.1 * SHORT_BELOW_S, 0.9 * ROUND_BELOW_S, 1.1 * ROUND_BELOW_S)
+    for options in ({}, {"short_rounds": 2}, {"short_rounds": 4, "rounds": 2}, {"short_rounds": 1}):
         config = build_config({"variants": ["naive"], "retries": 0, "budget_s": 0.6, **options})
         executors.InProcess(config, {}).metrics(case)
-    assert seen == [(ROUND_BELOW_S, 0.3), (ROUND_BELOW_S, pytest.approx(0.2)), (ROUND_BELOW_S, 0.3), None]
+    budgets = [None if short is None else [short(s) for s in lengths] for short in seen]
+    assert budgets == [pytest.approx([0.2, 0.3, 0.3, 0.6]), pytest.approx([0.3, 0.3, 0.3, 0.6]),
+                       pytest.approx([0.3, 0.6, 0.6, 0.6]), None]
     seen.clear()
     executors.InProcess(build_config({"variants": ["naive"], "retries": 0}), {}).metrics(case.replace(threads=1))
     assert seen == [None]

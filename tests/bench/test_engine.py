@@ -329,19 +329,22 @@ def test_a_row_calibration_is_the_median_of_the_kernel_timed_beside_its_samples(
 
 
 def test_a_short_call_is_timed_for_its_short_budget_and_a_long_one_for_the_whole():
-    """``short`` = (below_s, budget_s): a 1 ms call (fake clock) under below_s is timed for the short
-    budget, in blocks sized for it so that as many samples fit; a 10 ms call is timed for the whole
-    budget; the budget each was given is a field of the row."""
+    """``short`` (a call's seconds -> its budget): a 1 ms call (fake clock) given a shorter budget is
+    timed for it, in blocks sized for it so that as many samples fit; a 10 ms call given more than the
+    whole is timed for the whole budget; the budget each was given is a field of the row."""
     def timed(dt, short):
         m = FakeMachine(lambda n: False, dt=dt)
         return time_callable(m.call, "cpu", budget_s=0.8, warmup=0, timer=lambda: m.now, waits=None, min_samples=5,
                              short=short)
 
-    whole, split = timed(1e-3, None), timed(1e-3, (5e-3, 0.2))
+    def short(call_s):
+        return 0.2 if call_s < 5e-3 else 1.6
+
+    whole, split = timed(1e-3, None), timed(1e-3, short)
     assert whole.budget_s == 0.8 and split.budget_s == 0.2 and split.fields()["time_budget_s"] == 0.2
     for t, budget in ((whole, 0.8), (split, 0.2)):
         spent = sum(t.samples_s) * t.number_per_sample
         assert budget <= spent < budget * 1.2 and len(t.samples_s) >= 8  # as many blocks fit either budget
     assert split.number_per_sample < whole.number_per_sample
-    long = timed(10e-3, (5e-3, 0.2))
+    long = timed(10e-3, short)
     assert long.budget_s == 0.8 and sum(long.samples_s) * long.number_per_sample >= 0.8

@@ -15,11 +15,12 @@ def small(**changes):
 
 
 def test_a_sweep_in_rounds_and_a_resume_that_adds_one(tmp_path, fake_measure):
-    """The rounds' logic on clean measurements (faked): nothing else re-measures, so the counts are exact."""
+    """The rounds' logic on clean measurements (faked): nothing else re-measures (no short rounds either),
+    so the counts are exact."""
     from harness.cli.show import trust_line
     from harness.run.sweep import run_sweep
 
-    run = run_sweep(small(rounds=2), out=tmp_path / "run", quiet=True)
+    run = run_sweep(small(rounds=2, short_rounds=1), out=tmp_path / "run", quiet=True)
     df, meta = load_run(run)
     ids = df["case_id"].tolist()
     assert len(df) == 4 and df["case_id"].is_unique and fake_measure == ids + ids  # round 2 after all of round 1
@@ -64,21 +65,24 @@ def test_rounds_with_ray_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_short_cpu_calls_are_measured_in_two_rounds_by_default(tmp_path, fake_measure):
-    """A faked cell of 2 ms (N=8) is measured again after the first pass (--short-rounds 2, the
-    default); one of 131 ms (N=64) is not; --short-rounds 1 measures each once."""
-    from harness.analysis.rounds import ROUND_BELOW_S
+def test_short_cpu_calls_are_measured_in_more_rounds_by_default(tmp_path, fake_measure):
+    """Faked cells: one of 2 ms (N=8) is measured in three rounds (--short-rounds 3, the default, for
+    calls under SHORT_BELOW_S), one of 33 ms (N=32) in two (LONGER_ROUNDS, under ROUND_BELOW_S), one of
+    131 ms (N=64) once; each later round after the whole pass before it; --short-rounds 1 measures each
+    once."""
+    from harness.analysis.rounds import LONGER_ROUNDS, ROUND_BELOW_S
+    from harness.analysis.trust import SHORT_BELOW_S
     from harness.run.sweep import run_sweep
 
-    config = small(variants=["naive"], seq_lens=[8, 64], head_dims=[8], passes=["fwd"])
-    run = run_sweep(config, out=tmp_path / "run", quiet=True)
+    axes = {"variants": ["naive"], "seq_lens": [8, 32, 64], "head_dims": [8], "passes": ["fwd"]}
+    run = run_sweep(small(**axes), out=tmp_path / "run", quiet=True)
     df, meta = load_run(run)
-    short, long = df["case_id"].tolist()
-    assert df["time_s_median"].tolist()[0] < ROUND_BELOW_S < df["time_s_median"].tolist()[1]
-    assert fake_measure == [short, long, short] and meta["sweep"]["short_rounds"] == 2
-    assert df["remeasured_for"].fillna("").tolist() == ["round 2", ""]
-    assert len(df["time_rounds_s"].tolist()[0]) == 2
+    short, longer, long = df["case_id"].tolist()
+    medians = df["time_s_median"].tolist()
+    assert medians[0] < SHORT_BELOW_S < medians[1] < ROUND_BELOW_S < medians[2] and LONGER_ROUNDS == 2
+    assert fake_measure == [short, longer, long, short, longer, short] and meta["sweep"]["short_rounds"] == 3
+    assert df["remeasured_for"].fillna("").tolist() == ["round 3", "round 2", ""]
+    assert [len(r) if r is not None else 1 for r in df["time_rounds_s"].tolist()] == [3, 2, 1]
     fake_measure.clear()
-    run_sweep(small(variants=["naive"], seq_lens=[8, 64], head_dims=[8], passes=["fwd"], short_rounds=1),
-              out=tmp_path / "once", quiet=True)
-    assert fake_measure == [short, long]
+    run_sweep(small(**axes, short_rounds=1), out=tmp_path / "once", quiet=True)
+    assert fake_measure == [short, longer, long]

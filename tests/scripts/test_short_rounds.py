@@ -1,5 +1,5 @@
-"""scripts/short_rounds.py's verdict: half-budget rounds of a short call must agree about as often as
-whole-budget ones, and cost less."""
+"""scripts/short_rounds.py's verdict: a short call's rounds on their share of the budget must agree about
+as often as whole-budget ones, and all of them cost at most COST whole measurements."""
 
 import pytest
 
@@ -14,8 +14,9 @@ def test_consecutive_rounds_are_paired_and_agree_within_15_percent(script):
 
 
 def test_met_within_the_slack_and_missed_beyond_it_or_when_no_cheaper(script):
-    assert script.missed({"half": 0.80, "whole": 0.85}, 0.55) == []
-    (miss,) = script.missed({"half": 0.60, "whole": 0.85}, 0.55)
+    assert script.missed({"share": 0.80, "whole": 0.85}, 0.45, 3) == []
+    (miss,) = script.missed({"share": 0.60, "whole": 0.85}, 0.45, 3)
     assert "60%" in miss and "85%" in miss
-    (miss,) = script.missed({"half": 0.85, "whole": 0.85}, 0.9)
-    assert "0.90x" in miss
+    (miss,) = script.missed({"share": 0.85, "whole": 0.85}, 0.5, 3)
+    assert "1.50x" in miss
+    assert script.missed({"share": 0.85, "whole": 0.85}, 0.5, 2) == []  # two halves: 1.0x
