@@ -35,7 +35,9 @@ Pure functions of rows.
 
 from __future__ import annotations
 
-from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, as_list, number, row_flags
+import json
+
+from harness.analysis.trust import ROUNDS_AGREE, SHORT_BELOW_S, as_list, flag_name, number, row_flags
 
 ROUND_BELOW_S = 50e-3  # a multi-threaded CPU call read under this is measured in rounds (``rounds_for``)
 LONGER_ROUNDS = 2  # rounds at most for such a call of ``SHORT_BELOW_S`` or more
@@ -125,18 +127,36 @@ def merge_round(old: dict, new: dict, best_cal: float | None = None, best_sync: 
     (``own_flags`` against ``best_cal`` and ``best_sync``, the run's best calibration and sync probe)
     and the other one's is clean and within ``ROUNDS_AGREE`` of the fastest round seen: then the clean
     one is kept. A slower clean round never stands in for a flagged one it does not agree with.
-    ``time_rounds_s`` gains the new round's median and attempts add up. A failed round (not ok) leaves the measurement as it was, its attempts
-    counted (a row in rounds left with one median is flagged), except a ``wrong`` one: the row becomes
-    wrong, whatever its time."""
+    ``time_rounds_s`` gains the new round's median, ``time_rounds_flags`` (JSON text) the names of its
+    own flags (each round judged against the run's bests when it is merged, so a user sees why a slower
+    round was kept), and attempts add up. A failed round (not ok) leaves the measurement as it was, its
+    attempts counted (a row in rounds left with one median is flagged), except a ``wrong`` one: the row
+    becomes wrong, whatever its time."""
     attempts = int(old.get("attempts") or 1) + int(new.get("attempts") or 1)
     if new.get("status") == "wrong":
         return {**_wrong_again(new), "attempts": attempts}
     if not (new.get("status") == "ok" and new.get("time_samples_s")):
         return {**keep_faster(old, new), "attempts": attempts}
     medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
+    judged = _rounds_flags(old, best_cal, best_sync) + [_flag_names(new, best_cal, best_sync)]
     fastest = min(m for m in medians if m is not None)
     faster = new if new["time_s_median"] < old["time_s_median"] else old
     clean = [m for m in (old, new)
              if m["time_s_median"] <= ROUNDS_AGREE * fastest and not own_flags(m, best_cal, best_sync)]
     kept = min(clean, key=lambda m: m["time_s_median"]) if clean and own_flags(faster, best_cal, best_sync) else faster
-    return {**{k: v for k, v in kept.items() if k not in _ROW_FIELDS}, "attempts": attempts, "time_rounds_s": medians}
+    return {**{k: v for k, v in kept.items() if k not in _ROW_FIELDS}, "attempts": attempts, "time_rounds_s": medians,
+            "time_rounds_flags": json.dumps(judged)}
+
+
+def _flag_names(measurement: dict, best_cal: float | None, best_sync: float | None) -> list[str]:
+    """The names of a measurement's ``own_flags`` (the text before each one's ":")."""
+    return sorted({flag_name(f) for f in own_flags(measurement, best_cal, best_sync)})
+
+
+def _rounds_flags(row: dict, best_cal: float | None, best_sync: float | None) -> list[list[str] | None]:
+    """Each round's own flag names so far (``time_rounds_flags``); for a row measured once, its own; for
+    rounds merged before the column existed, None each."""
+    text = row.get("time_rounds_flags")
+    if isinstance(text, str) and text:
+        return json.loads(text)
+    return [_flag_names(row, best_cal, best_sync)] if rounds_done(row) == 1 else [None] * rounds_done(row)

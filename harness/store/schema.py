@@ -32,7 +32,7 @@ METRIC_COLUMNS = ["status", "reason", "setup_s", "mask_s", "time_s_median", "tim
                   "finished_at",
                   "calibration_s", "sync_s", "host_busy", "torch_threads", "attempts", "remeasured_for", "gpu_sm_clock_mhz",
                   "gpu_temp_c", "gpu_throttle", "time_trusted", "time_flags", "time_samples_s", "time_cpu_samples_s",
-                  "time_rounds_s", "time_wait_samples_s", "time_contended", "time_fault_samples",
+                  "time_rounds_s", "time_rounds_flags", "time_wait_samples_s", "time_contended", "time_fault_samples",
                   "time_calibration_samples_s", "time_slow", "time_used", "time_host_busy_samples",
                   "fidelity_out_rel_error", "fidelity_out_rel_error_p50",
                   "fidelity_out_rel_error_p90", "fidelity_mass_dropped", "fidelity_mass_dropped_p90", "fidelity_kl",

@@ -89,6 +89,22 @@ def test_a_clean_round_that_agrees_with_a_flagged_fastest_one_is_kept(measured):
     assert merge_round(measured(1.1e-3), measured(1.0e-3), best_cal=1e-3)["time_s_median"] == 1.0e-3
 
 
+def test_each_round_keeps_the_names_of_its_own_flags(measured):
+    """``time_rounds_flags``: per round, the names of its own flags, judged as it is merged, so a row
+    says why a slower round stands in for the fastest; a failed round adds none; rounds merged before
+    the column existed are None."""
+    noisy = measured(1.0e-3, time_s_iqr=0.3e-3, host_busy=0.5)
+    two = merge_round(noisy, measured(1.1e-3), best_cal=1e-3)
+    first, second = json.loads(two["time_rounds_flags"])
+    assert "noisy" in first and second == [] and len(two["time_rounds_s"]) == 2
+    three = merge_round(two, measured(1.05e-3), best_cal=1e-3)
+    assert json.loads(three["time_rounds_flags"]) == [first, [], []] and len(three["time_rounds_s"]) == 3
+    failed = merge_round(three, {"status": "error", "reason": "boom"}, best_cal=1e-3)
+    assert failed["time_rounds_flags"] == three["time_rounds_flags"]
+    older = {**measured(1.0e-3), "time_rounds_s": [1.0e-3, 1.2e-3]}  # written before the column
+    assert json.loads(merge_round(older, measured(1.1e-3), best_cal=1e-3)["time_rounds_flags"]) == [None, None, []]
+
+
 def test_reproduction_is_judged_from_the_kept_round():
     from harness.analysis.trust import reproduction
 
