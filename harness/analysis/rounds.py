@@ -53,21 +53,22 @@ def rounds_done(row: dict) -> int:
     return len(medians) if medians else 1
 
 
-def _fastest(row: dict) -> float | None:
-    """A row's fastest reading so far: its fastest round, or its median (None without a positive one)."""
+def _round_reading(row: dict) -> float | None:
+    """The fastest reading so far (fastest round, or median) of a row whose rounds follow ``rounds_for``:
+    a multi-threaded CPU call not measured by a Ray task (``node_id``: a local resume would time it
+    again on another machine); None for any other row, or one without a positive reading."""
+    if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
+        return None
     readings = [number(m) for m in as_list(row.get("time_rounds_s")) or [row.get("time_s_median")]]
     readings = [m for m in readings if m and m > 0]
     return min(readings) if readings else None
 
 
 def measured_in_rounds(row: dict) -> bool:
-    """Whether a row's cell is measured in rounds beyond ``rounds``: a multi-threaded CPU call whose
-    fastest reading so far is under ``ROUND_BELOW_S``, not measured by a Ray task (``node_id``: a
-    local resume would time it again on another machine)."""
-    if row.get("device") != "cpu" or isinstance(row.get("node_id"), str) or number(row.get("torch_threads")) == 1:
-        return False
-    fastest = _fastest(row)
-    return fastest is not None and fastest < ROUND_BELOW_S
+    """Whether a row's cell is one ``--short-rounds`` may measure in more rounds: a multi-threaded CPU
+    call (``_round_reading``) whose fastest reading so far is under ``ROUND_BELOW_S``."""
+    reading = _round_reading(row)
+    return reading is not None and reading < ROUND_BELOW_S
 
 
 def rounds_for(call_s: float, rounds: int, short_rounds: int) -> int:
@@ -82,9 +83,10 @@ def rounds_for(call_s: float, rounds: int, short_rounds: int) -> int:
 
 
 def rounds_wanted(row: dict, rounds: int, short_rounds: int) -> int:
-    """Rounds an ok row's cell is to be measured in: ``rounds_for`` its fastest reading when its calls
-    are ``measured_in_rounds``, else ``rounds``."""
-    return rounds_for(_fastest(row), rounds, short_rounds) if measured_in_rounds(row) else rounds
+    """Rounds an ok row's cell is to be measured in: ``rounds_for`` its fastest reading when it is a
+    multi-threaded CPU call (``_round_reading``), else ``rounds``."""
+    reading = _round_reading(row)
+    return rounds if reading is None else rounds_for(reading, rounds, short_rounds)
 
 
 def round_share(rounds: int, wanted: int) -> float:
@@ -138,25 +140,26 @@ def merge_round(old: dict, new: dict, best_cal: float | None = None, best_sync: 
     if not (new.get("status") == "ok" and new.get("time_samples_s")):
         return {**keep_faster(old, new), "attempts": attempts}
     medians = list(old.get("time_rounds_s") or [old["time_s_median"]]) + [new["time_s_median"]]
-    judged = _rounds_flags(old, best_cal, best_sync) + [_flag_names(new, best_cal, best_sync)]
+    old_flags, new_flags = own_flags(old, best_cal, best_sync), own_flags(new, best_cal, best_sync)
     fastest = min(m for m in medians if m is not None)
-    faster = new if new["time_s_median"] < old["time_s_median"] else old
-    clean = [m for m in (old, new)
-             if m["time_s_median"] <= ROUNDS_AGREE * fastest and not own_flags(m, best_cal, best_sync)]
-    kept = min(clean, key=lambda m: m["time_s_median"]) if clean and own_flags(faster, best_cal, best_sync) else faster
+    faster, faster_flags = (new, new_flags) if new["time_s_median"] < old["time_s_median"] else (old, old_flags)
+    clean = [m for m, flags in ((old, old_flags), (new, new_flags))
+             if m["time_s_median"] <= ROUNDS_AGREE * fastest and not flags]
+    kept = min(clean, key=lambda m: m["time_s_median"]) if clean and faster_flags else faster
+    judged = _rounds_flags(old, old_flags) + [_names(new_flags)]
     return {**{k: v for k, v in kept.items() if k not in _ROW_FIELDS}, "attempts": attempts, "time_rounds_s": medians,
             "time_rounds_flags": json.dumps(judged)}
 
 
-def _flag_names(measurement: dict, best_cal: float | None, best_sync: float | None) -> list[str]:
-    """The names of a measurement's ``own_flags`` (the text before each one's ":")."""
-    return sorted({flag_name(f) for f in own_flags(measurement, best_cal, best_sync)})
+def _names(flags: list[str]) -> list[str]:
+    """Flag names (the text before each one's ":"), sorted, once each."""
+    return sorted({flag_name(f) for f in flags})
 
 
-def _rounds_flags(row: dict, best_cal: float | None, best_sync: float | None) -> list[list[str] | None]:
-    """Each round's own flag names so far (``time_rounds_flags``); for a row measured once, its own; for
-    rounds merged before the column existed, None each."""
+def _rounds_flags(row: dict, own: list[str]) -> list[list[str] | None]:
+    """Each round's own flag names so far (``time_rounds_flags``); for a row measured once, those of
+    ``own`` (its own flags); for rounds merged before the column existed, None each."""
     text = row.get("time_rounds_flags")
     if isinstance(text, str) and text:
         return json.loads(text)
-    return [_flag_names(row, best_cal, best_sync)] if rounds_done(row) == 1 else [None] * rounds_done(row)
+    return [_names(own)] if rounds_done(row) == 1 else [None] * rounds_done(row)
